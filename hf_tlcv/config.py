@@ -1,0 +1,243 @@
+"""`KFoldConfig`: `TrainingArguments` plus the settings of a cross-validation of fine-tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+FINETUNE_STRATEGIES = ("full", "freeze", "linear_probe", "lora")
+FOLD_STRATEGY_CHOICES = ("auto", "kfold", "stratified", "group", "stratified_group", "timeseries")
+METRIC_AVERAGES = ("macro", "micro", "weighted")
+
+# Fields that change where or how a run is reported, never what it computes. They are left out of the
+# fingerprint that decides whether an output directory can be resumed.
+_NON_RESULT_FIELDS = frozenset(
+    {
+        "output_dir",
+        "overwrite_output_dir",
+        "run_name",
+        "project",
+        "report_to",
+        "disable_tqdm",
+        "log_level",
+        "log_level_replica",
+        "log_on_each_node",
+        "logging_strategy",
+        "logging_steps",
+        "logging_first_step",
+        "logging_nan_inf_filter",
+        "save_strategy",
+        "save_steps",
+        "save_total_limit",
+        "save_only_model",
+        "save_on_each_node",
+        "save_fold_models",
+        "push_to_hub",
+        "hub_token",
+        "hub_private_repo",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_always_push",
+        "hub_revision",
+        "resume_from_checkpoint",
+        "do_train",
+        "do_eval",
+        "do_predict",
+        "local_rank",
+        "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "per_device_eval_batch_size",
+        "skip_memory_metrics",
+        "trackio_space_id",
+        "trackio_bucket_id",
+        "trackio_static_space_id",
+        "ddp_timeout",
+    }
+)
+
+
+@dataclass
+class KFoldConfig(TrainingArguments):
+    r"""
+    Configuration of [`KFoldTrainer`]: every [`~transformers.TrainingArguments`] field, plus how folds are made,
+    what part of the pretrained model trains, which metrics are reported and how the data is preprocessed.
+
+    Parse it from the command line with `HfArgumentParser(KFoldConfig)`, as any `TrainingArguments`.
+
+    Folds:
+        n_folds (`int`, defaults to `5`): number of folds k.
+        fold_strategy (`str`, defaults to `"auto"`): `"auto"` (stratified when the label column is a
+            `ClassLabel`, plain k-fold otherwise), `"kfold"`, `"stratified"`, `"group"`, `"stratified_group"`
+            or `"timeseries"` (rows in time order; training rows always precede evaluation rows).
+        n_repeats (`int`, defaults to `1`): repeated k-fold; every repeat reshuffles.
+        fold_seed (`int`, defaults to `42`): seed of the fold shuffles (independent of `seed`, which seeds training).
+        label_column (`str`, defaults to `"label"`): column holding the class labels.
+        group_column (`str`, *optional*): column whose groups must never be split between train and eval.
+
+    Fine-tuning strategy:
+        finetune_strategy (`str`, defaults to `"full"`): `"full"`, `"freeze"`, `"linear_probe"` or `"lora"`.
+        freeze_layers (`int`, defaults to `0`): with `"freeze"`, the embeddings and this many bottom blocks get no
+            gradient and run in eval mode.
+        layerwise_lr_decay (`float`, *optional*): train block `i` (0 = bottom) of `n` at
+            `learning_rate * decay**(n - i)`, the embeddings at `learning_rate * decay**(n + 1)`, the rest at
+            `learning_rate`: a very low learning rate for early layers instead of freezing them.
+        lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings used with `"lora"` when no
+            `peft_config` is given (the default targets are chosen per architecture).
+
+    Metrics:
+        metrics (`list[str]`): `evaluate` modules; `accuracy`, `precision`, `recall`, `f1` ship with hf_tlcv and
+            work offline, any other name or path is loaded with `evaluate.load`.
+        metric_average (`str`, defaults to `"macro"`): average of precision, recall and F1.
+        eval_on_train (`bool`, defaults to `True`): also report the metrics on each fold's training part, to
+            expose overfitting.
+
+    Data:
+        image_column, text_column (`str`, *optional*): the input column; found automatically when unset.
+        image_size (`int`, *optional*): resize images to this square size instead of the processor's default.
+        max_length (`int`, *optional*): truncate tokenised text to this length.
+
+    Output:
+        save_fold_models (`bool`, defaults to `True`): save each fold's final model (adapters only for LoRA).
+        overwrite_output_dir (`bool`, defaults to `False`): discard the results already in `output_dir` instead of
+            resuming them.
+
+    Example:
+    ```python
+    >>> from hf_tlcv import KFoldConfig
+    >>> config = KFoldConfig(output_dir="cv", n_folds=5, finetune_strategy="freeze", freeze_layers=8)
+    ```
+    """
+
+    # Folds
+    n_folds: int = field(default=5, metadata={"help": "Number of folds k."})
+    fold_strategy: str = field(
+        default="auto",
+        metadata={
+            "help": "How rows are split into folds: 'auto' (stratified for a ClassLabel label column, else kfold), "
+            "'kfold', 'stratified', 'group', 'stratified_group' or 'timeseries'.",
+            "choices": list(FOLD_STRATEGY_CHOICES),
+        },
+    )
+    n_repeats: int = field(default=1, metadata={"help": "Repeated k-fold: number of reshuffled repeats."})
+    fold_seed: int = field(default=42, metadata={"help": "Seed of the fold shuffles (training uses `seed`)."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the class labels."})
+    group_column: str | None = field(
+        default=None, metadata={"help": "Column of groups that must never be split between train and eval folds."}
+    )
+
+    # Fine-tuning strategy
+    finetune_strategy: str = field(
+        default="full",
+        metadata={
+            "help": "What trains: 'full', 'freeze' (bottom blocks frozen), 'linear_probe' (head only) or 'lora'.",
+            "choices": list(FINETUNE_STRATEGIES),
+        },
+    )
+    freeze_layers: int = field(
+        default=0,
+        metadata={"help": "With 'freeze': the embeddings and this many bottom blocks get no gradient (eval mode)."},
+    )
+    layerwise_lr_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay d in (0, 1]: block i of n trains at lr * d**(n - i), embeddings "
+            "at lr * d**(n + 1), the head at lr. The 'very low learning rate for early layers' alternative to freezing."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (used when no peft_config is given)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (used when no peft_config is given)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout (used when no peft_config is given)."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "LoRA target module names; default: chosen per architecture (e.g. attention query/value)."},
+    )
+
+    # Metrics
+    metrics: list[str] = field(
+        default_factory=lambda: ["accuracy", "precision", "recall", "f1"],
+        metadata={"help": "evaluate modules to report; accuracy, precision, recall and f1 ship with hf_tlcv."},
+    )
+    metric_average: str = field(
+        default="macro",
+        metadata={"help": "Average for precision, recall and F1.", "choices": list(METRIC_AVERAGES)},
+    )
+    eval_on_train: bool = field(
+        default=True, metadata={"help": "Also compute the metrics on each fold's training part (overfitting)."}
+    )
+
+    # Data
+    image_column: str | None = field(default=None, metadata={"help": "Image column (found automatically if unset)."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column (found automatically if unset)."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize images to this square size (default: the image processor's size)."}
+    )
+    max_length: int | None = field(default=None, metadata={"help": "Truncate tokenised text to this many tokens."})
+
+    # Output
+    save_fold_models: bool = field(
+        default=True, metadata={"help": "Save each fold's final model in its fold folder (adapters only for LoRA)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh, deleting the fold results already in output_dir, instead of resuming them."},
+    )
+
+    def __post_init__(self):
+        if self.n_folds < 2:
+            raise ValueError(f"n_folds must be at least 2 (got {self.n_folds}); use n_folds=5 or 10 for k-fold CV.")
+        if self.n_repeats < 1:
+            raise ValueError(f"n_repeats must be at least 1 (got {self.n_repeats}).")
+        if self.fold_strategy not in FOLD_STRATEGY_CHOICES:
+            raise ValueError(
+                f"Unknown fold_strategy {self.fold_strategy!r}; choose one of {', '.join(FOLD_STRATEGY_CHOICES)}."
+            )
+        if self.fold_strategy == "timeseries" and self.n_repeats > 1:
+            raise ValueError("fold_strategy='timeseries' keeps the time order, so there is nothing to repeat: "
+                             "set n_repeats=1.")
+        if self.fold_strategy in ("group", "stratified_group") and not self.group_column:
+            raise ValueError(f"fold_strategy={self.fold_strategy!r} needs group_column: name the column of groups.")
+        if self.finetune_strategy not in FINETUNE_STRATEGIES:
+            raise ValueError(
+                f"Unknown finetune_strategy {self.finetune_strategy!r}; "
+                f"choose one of {', '.join(FINETUNE_STRATEGIES)}."
+            )
+        if self.freeze_layers < 0:
+            raise ValueError(f"freeze_layers must be >= 0 (got {self.freeze_layers}).")
+        if self.freeze_layers and self.finetune_strategy != "freeze":
+            raise ValueError(
+                f"freeze_layers={self.freeze_layers} only applies with finetune_strategy='freeze' "
+                f"(got {self.finetune_strategy!r}); set finetune_strategy='freeze' or drop freeze_layers."
+            )
+        if self.layerwise_lr_decay is not None and not 0 < self.layerwise_lr_decay <= 1:
+            raise ValueError(f"layerwise_lr_decay must be in (0, 1] (got {self.layerwise_lr_decay}), e.g. 0.75.")
+        if self.metric_average not in METRIC_AVERAGES:
+            raise ValueError(f"metric_average must be one of {', '.join(METRIC_AVERAGES)} (got {self.metric_average!r}).")
+        if not self.metrics:
+            raise ValueError("metrics is empty: name at least one evaluate module, e.g. ['accuracy'].")
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels (got {self.image_size}).")
+        super().__post_init__()
+        if self.load_best_model_at_end:
+            warnings.warn(
+                "load_best_model_at_end=True picks each fold's checkpoint on that fold's eval rows, so the "
+                "cross-validated scores are optimistically biased; leave it off for an honest estimate.",
+                stacklevel=2,
+            )
+
+    def result_fingerprint_dict(self) -> dict[str, Any]:
+        """The settings that change results: what a resumed run must share with the run it resumes."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name in _NON_RESULT_FIELDS or f.name.startswith("_"):
+                continue
+            value = getattr(self, f.name)
+            if hasattr(value, "value"):  # enums
+                value = value.value
+            out[f.name] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+        return out

@@ -1,0 +1,96 @@
+"""Preprocessing, once per dataset: image transforms or tokenisation before any fold is cut.
+
+Folds are row selections of the preprocessed dataset (`dataset.select(indices)`), so k folds and r repeats
+cost one pass of the image processor or tokenizer, not k * r.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import ClassLabel, Dataset, Image, Value
+
+MODEL_INPUT_COLUMNS = ("pixel_values", "input_ids", "inputs_embeds")
+
+
+def find_column(dataset: Dataset, kind: str, requested: str | None) -> str | None:
+    """The image (`kind="image"`) or text (`kind="text"`) column: `requested` when given (checked), else the
+    first column of that type."""
+    if requested is not None:
+        if requested not in dataset.column_names:
+            raise ValueError(
+                f"{kind}_column={requested!r} is not a column of the dataset; its columns are "
+                f"{dataset.column_names}."
+            )
+        return requested
+    for name, feature in dataset.features.items():
+        if kind == "image" and isinstance(feature, Image):
+            return name
+        if kind == "text" and isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+            return name
+    return None
+
+
+def label_names(dataset: Dataset, label_column: str) -> list[str] | None:
+    feature = dataset.features.get(label_column)
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def num_labels(dataset: Dataset, label_column: str) -> int:
+    names = label_names(dataset, label_column)
+    if names is not None:
+        return len(names)
+    values = np.asarray(dataset[label_column])
+    return int(values.max()) + 1
+
+
+def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "label",
+               image_column: str | None = None, text_column: str | None = None, image_size: int | None = None,
+               max_length: int | None = None) -> Dataset:
+    """Turn raw images or text into model inputs once, and name the label column `label`.
+
+    A dataset that already holds model inputs (`pixel_values`, `input_ids`) is only renamed. Images go through
+    the image processor (converted to RGB, resized to `image_size` when given); text through the tokenizer
+    (truncated, not padded: the collator pads each batch to its longest row). Columns other than the model
+    inputs and the label are dropped.
+
+    Args:
+        dataset: the full dataset; its row order is the one fold indices refer to.
+        processing_class: an image processor or a tokenizer.
+        label_column: the label column, renamed to `label` for the Trainer's collators.
+        image_column / text_column: the input column, found automatically when `None`.
+        image_size: square size images are resized to.
+        max_length: maximum number of tokens.
+    """
+    if label_column != "label":
+        if "label" in dataset.column_names:
+            dataset = dataset.remove_columns("label")
+        dataset = dataset.rename_column(label_column, "label")
+    if any(c in dataset.column_names for c in MODEL_INPUT_COLUMNS):
+        return dataset
+    image_col = find_column(dataset, "image", image_column) if text_column is None else None
+    text_col = None if image_col else find_column(dataset, "text", text_column)
+    if image_col is None and text_col is None:
+        raise ValueError(
+            f"The dataset has no model inputs (pixel_values / input_ids) and no image or text column to "
+            f"preprocess; its columns are {dataset.column_names}. Set image_column or text_column."
+        )
+    if processing_class is None:
+        raise ValueError(
+            f"Column {image_col or text_col!r} needs preprocessing: pass processing_class (an image processor or "
+            "tokenizer), or a model name from which hf_tlcv can load one."
+        )
+    remove = [c for c in dataset.column_names if c != "label"]
+    if image_col is not None:
+        size_kwargs = {"size": {"height": image_size, "width": image_size}} if image_size else {}
+
+        def transform(batch):
+            images = [img.convert("RGB") for img in batch[image_col]]
+            out = processing_class(images=images, return_tensors="np", **size_kwargs)
+            return {"pixel_values": out["pixel_values"].astype(np.float32)}
+    else:
+        def transform(batch):
+            return processing_class(batch[text_col], truncation=True, max_length=max_length)
+
+    processed = dataset.map(transform, batched=True, batch_size=64, remove_columns=remove,
+                            desc="Preprocessing (once for all folds)")
+    return processed.with_format("torch") if image_col is not None else processed

@@ -1,0 +1,257 @@
+"""Results of a cross-validation: per-fold metrics, their summary, out-of-fold predictions, save and load."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .stats import summarize
+
+RESULTS_FILE = "cv_results.json"
+OOF_FILE = "oof_predictions.parquet"
+FOLD_RESULT_FILE = "fold_result.json"
+FOLD_PREDICTIONS_FILE = "predictions.parquet"
+
+
+def _plain(value: Any) -> Any:
+    """numpy / torch scalars and containers -> JSON-safe Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON so that a reader (or a run killed half-way) never sees a partial file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(_plain(payload), fh, indent=2, allow_nan=True)
+    os.replace(tmp, path)
+
+
+def predictions_frame(rows: np.ndarray, repeat: int, fold: int, labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """Out-of-fold predictions of one fold: row index, fold, label, predicted class and class probabilities."""
+    frame = pd.DataFrame(
+        {
+            "row": np.asarray(rows, dtype=np.int64),
+            "repeat": np.int64(repeat),
+            "fold": np.int64(fold),
+            "label": np.asarray(labels, dtype=np.int64),
+            "prediction": probs.argmax(axis=-1).astype(np.int64),
+        }
+    )
+    for c in range(probs.shape[-1]):
+        frame[f"prob_{c}"] = probs[:, c].astype(np.float64)
+    return frame
+
+
+@dataclass
+class FoldResult:
+    """What one fold produced.
+
+    Attributes:
+        repeat, fold: position of the fold (0-based).
+        n_train, n_eval: rows trained on and evaluated on.
+        eval_metrics: metrics on the eval rows (`loss` included).
+        train_metrics: the same metrics on the training rows (empty when `eval_on_train=False`).
+        log_history: the Trainer's log history of the fold (losses per logging step, learning rate, ...).
+        predictions: out-of-fold predictions of the fold's eval rows (see [`predictions_frame`]).
+    """
+
+    repeat: int
+    fold: int
+    n_train: int
+    n_eval: int
+    eval_metrics: dict[str, float]
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict] = field(default_factory=list)
+    predictions: pd.DataFrame | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("predictions")
+        return _plain(out)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Save into `directory`; `fold_result.json` is written last, so its presence marks a finished fold."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.predictions is not None:
+            tmp = directory / (FOLD_PREDICTIONS_FILE + ".tmp")
+            self.predictions.to_parquet(tmp, index=False)
+            os.replace(tmp, directory / FOLD_PREDICTIONS_FILE)
+        write_json_atomic(directory / FOLD_RESULT_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "FoldResult":
+        directory = Path(directory)
+        with open(directory / FOLD_RESULT_FILE) as fh:
+            data = json.load(fh)
+        preds = directory / FOLD_PREDICTIONS_FILE
+        data["predictions"] = pd.read_parquet(preds) if preds.exists() else None
+        return cls(**data)
+
+    @staticmethod
+    def is_complete(directory: str | os.PathLike) -> bool:
+        return (Path(directory) / FOLD_RESULT_FILE).exists()
+
+
+class CVResults:
+    """The outcome of [`KFoldTrainer.cross_validate`].
+
+    Attributes:
+        folds: one [`FoldResult`] per fold, in fold order (repeat-major).
+        summary: per eval metric, `{"mean", "std", "ci95": [low, high]}`. `std` is the sample standard deviation
+            over folds; `ci95` is the Nadeau–Bengio corrected 95% interval
+            `mean ± t_{0.975, J-1} * sqrt(s² * (1/J + n_eval/n_train))` over the J = k * r fold scores, wider than
+            the naive `s / sqrt(J)` interval because the training sets of different folds overlap.
+        train_summary: the same over the training-part metrics (when computed).
+        oof_predictions: every fold's eval predictions in one frame (`row`, `repeat`, `fold`, `label`,
+            `prediction`, `prob_<class id>`).
+        oof_metrics: the metrics computed once on all out-of-fold predictions pooled.
+        config: the settings of the run. label_names: class names, when the labels are a `ClassLabel`.
+
+    Example:
+    ```python
+    >>> results = trainer.cross_validate()
+    >>> results.summary["accuracy"]
+    {'mean': 0.93, 'std': 0.012, 'ci95': [0.91, 0.95]}
+    >>> results.to_pandas()  # one row per fold
+    >>> results.save("cv-out"); CVResults.load("cv-out")
+    ```
+    """
+
+    def __init__(self, folds: list[FoldResult], oof_metrics: dict[str, float] | None = None,
+                 config: dict | None = None, label_names: list[str] | None = None,
+                 metadata: dict | None = None):
+        if not folds:
+            raise ValueError("CVResults needs at least one finished fold.")
+        self.folds = list(folds)
+        self.oof_metrics = dict(oof_metrics or {})
+        self.config = dict(config or {})
+        self.label_names = label_names
+        self.metadata = dict(metadata or {})
+
+    # ---- aggregation -------------------------------------------------------------------------------------
+    @staticmethod
+    def _summarize(folds: list[FoldResult], attr: str) -> dict[str, dict]:
+        n_train = float(np.mean([f.n_train for f in folds]))
+        n_eval = float(np.mean([f.n_eval for f in folds]))
+        keys = [k for k in getattr(folds[0], attr) if all(k in getattr(f, attr) for f in folds)]
+        out = {}
+        for key in keys:
+            values = [getattr(f, attr)[key] for f in folds]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                out[key] = summarize(values, n_train=n_train, n_eval=n_eval)
+        return out
+
+    @property
+    def summary(self) -> dict[str, dict]:
+        return self._summarize(self.folds, "eval_metrics")
+
+    @property
+    def train_summary(self) -> dict[str, dict]:
+        return self._summarize(self.folds, "train_metrics") if self.folds[0].train_metrics else {}
+
+    @property
+    def fold_metrics(self) -> list[dict[str, float]]:
+        return [dict(f.eval_metrics) for f in self.folds]
+
+    @property
+    def oof_predictions(self) -> pd.DataFrame:
+        frames = [f.predictions for f in self.folds if f.predictions is not None]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per fold: `repeat`, `fold`, `n_train`, `n_eval`, the eval metrics and `train_<metric>`."""
+        rows = []
+        for f in self.folds:
+            row = {"repeat": f.repeat, "fold": f.fold, "n_train": f.n_train, "n_eval": f.n_eval}
+            row.update(f.eval_metrics)
+            row.update({f"train_{k}": v for k, v in f.train_metrics.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # ---- display -----------------------------------------------------------------------------------------
+    def format_table(self) -> str:
+        """The per-fold table and the summary as plain text."""
+        frame = self.to_pandas()
+        lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
+        k = self.config.get("n_folds", len({f.fold for f in self.folds}))
+        r = self.config.get("n_repeats", 1)
+        lines.append(f"Summary over {len(self.folds)} folds ({k}-fold x {r} repeat(s)); "
+                     "95% interval: Nadeau-Bengio corrected t")
+        for name, s in self.summary.items():
+            lo, hi = s["ci95"]
+            line = f"  {name:<12} {s['mean']:.4f} ± {s['std']:.4f}   95% CI [{lo:.4f}, {hi:.4f}]"
+            train = self.train_summary.get(name)
+            if train is not None:
+                line += f"   train {train['mean']:.4f}"
+            lines.append(line)
+        if self.oof_metrics:
+            pooled = ", ".join(f"{k}={v:.4f}" for k, v in self.oof_metrics.items() if isinstance(v, float))
+            lines.append(f"  pooled out-of-fold: {pooled}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        means = ", ".join(f"{k}={v['mean']:.4f}" for k, v in self.summary.items())
+        return f"CVResults({len(self.folds)} folds: {means})"
+
+    # ---- persistence -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return _plain(
+            {
+                "config": self.config,
+                "label_names": self.label_names,
+                "metadata": self.metadata,
+                "folds": [f.to_dict() for f in self.folds],
+                "summary": self.summary,
+                "train_summary": self.train_summary,
+                "oof_metrics": self.oof_metrics,
+            }
+        )
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write `cv_results.json` and `oof_predictions.parquet` into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        oof = self.oof_predictions
+        if not oof.empty:
+            tmp = directory / (OOF_FILE + ".tmp")
+            oof.to_parquet(tmp, index=False)
+            os.replace(tmp, directory / OOF_FILE)
+        write_json_atomic(directory / RESULTS_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "CVResults":
+        """Load what [`save`] wrote (the summary is recomputed from the per-fold metrics)."""
+        directory = Path(directory)
+        path = directory / RESULTS_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"No {RESULTS_FILE} in {directory}: is it the output_dir of a finished run?")
+        with open(path) as fh:
+            data = json.load(fh)
+        oof_path = directory / OOF_FILE
+        oof = pd.read_parquet(oof_path) if oof_path.exists() else None
+        folds = []
+        for fd in data["folds"]:
+            fd = dict(fd)
+            if oof is not None:
+                mask = (oof["repeat"] == fd["repeat"]) & (oof["fold"] == fd["fold"])
+                fd["predictions"] = oof[mask].reset_index(drop=True)
+            folds.append(FoldResult(**fd))
+        return cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
+                   label_names=data.get("label_names"), metadata=data.get("metadata"))
+

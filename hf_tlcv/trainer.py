@@ -1,0 +1,376 @@
+"""`KFoldTrainer`: k-fold cross-validation of fine-tuning, as a `transformers.Trainer`.
+
+The trainer orchestrates; focused modules do the work: `folds` splits rows, `strategies` decides what trains,
+`data` preprocesses once, `metrics` scores, `results` aggregates and persists.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import EvalPrediction, Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint, set_seed
+
+from . import __version__
+from .config import KFoldConfig
+from .data import label_names as dataset_label_names
+from .data import num_labels as dataset_num_labels
+from .data import preprocess
+from .folds import Fold, load_folds, make_folds, resolve_strategy, save_folds, validate_fold_inputs
+from .metrics import build_compute_metrics
+from .modeling import load_classifier, load_processor, state_fingerprint
+from .results import OOF_FILE, RESULTS_FILE, CVResults, FoldResult, predictions_frame
+from .strategies import apply_strategy, discover_layout, layerwise_lr_groups
+
+FOLDS_FILE = "folds.json"
+_TIMING_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _strip_metrics(metrics: dict, prefix: str) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        name = key.removeprefix(f"{prefix}_")
+        if name not in _TIMING_KEYS:
+            out[name] = float(value) if isinstance(value, (int, float, np.floating)) else value
+    return out
+
+
+class KFoldTrainer(Trainer):
+    r"""
+    A [`~transformers.Trainer`] that cross-validates fine-tuning: [`cross_validate`] shards `train_dataset` into
+    folds, trains a fresh copy of the pretrained model on each and aggregates the metrics into [`CVResults`].
+
+    Every fold starts from the same pretrained weights and the same seeded head: the model (or what `model_init`
+    returns) is copied for each fold and never trained itself, and a finished fold's model is released before the
+    next one is built. Folds are computed once, saved to `output_dir/folds.json`, and a run started again on the
+    same `output_dir` resumes: finished folds are read back, an interrupted fold restarts from its last
+    checkpoint.
+
+    `train()` keeps its `Trainer` meaning: it trains one model on the whole `train_dataset`, from the same
+    pretrained start and with the same fine-tuning strategy, writing to `output_dir` — the model to ship once
+    cross-validation has estimated how well it works.
+
+    Args:
+        model (`str` or `PreTrainedModel`, *optional*): a Hub id, a local folder or a `builtin:` name (loaded once,
+            with a new head sized to the label column), or a built classifier. Exclusive with `model_init`.
+        args ([`KFoldConfig`]): training and cross-validation settings.
+        train_dataset (`datasets.Dataset`): all the labelled rows; folds are cut from it.
+        model_init (`Callable[[], PreTrainedModel]`, *optional*): builds a fresh model; called once per fold after
+            seeding with `args.seed`.
+        processing_class: image processor or tokenizer; loaded with the model when `model` is a name.
+        data_collator, callbacks: as in `Trainer`.
+        compute_metrics (`Callable[[EvalPrediction], dict]`, *optional*): replaces the `evaluate` metrics named in
+            `args.metrics`.
+        peft_config (`peft.PeftConfig`, *optional*): the adapter configuration with `finetune_strategy="lora"`.
+
+    Example:
+    ```python
+    >>> from hf_tlcv import KFoldConfig, KFoldTrainer
+    >>> from hf_tlcv.assets import load_dataset
+    >>> args = KFoldConfig(output_dir="cv", n_folds=5, finetune_strategy="linear_probe", image_size=112)
+    >>> trainer = KFoldTrainer("builtin:efficientnet-lite0", args, train_dataset=load_dataset("builtin:animal-mnist"))
+    >>> results = trainer.cross_validate()
+    ```
+    """
+
+    _tag_names = ["hf_tlcv", "cross-validation", "k-fold"]
+
+    def __init__(self, model=None, args: KFoldConfig | None = None, train_dataset: datasets.Dataset | None = None,
+                 model_init: Callable | None = None, processing_class=None, data_collator=None,
+                 compute_metrics: Callable[[EvalPrediction], dict] | None = None, peft_config=None,
+                 callbacks: list[TrainerCallback] | None = None, **kwargs):
+        if args is None:
+            args = KFoldConfig(output_dir="hf_tlcv_output")
+        if not isinstance(args, KFoldConfig):
+            raise TypeError(
+                f"args must be a KFoldConfig, got {type(args).__name__}; build one with the same fields, "
+                "e.g. KFoldConfig(**training_args.to_dict()) plus the cross-validation settings."
+            )
+        if model is not None and model_init is not None:
+            raise ValueError("Pass either model or model_init to KFoldTrainer, not both: each fold needs one "
+                             "source of fresh weights.")
+        if model is None and model_init is None:
+            raise ValueError("KFoldTrainer needs a model (Hub id, local path, builtin: name or built model) or a "
+                             "model_init.")
+        self._check_peft_config(peft_config, args)
+        if train_dataset is None:
+            raise ValueError("KFoldTrainer needs train_dataset: all the labelled rows, which it splits into folds.")
+        if not isinstance(train_dataset, datasets.Dataset):
+            raise TypeError(f"train_dataset must be a datasets.Dataset (got {type(train_dataset).__name__}); "
+                            "convert it with datasets.Dataset.from_dict / from_pandas.")
+        # Everything about the data is checked before a model is loaded or a step is taken.
+        if len(train_dataset) and args.label_column not in train_dataset.column_names:
+            raise ValueError(
+                f"label_column {args.label_column!r} is not in the dataset (columns: "
+                f"{', '.join(train_dataset.column_names)}); set label_column to the column holding the labels."
+            )
+        self.fold_strategy = resolve_strategy(args.fold_strategy, train_dataset, args.label_column,
+                                              args.group_column)
+        validate_fold_inputs(train_dataset, strategy=self.fold_strategy, n_folds=args.n_folds,
+                             n_repeats=args.n_repeats, label_column=args.label_column,
+                             group_column=args.group_column)
+        self.raw_dataset = train_dataset
+        self.label_names = dataset_label_names(train_dataset, args.label_column)
+        n_labels = dataset_num_labels(train_dataset, args.label_column)
+
+        self.model_name_or_path = model if isinstance(model, str) else None
+        if isinstance(model, str):
+            set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
+            model = load_classifier(model, self.label_names, n_labels)
+            if processing_class is None:
+                processing_class = load_processor(self.model_name_or_path)
+        if model is not None:
+            model_labels = getattr(getattr(model, "config", None), "num_labels", n_labels)
+            if model_labels != n_labels:
+                raise ValueError(
+                    f"The model has {model_labels} output classes but column {args.label_column!r} has {n_labels}; "
+                    f"load it with num_labels={n_labels} (and ignore_mismatched_sizes=True for a pretrained head)."
+                )
+            model = model.to("cpu")
+        self._template = model
+        self._user_model_init = model_init
+        self.peft_config = peft_config
+
+        with args.main_process_first(desc="preprocessing"):
+            self.cv_dataset = preprocess(
+                train_dataset, processing_class, label_column=args.label_column, image_column=args.image_column,
+                text_column=args.text_column, image_size=args.image_size, max_length=args.max_length,
+            )
+        if compute_metrics is None:
+            compute_metrics = build_compute_metrics(args.metrics, average=args.metric_average)
+        eval_placeholder = self.cv_dataset if args.eval_strategy != "no" else None
+        super().__init__(model=None, args=args, data_collator=data_collator, train_dataset=self.cv_dataset,
+                         eval_dataset=eval_placeholder, processing_class=processing_class,
+                         model_init=self._fresh_model, compute_metrics=compute_metrics, callbacks=callbacks,
+                         **kwargs)
+        self.model_fingerprint = state_fingerprint(self.model)
+        self.cv_results: CVResults | None = None
+
+    # ---- model per fold ----------------------------------------------------------------------------------
+    @staticmethod
+    def _check_peft_config(peft_config, args: KFoldConfig) -> None:
+        if peft_config is None:
+            return
+        try:
+            from peft import PeftConfig
+        except ImportError as exc:  # pragma: no cover - peft is a dependency
+            raise ImportError("peft_config needs the peft package: pip install peft") from exc
+        if not isinstance(peft_config, PeftConfig):
+            raise TypeError(f"peft_config must be a peft.PeftConfig, got {type(peft_config).__name__}.")
+        if args.finetune_strategy != "lora":
+            raise ValueError(f"A peft_config was given but finetune_strategy={args.finetune_strategy!r}; set "
+                             "finetune_strategy='lora' to train adapters, or drop peft_config.")
+
+    def _fresh_model(self):
+        """The model for one fold: a copy of the pretrained template (or a new `model_init` model), with the
+        fine-tuning strategy applied. The Trainer seeds with `args.seed` before calling this."""
+        if self._user_model_init is not None:
+            model = self._user_model_init()
+        else:
+            model = copy.deepcopy(self._template)
+        return apply_strategy(model, self.args, self.peft_config)
+
+    def create_optimizer(self, model=None):
+        if self.args.layerwise_lr_decay is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = model if model is not None else self.model_wrapped if self.model_wrapped is not None else self.model
+        base = opt_model.get_base_model() if hasattr(opt_model, "get_base_model") else opt_model
+        layout = discover_layout(getattr(base, "module", base))
+        decayed = set(self.get_decay_parameter_names(opt_model))
+        no_decay = {n for n, _ in opt_model.named_parameters() if n not in decayed}
+        groups = layerwise_lr_groups(opt_model, layout, self.args.learning_rate, self.args.layerwise_lr_decay,
+                                     self.args.weight_decay, no_decay)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _release_model(self) -> None:
+        """Drop every reference to the last fold's model and optimizer before the next fold builds its own."""
+        self.model = self.model_wrapped = None
+        self.optimizer = self.lr_scheduler = None
+        handler = self.callback_handler
+        handler.model = handler.optimizer = handler.lr_scheduler = None
+        handler.train_dataloader = handler.eval_dataloader = None
+        self.accelerator.free_memory()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ---- folds -------------------------------------------------------------------------------------------
+    def _broadcast(self, obj):
+        """The main process's `obj` on every process (identity with one process)."""
+        if self.accelerator.num_processes == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        box = [obj]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def _fold_metadata(self) -> dict:
+        args = self.args
+        return {
+            "fold_strategy": self.fold_strategy,
+            "n_folds": args.n_folds,
+            "n_repeats": args.n_repeats,
+            "fold_seed": args.fold_seed,
+            "label_column": args.label_column,
+            "group_column": args.group_column,
+            "n_rows": len(self.raw_dataset),
+            "data_fingerprint": self.raw_dataset._fingerprint,
+            "model_fingerprint": self.model_fingerprint,
+            "config": args.result_fingerprint_dict(),
+        }
+
+    def _prepare_output_dir(self) -> list[Fold]:
+        """Compute (or, when resuming, reload) the folds on the main process and give them to every process."""
+        out = Path(self.args.output_dir)
+        payload: tuple[list[Fold] | None, str | None] = (None, None)
+        if self.is_world_process_zero():
+            try:
+                payload = (self._main_process_folds(out), None)
+            except ValueError as exc:
+                payload = (None, str(exc))
+        folds, error = self._broadcast(payload)
+        if error is not None:
+            raise ValueError(error)
+        return folds
+
+    def _main_process_folds(self, out: Path) -> list[Fold]:
+        meta = self._fold_metadata()
+        folds_path = out / FOLDS_FILE
+        if self.args.overwrite_output_dir and out.exists():
+            for item in [folds_path, out / RESULTS_FILE, out / OOF_FILE, *out.glob("fold_*")]:
+                if item.is_dir():
+                    shutil.rmtree(item)
+                elif item.exists():
+                    item.unlink()
+        if folds_path.exists():
+            folds, saved = load_folds(folds_path)
+            changed = sorted(
+                k for k in set(meta) | set(saved) if k not in ("config", "version") and saved.get(k) != meta.get(k)
+            )
+            changed += sorted(
+                f"config.{k}" for k in set(meta["config"]) | set(saved.get("config", {}))
+                if saved.get("config", {}).get(k) != meta["config"].get(k)
+            )
+            if changed:
+                raise ValueError(
+                    f"{out} holds a cross-validation run with different settings or data ({', '.join(changed)} "
+                    f"changed), so it cannot be resumed. Use a new output_dir, or set overwrite_output_dir=True "
+                    f"(--overwrite_output_dir) to delete those results and start fresh."
+                )
+            return folds
+        folds = make_folds(self.raw_dataset, strategy=self.fold_strategy, n_folds=self.args.n_folds,
+                           n_repeats=self.args.n_repeats, seed=self.args.fold_seed,
+                           label_column=self.args.label_column, group_column=self.args.group_column)
+        out.mkdir(parents=True, exist_ok=True)
+        save_folds(folds, folds_path, meta)
+        return folds
+
+    # ---- the cross-validation ----------------------------------------------------------------------------
+    def cross_validate(self) -> CVResults:
+        """Train and evaluate one fresh model per fold; return (and save in `output_dir`) the [`CVResults`].
+
+        Finished folds found in `output_dir` are reused, so calling this again after an interruption only runs
+        what is missing.
+        """
+        folds = self._prepare_output_dir()
+        self._release_model()  # the copy Trainer.__init__ built is not needed any more
+        out = Path(self.args.output_dir)
+        results: list[FoldResult] = []
+        bar = tqdm(folds, desc="Cross-validation folds", unit="fold", position=0, leave=True,
+                   disable=self.args.disable_tqdm or not self.is_world_process_zero())
+        for fold in bar:
+            fold_dir = out / fold.name
+            done = self._broadcast(FoldResult.load(fold_dir) if self.is_world_process_zero()
+                                   and FoldResult.is_complete(fold_dir) else None)
+            result = done if done is not None else self._run_fold(fold, fold_dir)
+            results.append(result)
+            score = result.eval_metrics.get("accuracy", result.eval_metrics.get("loss"))
+            if score is not None:
+                bar.set_postfix({"last": f"{score:.4f}"})
+        bar.close()
+        cv = CVResults(results, oof_metrics=self._pooled_metrics(results), config=self._config_record(),
+                       label_names=self.label_names, metadata=self._fold_metadata() | {"hf_tlcv_version": __version__})
+        if self.is_world_process_zero():
+            cv.save(out)
+        self.cv_results = cv
+        return cv
+
+    def _run_fold(self, fold: Fold, fold_dir: Path) -> FoldResult:
+        args = self.args
+        train_ds = self.cv_dataset.select(fold.train_indices)
+        eval_ds = self.cv_dataset.select(fold.eval_indices)
+        saved = (self.train_dataset, self.eval_dataset, args.output_dir, args.run_name)
+        base_name = args.run_name or Path(args.output_dir).name
+        self.train_dataset, self.eval_dataset = train_ds, eval_ds
+        # Each fold is its own run for trackers (report_to): own run name, own output/logging folder, and new
+        # tracker callbacks so that a fold never appends to the previous fold's run.
+        args.output_dir, args.run_name = str(fold_dir), f"{base_name}-{fold.name}"
+        self._renew_tracker_callbacks()
+        try:
+            checkpoint = self._broadcast(get_last_checkpoint(str(fold_dir)) if fold_dir.is_dir() else None)
+            self.train(resume_from_checkpoint=checkpoint)
+            log_history = list(self.state.log_history)
+            prediction = self.predict(eval_ds, metric_key_prefix="eval")
+            eval_metrics = _strip_metrics(prediction.metrics, "eval")
+            train_metrics = {}
+            if args.eval_on_train:
+                train_metrics = _strip_metrics(self.predict(train_ds, metric_key_prefix="train").metrics, "train")
+            logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+            probs = np.exp(_log_softmax(np.asarray(logits, dtype=np.float64)))
+            labels = np.asarray(eval_ds["label"])
+            result = FoldResult(
+                repeat=fold.repeat, fold=fold.fold, n_train=len(train_ds), n_eval=len(eval_ds),
+                eval_metrics=eval_metrics, train_metrics=train_metrics, log_history=log_history,
+                predictions=predictions_frame(fold.eval_indices, fold.repeat, fold.fold, labels, probs),
+            )
+            if args.save_fold_models:
+                self.save_model(str(fold_dir / "model"))
+            if self.is_world_process_zero():
+                result.save(fold_dir)
+            self.accelerator.wait_for_everyone()
+        finally:
+            self.train_dataset, self.eval_dataset, args.output_dir, args.run_name = saved
+            self._release_model()
+        return result
+
+    def _renew_tracker_callbacks(self) -> None:
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+        tracker_types = tuple(set(INTEGRATION_TO_CALLBACK.values()))
+        for callback in list(self.callback_handler.callbacks):
+            if isinstance(callback, tracker_types):
+                self.callback_handler.remove_callback(callback)
+                self.callback_handler.add_callback(type(callback))
+
+    def _pooled_metrics(self, results: list[FoldResult]) -> dict[str, float]:
+        """The metrics once over all out-of-fold predictions together (each repeat covers every row once)."""
+        frames = [r.predictions for r in results if r.predictions is not None]
+        if not frames or self.compute_metrics is None:
+            return {}
+        oof = np.concatenate([f.filter(like="prob_").to_numpy() for f in frames])
+        labels = np.concatenate([f["label"].to_numpy() for f in frames])
+        metrics = self.compute_metrics(EvalPrediction(predictions=np.log(np.clip(oof, 1e-300, None)),
+                                                      label_ids=labels))
+        return {k: float(v) if isinstance(v, (int, float, np.floating)) else v for k, v in metrics.items()}
+
+    def _config_record(self) -> dict:
+        record = self.args.to_dict()
+        record["model_name_or_path"] = self.model_name_or_path
+        record["resolved_fold_strategy"] = self.fold_strategy
+        return record

@@ -1,0 +1,99 @@
+"""Tiny models built from configs, tiny learnable datasets, and a KFoldConfig sized for tests."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers as tf  # noqa: E402
+from datasets import ClassLabel, Dataset, Features, Sequence, Value  # noqa: E402
+
+from hf_tlcv import KFoldConfig  # noqa: E402
+
+N_CLASSES = 3
+IMAGE_SIZE = 32
+
+# name -> (config factory, model class, input kind)
+TINY_MODELS = {
+    "vit": (lambda n: tf.ViTConfig(image_size=IMAGE_SIZE, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=32, num_labels=n),
+            tf.ViTForImageClassification, "image"),
+    "bert": (lambda n: tf.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=32, num_labels=n),
+             tf.BertForSequenceClassification, "text"),
+    "efficientnet": (lambda n: tf.EfficientNetConfig(image_size=IMAGE_SIZE, width_coefficient=0.1,
+                                                     depth_coefficient=0.1, hidden_dim=128, num_labels=n),
+                     tf.EfficientNetForImageClassification, "image"),
+    "convnext": (lambda n: tf.ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_labels=n),
+                 tf.ConvNextForImageClassification, "image"),
+    "resnet": (lambda n: tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
+                                         layer_type="basic", num_labels=n),
+               tf.ResNetForImageClassification, "image"),
+}
+
+
+def tiny_model(name: str, num_labels: int = N_CLASSES, seed: int = 0):
+    config_fn, cls, _ = TINY_MODELS[name]
+    torch.manual_seed(seed)
+    return cls(config_fn(num_labels))
+
+
+def image_dataset(n_per_class: int = 12, seed: int = 0) -> Dataset:
+    """pixel_values whose mean depends on the class: learnable in a few steps, not trivially."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(N_CLASSES), n_per_class)
+    rng.shuffle(labels)
+    pixels = rng.normal(size=(len(labels), 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    pixels += labels[:, None, None, None].astype(np.float32) * 0.8
+    features = Features({
+        "pixel_values": Sequence(Sequence(Sequence(Value("float32")))),
+        "label": ClassLabel(names=[f"c{i}" for i in range(N_CLASSES)]),
+    })
+    return Dataset.from_dict({"pixel_values": pixels, "label": labels}, features=features).with_format("torch")
+
+
+def text_dataset(n_per_class: int = 12, seed: int = 0, length: int = 8) -> Dataset:
+    """Token sequences whose tokens come from a class-specific range."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(N_CLASSES), n_per_class)
+    rng.shuffle(labels)
+    ids = np.stack([rng.integers(5 + 15 * c, 20 + 15 * c, size=length) for c in labels])
+    features = Features({
+        "input_ids": Sequence(Value("int64")),
+        "attention_mask": Sequence(Value("int64")),
+        "label": ClassLabel(names=[f"c{i}" for i in range(N_CLASSES)]),
+    })
+    return Dataset.from_dict({"input_ids": ids, "attention_mask": np.ones_like(ids), "label": labels},
+                             features=features)
+
+
+def dataset_for(name: str, **kwargs) -> Dataset:
+    return text_dataset(**kwargs) if TINY_MODELS[name][2] == "text" else image_dataset(**kwargs)
+
+
+def make_config(output_dir, **overrides) -> KFoldConfig:
+    settings = dict(
+        output_dir=str(output_dir), n_folds=3, num_train_epochs=2, per_device_train_batch_size=8,
+        per_device_eval_batch_size=16, learning_rate=5e-3, report_to="none", disable_tqdm=True, use_cpu=True,
+        save_strategy="no", logging_steps=2, seed=0, save_fold_models=False,
+    )
+    settings.update(overrides)
+    return KFoldConfig(**settings)
+
+
+@pytest.fixture
+def tiny_image_data():
+    return image_dataset()
+
+
+@pytest.fixture
+def tiny_text_data():
+    return text_dataset()
