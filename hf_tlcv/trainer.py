@@ -123,13 +123,13 @@ class KFoldTrainer(Trainer):
                              n_repeats=args.n_repeats, label_column=args.label_column,
                              group_column=args.group_column)
         self.raw_dataset = train_dataset
-        self.label_names = dataset_label_names(train_dataset, args.label_column)
+        self.class_names = dataset_label_names(train_dataset, args.label_column)
         n_labels = dataset_num_labels(train_dataset, args.label_column)
 
         self.model_name_or_path = model if isinstance(model, str) else None
         if isinstance(model, str):
             set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
-            model = load_classifier(model, self.label_names, n_labels)
+            model = load_classifier(model, self.class_names, n_labels)
             if processing_class is None:
                 processing_class = load_processor(self.model_name_or_path)
         if model is not None:
@@ -305,7 +305,7 @@ class KFoldTrainer(Trainer):
                 bar.set_postfix({"last": f"{score:.4f}"})
         bar.close()
         cv = CVResults(results, oof_metrics=self._pooled_metrics(results), config=self._config_record(),
-                       label_names=self.label_names, metadata=self._fold_metadata() | {"hf_tlcv_version": __version__})
+                       label_names=self.class_names, metadata=self._fold_metadata() | {"hf_tlcv_version": __version__})
         if self.is_world_process_zero():
             cv.save(out)
         self.cv_results = cv

@@ -4,8 +4,7 @@ Same inputs and output as the Hub's `accuracy` metric. Load it with
 `evaluate.load("/absolute/path/to/hf_tlcv/metrics/accuracy")` or `hf_tlcv.metrics.load_metric("accuracy")`.
 """
 
-import datasets
-import evaluate
+import hf_tlcv.metrics._sklearn_metric as _sklearn_metric
 from sklearn.metrics import accuracy_score
 
 _DESCRIPTION = """
@@ -30,32 +29,11 @@ Example:
     {'accuracy': 0.75}
 """
 
-_CITATION = """
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and Varoquaux, G. and Gramfort, A. and others},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
 
-
-class Accuracy(evaluate.Metric):
-    def _info(self):
-        if self.config_name == "multilabel":
-            column = datasets.List(datasets.Value("int32"))
-        else:
-            column = datasets.Value("int32")
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": column, "references": column}),
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html"],
-        )
+class Accuracy(_sklearn_metric.SklearnMetric):
+    SCORE_FUNCTION = accuracy_score
+    DESCRIPTION = _DESCRIPTION
+    INPUTS_DESCRIPTION = _KWARGS_DESCRIPTION
 
     def _compute(self, predictions, references, normalize=True, sample_weight=None):
-        score = accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight)
-        return {"accuracy": float(score)}
+        return self._score(predictions, references, normalize=normalize, sample_weight=sample_weight)

@@ -1,0 +1,90 @@
+"""Runs that need their own processes: kill -9 in the middle of a fold, and two DDP ranks under accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score
+
+SCRIPT = Path(__file__).parent / "scripts" / "cv_run.py"
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _run(cmd: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _digest(path: Path, rank: int = 0) -> dict:
+    return json.loads((path / f"rank_{rank}.json").read_text())
+
+
+def test_killed_mid_fold_resumes_to_the_same_results(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _run([sys.executable, str(SCRIPT), "--output_dir", str(straight), "--digest_dir", str(tmp_path / "d1")])
+
+    # SIGKILL at step 5 of the second fold: a checkpoint exists at step 4, the first fold is finished
+    proc = _run([sys.executable, str(SCRIPT), "--output_dir", str(killed), "--digest_dir", str(tmp_path / "d2"),
+                 "--kill_fold", "fold_0_1", "--kill_step", "5"], expect_ok=False)
+    assert proc.returncode == -9
+    assert (killed / "fold_0_0" / "fold_result.json").exists()
+    assert not (killed / "fold_0_1" / "fold_result.json").exists()
+    assert (killed / "fold_0_1" / "checkpoint-4").is_dir()
+    assert not (killed / "cv_results.json").exists()
+
+    _run([sys.executable, str(SCRIPT), "--output_dir", str(killed), "--digest_dir", str(tmp_path / "d2")])
+    a, b = _digest(tmp_path / "d1"), _digest(tmp_path / "d2")
+    assert a["folds_fingerprint"] == b["folds_fingerprint"]
+    assert a["oof_rows"] == b["oof_rows"]
+    np.testing.assert_allclose(b["oof_probs"], a["oof_probs"], rtol=1e-5, atol=1e-6)
+    for fa, fb in zip(a["fold_metrics"], b["fold_metrics"]):
+        assert fa.keys() == fb.keys()
+        for key in fa:
+            assert fb[key] == pytest.approx(fa[key], rel=1e-5, abs=1e-6), key
+    assert b["oof_metrics"] == pytest.approx(a["oof_metrics"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_ddp_processes_agree_and_only_the_main_one_writes(tmp_path):
+    out, digests = tmp_path / "cv", tmp_path / "digests"
+    launcher = Path(sys.executable).with_name("accelerate")
+    _run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+          str(SCRIPT), "--output_dir", str(out), "--digest_dir", str(digests), "--ddp"])
+    rank0, rank1 = _digest(digests, 0), _digest(digests, 1)
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    # identical folds and identical results on both ranks
+    assert rank0["folds_fingerprint"] == rank1["folds_fingerprint"]
+    assert rank0["fold_metrics"] == rank1["fold_metrics"]
+    assert rank0["oof_metrics"] == rank1["oof_metrics"]
+    np.testing.assert_array_equal(rank0["oof_probs"], rank1["oof_probs"])
+    # only the main process wrote result files
+    assert rank0["writes"] and rank1["writes"] == []
+    # gathered predictions: every row exactly once (no duplicates from uneven sharding), metrics consistent
+    oof = pd.read_parquet(out / "oof_predictions.parquet")
+    assert sorted(oof["row"]) == list(range(36))
+    for fold_metrics, (_, rows) in zip(rank0["fold_metrics"], oof.groupby("fold")):
+        assert fold_metrics["accuracy"] == pytest.approx(accuracy_score(rows["label"], rows["prediction"]))

@@ -1,0 +1,271 @@
+"""KFoldTrainer end to end on tiny models: every strategy, identical fold starts, outputs, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import weakref
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_MODELS, dataset_for, image_dataset, make_config, tiny_model
+from datasets import ClassLabel, Dataset
+from peft import LoraConfig
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+from transformers import TrainerCallback
+
+from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer
+from hf_tlcv.modeling import state_fingerprint
+
+STRATEGIES = {
+    "full": {},
+    "freeze": {"freeze_layers": 1},
+    "linear_probe": {},
+    "lora": {},
+    "full+llrd": {"layerwise_lr_decay": 0.5},
+}
+
+
+class Recorder(TrainerCallback):
+    """What every fold started from and ended with, and whether the previous fold's model was still alive."""
+
+    def __init__(self):
+        self.starts, self.ends, self.run_names, self.output_dirs = [], [], [], []
+        self.start_params, self.end_params, self.previous_alive = [], [], []
+        self._last = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.previous_alive.append(self._last is not None and self._last() is not None)
+        self._last = weakref.ref(model)
+        self.starts.append(state_fingerprint(model))
+        self.start_params.append({n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()})
+        self.run_names.append(args.run_name)
+        self.output_dirs.append(args.output_dir)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.ends.append(state_fingerprint(model))
+        self.end_params.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+
+def _strategy_args(name: str) -> dict:
+    base = name.split("+")[0]
+    return {"finetune_strategy": base, **STRATEGIES[name]}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_cross_validate_every_strategy(strategy, tmp_path):
+    recorder = Recorder()
+    data = image_dataset()
+    args = make_config(tmp_path / "cv", **_strategy_args(strategy))
+    trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=data, callbacks=[recorder])
+    results = trainer.cross_validate()
+
+    # one fresh model per fold, all from the same weights (pretrained body and seeded head)
+    assert len(recorder.starts) == 3
+    assert len(set(recorder.starts)) == 1
+    assert recorder.ends[0] != recorder.starts[0]
+    # the previous fold's model is gone before the next one starts
+    assert recorder.previous_alive == [False, False, False]
+    # frozen parameters do not move; trainable ones do
+    for start, end in zip(recorder.start_params, recorder.end_params):
+        moved = {n for n, (p, _) in start.items() if not np.allclose(p.numpy(), end[n].numpy())}
+        frozen = {n for n, (_, trainable) in start.items() if not trainable}
+        assert moved and not (moved & frozen)
+    # each fold is its own run for trackers
+    assert len(set(recorder.run_names)) == 3 and all("fold_0_" in n for n in recorder.run_names)
+    assert [d.rsplit("/", 1)[-1] for d in recorder.output_dirs] == ["fold_0_0", "fold_0_1", "fold_0_2"]
+
+    out = tmp_path / "cv"
+    for name in ("cv_results.json", "folds.json", "oof_predictions.parquet"):
+        assert (out / name).exists(), name
+    assert sorted(p.name for p in out.glob("fold_*")) == ["fold_0_0", "fold_0_1", "fold_0_2"]
+
+    # out-of-fold predictions: every row exactly once, metrics equal to sklearn's on the saved file
+    oof = pd.read_parquet(out / "oof_predictions.parquet")
+    assert sorted(oof["row"]) == list(range(len(data)))
+    assert np.array_equal(oof["label"].to_numpy(), np.asarray(data["label"])[oof["row"].to_numpy()])
+    probs = oof.filter(like="prob_").to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert np.array_equal(probs.argmax(axis=1), oof["prediction"].to_numpy())
+    y, p = oof["label"], oof["prediction"]
+    assert results.oof_metrics["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert results.oof_metrics["f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert results.oof_metrics["precision"] == pytest.approx(precision_score(y, p, average="macro", zero_division=0))
+    assert results.oof_metrics["recall"] == pytest.approx(recall_score(y, p, average="macro"))
+    for fold in results.folds:
+        rows = oof[oof["fold"] == fold.fold]
+        assert fold.eval_metrics["accuracy"] == pytest.approx(accuracy_score(rows["label"], rows["prediction"]))
+        assert set(fold.train_metrics) >= {"accuracy", "f1", "loss"}
+
+    # summary and persistence
+    summary = results.summary["accuracy"]
+    accs = [f.eval_metrics["accuracy"] for f in results.folds]
+    assert summary["mean"] == pytest.approx(np.mean(accs))
+    assert summary["std"] == pytest.approx(np.std(accs, ddof=1))
+    low, high = summary["ci95"]
+    assert low <= summary["mean"] <= high
+    loaded = CVResults.load(out)
+    assert loaded.summary == results.summary
+    assert loaded.oof_metrics == results.oof_metrics
+    pd.testing.assert_frame_equal(loaded.to_pandas(), results.to_pandas())
+    saved = json.loads((out / "cv_results.json").read_text())
+    assert saved["summary"]["accuracy"]["mean"] == pytest.approx(summary["mean"])
+    assert saved["config"]["finetune_strategy"] == args.finetune_strategy
+
+
+@pytest.mark.parametrize("name", sorted(set(TINY_MODELS) - {"vit"}))
+def test_cross_validate_other_architectures(name, tmp_path):
+    args = make_config(tmp_path / name, finetune_strategy="freeze", freeze_layers=1, n_folds=2, num_train_epochs=1)
+    recorder = Recorder()
+    results = KFoldTrainer(model=tiny_model(name), args=args, train_dataset=dataset_for(name),
+                           callbacks=[recorder]).cross_validate()
+    assert len(results.folds) == 2 and len(set(recorder.starts)) == 1
+    assert sorted(results.oof_predictions["row"]) == list(range(len(dataset_for(name))))
+
+
+def test_model_init_gives_identical_starts(tmp_path):
+    recorder = Recorder()
+    args = make_config(tmp_path / "cv", n_folds=2, num_train_epochs=1)
+    KFoldTrainer(model_init=lambda: tiny_model("vit", seed=np.random.randint(1 << 30)), args=args,
+                 train_dataset=image_dataset(), callbacks=[recorder]).cross_validate()
+    # the Trainer seeds before every model_init call, so even a randomly seeded init repeats itself
+    assert len(recorder.starts) == 2 and len(set(recorder.starts)) == 1
+
+
+def test_resume_skips_finished_folds_and_refuses_changed_settings(tmp_path):
+    out = tmp_path / "cv"
+    first = KFoldTrainer(model=tiny_model("vit"), args=make_config(out), train_dataset=image_dataset())
+    first_results = first.cross_validate()
+
+    recorder = Recorder()
+    again = KFoldTrainer(model=tiny_model("vit"), args=make_config(out), train_dataset=image_dataset(),
+                         callbacks=[recorder])
+    resumed = again.cross_validate()
+    assert recorder.starts == []  # nothing trained
+    assert resumed.summary == first_results.summary
+
+    with pytest.raises(ValueError, match=r"learning_rate.*overwrite_output_dir"):
+        KFoldTrainer(model=tiny_model("vit"), args=make_config(out, learning_rate=1e-2),
+                     train_dataset=image_dataset()).cross_validate()
+    with pytest.raises(ValueError, match="data_fingerprint"):
+        KFoldTrainer(model=tiny_model("vit"), args=make_config(out),
+                     train_dataset=image_dataset(seed=1)).cross_validate()
+
+    recorder = Recorder()
+    KFoldTrainer(model=tiny_model("vit"), args=make_config(out, learning_rate=1e-2, overwrite_output_dir=True),
+                 train_dataset=image_dataset(), callbacks=[recorder]).cross_validate()
+    assert len(recorder.starts) == 3
+
+
+def test_layerwise_lr_decay_reaches_the_optimizer(tmp_path):
+    args = make_config(tmp_path / "cv", layerwise_lr_decay=0.5, learning_rate=1.0, weight_decay=0.1)
+    trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset())
+    optimizer = trainer.create_optimizer()
+    lrs = sorted({g["lr"] for g in optimizer.param_groups})
+    assert lrs == [0.125, 0.25, 0.5, 1.0]  # embeddings, block 0, block 1, head (2 blocks)
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, 0.1}
+
+
+def test_preprocessing_runs_once_for_all_folds(tmp_path):
+    """A real pretrained model by builtin: name, raw images, an image processor counted per image."""
+    from hf_tlcv.assets import load_dataset
+    from hf_tlcv.modeling import load_processor
+
+    class CountingProcessor:
+        def __init__(self, inner):
+            self.inner, self.images = inner, 0
+
+        def __call__(self, images, **kwargs):
+            self.images += len(images)
+            return self.inner(images=images, **kwargs)
+
+    data = load_dataset("builtin:digits").select(range(60))
+    processor = CountingProcessor(load_processor("builtin:efficientnet-lite0"))
+    args = make_config(tmp_path / "cv", n_folds=3, n_repeats=2, num_train_epochs=1, image_size=32,
+                       finetune_strategy="linear_probe")
+    datasets.disable_caching()  # a cached map from an earlier test run would process nothing
+    try:
+        trainer = KFoldTrainer(model="builtin:efficientnet-lite0", args=args, train_dataset=data,
+                               processing_class=processor)
+        results = trainer.cross_validate()
+    finally:
+        datasets.enable_caching()
+    assert processor.images == len(data)  # not 6 folds x 60
+    assert len(results.folds) == 6
+    assert trainer.model_name_or_path == "builtin:efficientnet-lite0"
+    # the new head has the dataset's classes
+    assert results.label_names == [str(i) for i in range(10)]
+    assert results.oof_predictions.filter(like="prob_").shape[1] == 10
+
+
+def _labelled(labels) -> Dataset:
+    n = len(labels)
+    return Dataset.from_dict({"pixel_values": np.zeros((n, 3, 32, 32), np.float32).tolist(), "label": labels})
+
+
+def _vit():
+    return tiny_model("vit")
+
+
+# (what KFoldTrainer gets, the words its error must contain)
+BAD_INPUTS = {
+    "model and model_init": (lambda: dict(model=_vit(), model_init=_vit, train_dataset=image_dataset()),
+                             "not both"),
+    "no model": (lambda: dict(model=None, train_dataset=image_dataset()), "model_init"),
+    "peft_config without lora": (lambda: dict(model=_vit(), train_dataset=image_dataset(),
+                                              peft_config=LoraConfig(target_modules=["q_proj"])),
+                                 "finetune_strategy='lora'"),
+    "peft_config of the wrong type": (lambda: dict(model=_vit(), train_dataset=image_dataset(),
+                                                   peft_config={"r": 8}), "peft.PeftConfig"),
+    "not a Dataset": (lambda: dict(model=_vit(), train_dataset={"label": [0, 1]}), "datasets.Dataset"),
+    "empty dataset": (lambda: dict(model=_vit(), train_dataset=image_dataset().select([])), "empty"),
+    "missing label column": (lambda: dict(model=_vit(),
+                                          train_dataset=image_dataset().rename_column("label", "target")),
+                             "pixel_values, target"),
+    "head size mismatch": (lambda: dict(model=tiny_model("vit", num_labels=5), train_dataset=image_dataset()),
+                           "num_labels=3"),
+    "more folds than rows": (lambda: dict(model=_vit(), train_dataset=image_dataset(n_per_class=1)), "n_folds"),
+    "float labels, stratified": (lambda: dict(model=_vit(), train_dataset=_labelled([0.5, 1.5, 2.5, 0.1, 0.2, 0.3]),
+                                              stratified=True), "float|continuous"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_before_training(case, tmp_path):
+    build, match = BAD_INPUTS[case]
+    kwargs = build()
+    strategy = "stratified" if kwargs.pop("stratified", False) else "auto"
+    args = make_config(tmp_path / "cv", fold_strategy=strategy)
+    with pytest.raises((ValueError, TypeError), match=match):
+        KFoldTrainer(args=args, **kwargs)
+    assert not (tmp_path / "cv").exists()
+
+
+def test_config_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="n_folds must be at least 2"):
+        KFoldConfig(output_dir=str(tmp_path), n_folds=1)
+    with pytest.raises(ValueError, match="group_column"):
+        KFoldConfig(output_dir=str(tmp_path), fold_strategy="group")
+    with pytest.raises(ValueError, match="finetune_strategy='freeze'"):
+        KFoldConfig(output_dir=str(tmp_path), freeze_layers=2)
+    with pytest.raises(ValueError, match="n_repeats=1"):
+        KFoldConfig(output_dir=str(tmp_path), fold_strategy="timeseries", n_repeats=2)
+
+
+def test_config_parses_with_hf_argument_parser(tmp_path):
+    from transformers import HfArgumentParser
+
+    (config,) = HfArgumentParser(KFoldConfig).parse_args_into_dataclasses(
+        args=["--output_dir", str(tmp_path), "--n_folds", "10", "--fold_strategy", "group", "--group_column", "g",
+              "--finetune_strategy", "lora", "--lora_target_modules", "q_proj", "v_proj", "--metrics", "accuracy"]
+    )
+    assert (config.n_folds, config.fold_strategy, config.group_column) == (10, "group", "g")
+    assert config.lora_target_modules == ["q_proj", "v_proj"] and config.metrics == ["accuracy"]
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(KFoldConfig)} - {f.name for f in dataclasses.fields(
+        __import__("transformers").TrainingArguments)}
+    for f in dataclasses.fields(KFoldConfig):
+        if f.name in own:
+            assert f.metadata.get("help"), f.name
