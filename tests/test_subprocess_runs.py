@@ -41,7 +41,7 @@ def test_killed_mid_fold_resumes_to_the_same_results(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run([sys.executable, str(SCRIPT), "--output_dir", str(straight), "--digest_dir", str(tmp_path / "d1")])
 
-    # SIGKILL at step 5 of the second fold: a checkpoint exists at step 4, the first fold is finished
+    # SIGKILL at step 5 of the second fold: the first fold is finished, the second has a checkpoint at step 4
     proc = _run([sys.executable, str(SCRIPT), "--output_dir", str(killed), "--digest_dir", str(tmp_path / "d2"),
                  "--kill_fold", "fold_0_1", "--kill_step", "5"], expect_ok=False)
     assert proc.returncode == -9
