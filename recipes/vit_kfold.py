@@ -35,6 +35,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+import torch
 from transformers import HfArgumentParser
 
 from hf_tlcv import KFoldConfig, KFoldTrainer
@@ -55,6 +56,7 @@ RECIPE_DEFAULTS = dict(
     logging_steps=10,
     save_strategy="no",
     report_to="none",
+    dataloader_pin_memory=torch.cuda.is_available(),
     seed=42,
 )
 
