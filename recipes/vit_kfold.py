@@ -1,7 +1,7 @@
 """Cross-validate fine-tuning of a pretrained image classifier with hf_tlcv.
 
 With no arguments it runs the embedded default, offline: 5-fold cross-validation of the ImageNet-pretrained
-EfficientNet-Lite0 as a linear probe on 1,000 Animal-MNIST images at 112 px.
+EfficientNet-Lite0 as a linear probe on 1,000 Animal-MNIST images at 128 px.
 
     # the embedded default (offline), one process
     python recipes/vit_kfold.py
@@ -46,8 +46,8 @@ RECIPE_DEFAULTS = dict(
     output_dir="outputs/vit_kfold",
     n_folds=5,
     finetune_strategy="linear_probe",
-    image_size=112,
-    learning_rate=1e-3,
+    image_size=128,
+    learning_rate=3e-3,
     num_train_epochs=3,
     per_device_train_batch_size=32,
     per_device_eval_batch_size=64,
