@@ -269,3 +269,26 @@ def test_config_parses_with_hf_argument_parser(tmp_path):
     for f in dataclasses.fields(KFoldConfig):
         if f.name in own:
             assert f.metadata.get("help"), f.name
+
+
+def test_each_fold_gets_fresh_tracker_callbacks(tmp_path, monkeypatch):
+    """report_to integrations are renewed per fold, so a tracker never appends one fold to another's run."""
+    import transformers.integrations.integration_utils as integrations
+
+    class FakeTracker(TrainerCallback):
+        instances = []
+
+        def __init__(self):
+            self.runs = []
+            FakeTracker.instances.append(self)
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.runs.append(args.run_name)
+
+    monkeypatch.setitem(integrations.INTEGRATION_TO_CALLBACK, "fake", FakeTracker)
+    args = make_config(tmp_path / "cv", n_folds=2, num_train_epochs=1, run_name="study")
+    KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset(),
+                 callbacks=[FakeTracker]).cross_validate()
+    used = [t for t in FakeTracker.instances if t.runs]
+    assert [t.runs for t in used] == [["study-fold_0_0"], ["study-fold_0_1"]]
+    assert args.run_name == "study"  # restored after the folds
