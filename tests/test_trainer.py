@@ -292,3 +292,43 @@ def test_each_fold_gets_fresh_tracker_callbacks(tmp_path, monkeypatch):
     used = [t for t in FakeTracker.instances if t.runs]
     assert [t.runs for t in used] == [["study-fold_0_0"], ["study-fold_0_1"]]
     assert args.run_name == "study"  # restored after the folds
+
+
+def test_raw_text_is_tokenised_once_and_padded_per_batch(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["good", "great", "fine", "bad", "awful", "poor", "the", "film", "was", "very"]
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+
+    class CountingTokenizer(PreTrainedTokenizerFast):
+        texts = 0
+
+        def __call__(self, text, *args, **kwargs):
+            CountingTokenizer.texts += len(text) if isinstance(text, list) else 1
+            return super().__call__(text, *args, **kwargs)
+
+    tokenizer = CountingTokenizer(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
+    rng = np.random.default_rng(0)
+    texts, labels = [], []
+    for i in range(30):
+        label = i % 2
+        pool = words[:3] if label else words[3:6]
+        texts.append(" ".join(["the", "film", "was"] + list(rng.choice(pool, size=1 + i % 4))))
+        labels.append(label)
+    data = Dataset.from_dict({"text": texts, "label": labels}).cast_column("label", ClassLabel(names=["neg", "pos"]))
+    args = make_config(tmp_path / "cv", n_folds=3, num_train_epochs=2, learning_rate=1e-2)
+    datasets.disable_caching()
+    try:
+        trainer = KFoldTrainer(model=tiny_model("bert", num_labels=2), args=args, train_dataset=data,
+                               processing_class=tokenizer)
+        results = trainer.cross_validate()
+    finally:
+        datasets.enable_caching()
+    assert CountingTokenizer.texts == len(texts)  # once, not once per fold
+    assert set(trainer.cv_dataset.column_names) == {"input_ids", "attention_mask", "label"}
+    lengths = {len(ids) for ids in trainer.cv_dataset["input_ids"]}
+    assert len(lengths) > 1  # unpadded rows of different lengths: the collator pads each batch
+    assert sorted(results.oof_predictions["row"]) == list(range(len(texts)))
