@@ -25,11 +25,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
+
+from ._io import write_json_atomic
 
 if TYPE_CHECKING:  # datasets is heavy to import; only the type is needed here
     from datasets import Dataset
@@ -493,20 +494,7 @@ def save_folds(folds: Sequence[Fold], path: str | os.PathLike, metadata: Optiona
             for fold in folds
         ],
     }
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".folds-", suffix=".json.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
+    write_json_atomic(path, payload)
 
 
 def load_folds(path: str | os.PathLike) -> tuple[list[Fold], dict]:

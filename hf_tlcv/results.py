@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._io import atomic_path, write_json_atomic
 from .stats import summarize
 
 RESULTS_FILE = "cv_results.json"
@@ -30,15 +31,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON so that a reader (or a run killed half-way) never sees a partial file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(_plain(payload), fh, indent=2, allow_nan=True)
-    os.replace(tmp, path)
 
 
 def predictions_frame(rows: np.ndarray, repeat: int, fold: int, labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
@@ -89,10 +81,9 @@ class FoldResult:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.predictions is not None:
-            tmp = directory / (FOLD_PREDICTIONS_FILE + ".tmp")
-            self.predictions.to_parquet(tmp, index=False)
-            os.replace(tmp, directory / FOLD_PREDICTIONS_FILE)
-        write_json_atomic(directory / FOLD_RESULT_FILE, self.to_dict())
+            with atomic_path(directory / FOLD_PREDICTIONS_FILE) as tmp:
+                self.predictions.to_parquet(tmp, index=False)
+        write_json_atomic(directory / FOLD_RESULT_FILE, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "FoldResult":
@@ -229,10 +220,9 @@ class CVResults:
         directory.mkdir(parents=True, exist_ok=True)
         oof = self.oof_predictions
         if not oof.empty:
-            tmp = directory / (OOF_FILE + ".tmp")
-            oof.to_parquet(tmp, index=False)
-            os.replace(tmp, directory / OOF_FILE)
-        write_json_atomic(directory / RESULTS_FILE, self.to_dict())
+            with atomic_path(directory / OOF_FILE) as tmp:
+                oof.to_parquet(tmp, index=False)
+        write_json_atomic(directory / RESULTS_FILE, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "CVResults":
