@@ -9,8 +9,9 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from .folds import FOLD_STRATEGIES, validate_fold_inputs
+
 FINETUNE_STRATEGIES = ("full", "freeze", "linear_probe", "lora")
-FOLD_STRATEGY_CHOICES = ("auto", "kfold", "stratified", "group", "stratified_group", "timeseries")
 METRIC_AVERAGES = ("macro", "micro", "weighted")
 
 # Fields that change where or how a run is reported, never what it computes. They are left out of the
@@ -121,7 +122,7 @@ class KFoldConfig(TrainingArguments):
         metadata={
             "help": "How rows are split into folds: 'auto' (stratified for a ClassLabel label column, else kfold), "
             "'kfold', 'stratified', 'group', 'stratified_group' or 'timeseries'.",
-            "choices": list(FOLD_STRATEGY_CHOICES),
+            "choices": list(FOLD_STRATEGIES),
         },
     )
     n_repeats: int = field(default=1, metadata={"help": "Repeated k-fold: number of reshuffled repeats."})
@@ -189,19 +190,9 @@ class KFoldConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        if self.n_folds < 2:
-            raise ValueError(f"n_folds must be at least 2 (got {self.n_folds}); use n_folds=5 or 10 for k-fold CV.")
-        if self.n_repeats < 1:
-            raise ValueError(f"n_repeats must be at least 1 (got {self.n_repeats}).")
-        if self.fold_strategy not in FOLD_STRATEGY_CHOICES:
-            raise ValueError(
-                f"Unknown fold_strategy {self.fold_strategy!r}; choose one of {', '.join(FOLD_STRATEGY_CHOICES)}."
-            )
-        if self.fold_strategy == "timeseries" and self.n_repeats > 1:
-            raise ValueError("fold_strategy='timeseries' keeps the time order, so there is nothing to repeat: "
-                             "set n_repeats=1.")
-        if self.fold_strategy in ("group", "stratified_group") and not self.group_column:
-            raise ValueError(f"fold_strategy={self.fold_strategy!r} needs group_column: name the column of groups.")
+        # One set of fold checks, shared with the data-aware checks KFoldTrainer runs on the dataset.
+        validate_fold_inputs(strategy=self.fold_strategy, n_folds=self.n_folds, n_repeats=self.n_repeats,
+                             label_column=self.label_column, group_column=self.group_column)
         if self.finetune_strategy not in FINETUNE_STRATEGIES:
             raise ValueError(
                 f"Unknown finetune_strategy {self.finetune_strategy!r}; "

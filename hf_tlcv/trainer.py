@@ -24,7 +24,7 @@ from .config import KFoldConfig
 from .data import label_names as dataset_label_names
 from .data import num_labels as dataset_num_labels
 from .data import preprocess
-from .folds import Fold, load_folds, make_folds, resolve_strategy, save_folds, validate_fold_inputs
+from .folds import Fold, load_folds, make_folds, save_folds, validate_fold_inputs
 from .metrics import build_compute_metrics
 from .modeling import load_classifier, load_processor, state_fingerprint
 from .results import OOF_FILE, RESULTS_FILE, CVResults, FoldResult, predictions_frame
@@ -117,11 +117,9 @@ class KFoldTrainer(Trainer):
                 f"label_column {args.label_column!r} is not in the dataset (columns: "
                 f"{', '.join(train_dataset.column_names)}); set label_column to the column holding the labels."
             )
-        self.fold_strategy = resolve_strategy(args.fold_strategy, train_dataset, args.label_column,
-                                              args.group_column)
-        validate_fold_inputs(train_dataset, strategy=self.fold_strategy, n_folds=args.n_folds,
-                             n_repeats=args.n_repeats, label_column=args.label_column,
-                             group_column=args.group_column)
+        self.fold_strategy = validate_fold_inputs(train_dataset, strategy=args.fold_strategy, n_folds=args.n_folds,
+                                                  n_repeats=args.n_repeats, label_column=args.label_column,
+                                                  group_column=args.group_column)
         self.raw_dataset = train_dataset
         self.class_names = dataset_label_names(train_dataset, args.label_column)
         n_labels = dataset_num_labels(train_dataset, args.label_column)

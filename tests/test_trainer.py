@@ -243,7 +243,7 @@ def test_bad_input_fails_before_training(case, tmp_path):
 
 
 def test_config_rejects_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="n_folds must be at least 2"):
+    with pytest.raises(ValueError, match="n_folds must be an integer of at least 2"):
         KFoldConfig(output_dir=str(tmp_path), n_folds=1)
     with pytest.raises(ValueError, match="group_column"):
         KFoldConfig(output_dir=str(tmp_path), fold_strategy="group")
