@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_utils import set_seed
+from transformers.utils import logging
 
 from . import __version__
 from .config import KFoldConfig
@@ -27,10 +28,13 @@ from .data import preprocess
 from .folds import Fold, load_folds, make_folds, save_folds, validate_fold_inputs
 from .metrics import build_compute_metrics
 from .modeling import load_classifier, load_processor, state_fingerprint
+from .plots import save_plots
 from .results import OOF_FILE, RESULTS_FILE, CVResults, FoldResult, predictions_frame
 from .strategies import apply_strategy, discover_layout, layerwise_lr_groups
 
 FOLDS_FILE = "folds.json"
+PLOTS_DIR = "plots"
+logger = logging.get_logger(__name__)
 _TIMING_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 
 
@@ -306,6 +310,7 @@ class KFoldTrainer(Trainer):
                        label_names=self.class_names, metadata=self._fold_metadata() | {"hf_tlcv_version": __version__})
         if self.is_world_process_zero():
             cv.save(out)
+            self._save_plots(cv, out / PLOTS_DIR)
         self.cv_results = cv
         return cv
 
@@ -351,6 +356,14 @@ class KFoldTrainer(Trainer):
             self.train_dataset, self.eval_dataset, args.output_dir, args.run_name = saved
             self._release_model()
         return result
+
+    @staticmethod
+    def _save_plots(cv: CVResults, directory: Path) -> None:
+        # The results are on disk already; a plotting problem must not turn a finished run into an error.
+        try:
+            save_plots(cv, directory)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning(f"Could not draw the cross-validation plots into {directory}: {exc}")
 
     def _renew_tracker_callbacks(self) -> None:
         from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK

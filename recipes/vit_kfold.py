@@ -104,7 +104,7 @@ def main(script_args: ScriptArguments, config: KFoldConfig) -> None:
         print(f"\n{script_args.model_name_or_path} on {script_args.dataset_name} "
               f"({len(dataset)} rows, finetune_strategy={config.finetune_strategy})")
         print(results.format_table())
-        print(f"\nResults saved in {config.output_dir}")
+        print(f"\nResults saved in {config.output_dir} (plots in {config.output_dir}/plots)")
 
 
 def make_parser() -> HfArgumentParser:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from conftest import TINY_MODELS, dataset_for, image_dataset, make_config, tiny_model
 from datasets import ClassLabel, Dataset
+from PIL import Image
 from peft import LoraConfig
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 from transformers import TrainerCallback
@@ -77,8 +78,11 @@ def test_cross_validate_every_strategy(strategy, tmp_path):
     assert [d.rsplit("/", 1)[-1] for d in recorder.output_dirs] == ["fold_0_0", "fold_0_1", "fold_0_2"]
 
     out = tmp_path / "cv"
-    for name in ("cv_results.json", "folds.json", "oof_predictions.parquet"):
+    for name in ("cv_results.json", "folds.json", "oof_predictions.parquet", "plots/fold_scores.png",
+                 "plots/train_vs_eval.png", "plots/confusion_matrix.png"):
         assert (out / name).exists(), name
+    with Image.open(out / "plots" / "confusion_matrix.png") as picture:
+        assert picture.size[0] > 200 and picture.size[1] > 200
     assert sorted(p.name for p in out.glob("fold_*")) == ["fold_0_0", "fold_0_1", "fold_0_2"]
 
     # out-of-fold predictions: every row exactly once, metrics equal to sklearn's on the saved file
@@ -332,3 +336,41 @@ def test_raw_text_is_tokenised_once_and_padded_per_batch(tmp_path):
     lengths = {len(ids) for ids in trainer.cv_dataset["input_ids"]}
     assert len(lengths) > 1  # unpadded rows of different lengths: the collator pads each batch
     assert sorted(results.oof_predictions["row"]) == list(range(len(texts)))
+
+
+def _with_groups(data: Dataset) -> Dataset:
+    return data.add_column("patient", [f"p{i // 3}" for i in range(len(data))])
+
+
+@pytest.mark.parametrize("fold_strategy", ["group", "stratified_group", "timeseries", "kfold"])
+def test_other_fold_strategies_end_to_end(fold_strategy, tmp_path):
+    data = _with_groups(image_dataset())
+    grouped = "group" in fold_strategy
+    args = make_config(tmp_path / "cv", fold_strategy=fold_strategy, num_train_epochs=1,
+                       group_column="patient" if grouped else None)
+    trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=data)
+    results = trainer.cross_validate()
+    oof = results.oof_predictions
+    assert results.metadata["fold_strategy"] == fold_strategy
+    patients = np.asarray(data["patient"])
+    saved = json.loads((tmp_path / "cv" / "folds.json").read_text())["folds"]
+    for fold in saved:
+        train, evaluation = np.asarray(fold["train"]), np.asarray(fold["eval"])
+        if grouped:
+            assert not set(patients[train]) & set(patients[evaluation])
+        if fold_strategy == "timeseries":
+            assert train.max() < evaluation.min()
+    if fold_strategy == "timeseries":  # the first block is only ever trained on
+        assert len(oof) < len(data) and oof["row"].is_unique
+    else:
+        assert sorted(oof["row"]) == list(range(len(data)))
+
+
+def test_eval_during_training_uses_the_fold_eval_rows(tmp_path):
+    args = make_config(tmp_path / "cv", n_folds=2, eval_strategy="epoch", num_train_epochs=2)
+    results = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset()).cross_validate()
+    for fold in results.folds:
+        evals = [entry for entry in fold.log_history if "eval_loss" in entry]
+        assert [e["epoch"] for e in evals] == [1.0, 2.0]
+        # the last epoch's evaluation is the fold's final eval score
+        assert evals[-1]["eval_loss"] == pytest.approx(fold.eval_metrics["loss"], rel=1e-5)

@@ -1,0 +1,126 @@
+"""Plots of a cross-validation: per-fold spread, train vs. eval per fold, pooled confusion matrix.
+
+Each function takes a [`CVResults`] and returns a matplotlib `Figure`; [`save_plots`] writes all of them as PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed, or wanted, on a training machine
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
+
+from .results import CVResults  # noqa: E402
+
+PLOT_FILES = {
+    "fold_scores": "fold_scores.png",
+    "train_vs_eval": "train_vs_eval.png",
+    "confusion_matrix": "confusion_matrix.png",
+}
+
+
+def _score_metrics(results: CVResults) -> list[str]:
+    # Scores in [0, 1] share one axis; the loss has its own scale and is left to the train-vs-eval plot.
+    return [m for m in results.summary if m != "loss"]
+
+
+def plot_fold_scores(results: CVResults) -> plt.Figure:
+    """Every fold's eval score per metric (dots), the mean (bar) and the corrected 95% interval (whiskers)."""
+    metrics = _score_metrics(results)
+    summary = results.summary
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics), 4))
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(metrics):
+        values = [f.eval_metrics[name] for f in results.folds]
+        s = summary[name]
+        low, high = s["ci95"]
+        ax.bar(i, s["mean"], width=0.6, color="#c6dbef", edgecolor="#3182bd", zorder=1)
+        if np.isfinite(low):
+            ax.errorbar(i, s["mean"], yerr=[[s["mean"] - low], [high - s["mean"]]], color="#08519c", capsize=8,
+                        zorder=2)
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, color="#08306b", s=18, zorder=3)
+        ax.annotate(f"{s['mean']:.3f}", (i, s["mean"]), xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(metrics)), metrics)
+    lows = [min(f.eval_metrics[m] for f in results.folds) for m in metrics]
+    ax.set_ylim(max(0.0, min(lows) - 0.1), 1.02)
+    ax.set_ylabel("eval score")
+    ax.set_title(f"Per-fold scores ({len(results.folds)} folds): mean, 95% corrected interval, folds")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_train_vs_eval(results: CVResults, metric: str | None = None) -> plt.Figure:
+    """Per fold, the score (and loss) on the training rows beside the eval rows: the overfitting gap."""
+    names = [f"{f.repeat}/{f.fold}" for f in results.folds]
+    metric = metric or next(iter(_score_metrics(results)), "loss")
+    panels = [m for m in (metric, "loss") if m in results.summary]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 + 0.5 * len(names) * len(panels), 3.6), squeeze=False)
+    x = np.arange(len(names))
+    for ax, name in zip(axes[0], panels):
+        train = [f.train_metrics.get(name, np.nan) for f in results.folds]
+        evals = [f.eval_metrics[name] for f in results.folds]
+        ax.bar(x - 0.2, train, width=0.4, label="train rows", color="#fdae6b")
+        ax.bar(x + 0.2, evals, width=0.4, label="eval rows", color="#6baed6")
+        ax.set_xticks(x, names)
+        ax.set_xlabel("fold (repeat/fold)")
+        ax.set_title(name)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(loc="lower right" if metric != "loss" else "upper right", fontsize=8)
+    fig.suptitle("Train vs. eval per fold")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(results: CVResults) -> plt.Figure:
+    """Confusion matrix of all out-of-fold predictions pooled, rows normalised, counts written in."""
+    oof = results.oof_predictions
+    n_classes = oof.filter(like="prob_").shape[1]
+    labels = results.label_names or [str(i) for i in range(n_classes)]
+    counts = confusion_matrix(oof["label"], oof["prediction"], labels=list(range(n_classes)))
+    share = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    size = 2.5 + 0.45 * n_classes
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if n_classes <= 20:
+        for i in range(n_classes):
+            for j in range(n_classes):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n_classes), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n_classes), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Pooled out-of-fold confusion ({len(oof)} predictions)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    return fig
+
+
+def save_plots(results: CVResults, directory: str | Path) -> dict[str, Path]:
+    """Write the three plots as PNG into `directory`; returns name -> path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    makers = {
+        "fold_scores": plot_fold_scores,
+        "train_vs_eval": plot_train_vs_eval,
+        "confusion_matrix": plot_confusion_matrix,
+    }
+    written = {}
+    for name, make in makers.items():
+        if name == "confusion_matrix" and results.oof_predictions.empty:
+            continue
+        if name == "train_vs_eval" and not results.folds[0].train_metrics:
+            continue
+        fig = make(results)
+        path = directory / PLOT_FILES[name]
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written[name] = path
+    return written
