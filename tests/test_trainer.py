@@ -374,3 +374,16 @@ def test_eval_during_training_uses_the_fold_eval_rows(tmp_path):
         assert [e["epoch"] for e in evals] == [1.0, 2.0]
         # the last epoch's evaluation is the fold's final eval score
         assert evals[-1]["eval_loss"] == pytest.approx(fold.eval_metrics["loss"], rel=1e-5)
+
+
+def test_train_fits_one_model_on_all_rows_with_the_strategy(tmp_path):
+    recorder = Recorder()
+    args = make_config(tmp_path / "final", finetune_strategy="linear_probe", num_train_epochs=1, hub_token="secret")
+    trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset(), callbacks=[recorder])
+    output = trainer.train()
+    assert output.global_step == 5  # 36 rows, batch 8, one epoch: every row, not a fold's share
+    trainable = {n for n, (_, grad) in recorder.start_params[0].items() if grad}
+    assert trainable and all(n.startswith("classifier") for n in trainable)
+    results = trainer.cross_validate()  # and cross-validation still starts each fold afresh
+    assert len(results.folds) == 3 and set(recorder.starts[1:]) == {recorder.starts[0]}
+    assert "secret" not in (tmp_path / "final" / "cv_results.json").read_text()
