@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SaveStrategy
 
 from .folds import FOLD_STRATEGIES, validate_fold_inputs
 
@@ -104,6 +105,8 @@ class KFoldConfig(TrainingArguments):
         max_length (`int`, *optional*): truncate tokenised text to this length.
 
     Output:
+        save_strategy (`str`, defaults to `"no"`): Trainer checkpoints within a fold; off by default, since each
+            fold's final model is saved anyway and an interrupted fold is re-run from its start.
         save_fold_models (`bool`, defaults to `True`): save each fold's final model (adapters only for LoRA).
         overwrite_output_dir (`bool`, defaults to `False`): discard the results already in `output_dir` instead of
             resuming them.
@@ -181,6 +184,14 @@ class KFoldConfig(TrainingArguments):
     max_length: int | None = field(default=None, metadata={"help": "Truncate tokenised text to this many tokens."})
 
     # Output
+    save_strategy: SaveStrategy | str = field(
+        default="no",
+        metadata={
+            "help": "Trainer checkpoints inside each fold: 'no' (default), 'epoch', 'steps' or 'best'. hf_tlcv saves "
+            "each fold's final model itself (save_fold_models) and re-runs an interrupted fold from its start, so "
+            "intermediate checkpoints are only needed for your own inspection."
+        },
+    )
     save_fold_models: bool = field(
         default=True, metadata={"help": "Save each fold's final model in its fold folder (adapters only for LoRA)."}
     )

@@ -266,6 +266,7 @@ def test_config_parses_with_hf_argument_parser(tmp_path):
     )
     assert (config.n_folds, config.fold_strategy, config.group_column) == (10, "group", "g")
     assert config.lora_target_modules == ["q_proj", "v_proj"] and config.metrics == ["accuracy"]
+    assert config.save_strategy == "no"  # folds save their final model; mid-fold checkpoints are opt-in
     import dataclasses
 
     own = {f.name for f in dataclasses.fields(KFoldConfig)} - {f.name for f in dataclasses.fields(
