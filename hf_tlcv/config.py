@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from enum import Enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,12 +235,21 @@ class KFoldConfig(TrainingArguments):
 
     def result_fingerprint_dict(self) -> dict[str, Any]:
         """The settings that change results: what a resumed run must share with the run it resumes."""
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.name in _NON_RESULT_FIELDS or f.name.startswith("_"):
-                continue
-            value = getattr(self, f.name)
-            if hasattr(value, "value"):  # enums
-                value = value.value
-            out[f.name] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
-        return out
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in _NON_RESULT_FIELDS and not f.name.startswith("_")
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON value that compares equal after a round trip through a file (enums by value, objects by str)."""
+    if isinstance(value, Enum):
+        return _jsonable(value.value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    return str(value)

@@ -255,7 +255,7 @@ class KFoldTrainer(Trainer):
         meta = self._fold_metadata()
         folds_path = out / FOLDS_FILE
         if self.args.overwrite_output_dir and out.exists():
-            for item in [folds_path, out / RESULTS_FILE, out / OOF_FILE, *out.glob("fold_*")]:
+            for item in [folds_path, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR, *out.glob("fold_*")]:
                 if item.is_dir():
                     shutil.rmtree(item)
                 elif item.exists():

@@ -162,6 +162,15 @@ def test_resume_skips_finished_folds_and_refuses_changed_settings(tmp_path):
     assert len(recorder.starts) == 3
 
 
+def test_settings_fingerprint_survives_a_json_round_trip(tmp_path):
+    config = make_config(tmp_path, debug="underflow_overflow", lr_scheduler_type="cosine",
+                         lr_scheduler_kwargs={"num_cycles": 0.5})
+    record = config.result_fingerprint_dict()
+    assert json.loads(json.dumps(record)) == record
+    assert record["debug"] == ["underflow_overflow"] and record["lr_scheduler_type"] == "cosine"
+    assert "output_dir" not in record and "hub_token" not in record and record["learning_rate"] == 5e-3
+
+
 def test_layerwise_lr_decay_reaches_the_optimizer(tmp_path):
     args = make_config(tmp_path / "cv", layerwise_lr_decay=0.5, learning_rate=1.0, weight_decay=0.1)
     trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset())
