@@ -94,3 +94,12 @@ def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "
     processed = dataset.map(transform, batched=True, batch_size=64, remove_columns=remove,
                             desc="Preprocessing (once for all folds)")
     return processed.with_format("torch") if image_col is not None else processed
+
+
+def subsample(dataset: Dataset, n: int | None, label_column: str = "label", seed: int = 0) -> Dataset:
+    """A random subset of `n` rows (all rows when `n` is 0/None or not smaller), stratified by class when the
+    labels are a `ClassLabel`, so a small subset keeps every class in proportion."""
+    if not n or n >= len(dataset):
+        return dataset
+    stratify = label_column if isinstance(dataset.features.get(label_column), ClassLabel) else None
+    return dataset.train_test_split(train_size=n, stratify_by_column=stratify, seed=seed)["train"]

@@ -37,24 +37,25 @@ def _reraise(exc: OSError, kind: str, name: str):
     raise exc
 
 
-def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels: int) -> nn.Module:
+def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels: int,
+                    pretrained: bool = True) -> nn.Module:
     """A pretrained backbone with a new classification head of `num_labels` outputs.
 
     The head is initialised by the current torch seed (the caller seeds it), so every fold can start from the
     same head. Image models load through `AutoModelForImageClassification`, the others through
-    `AutoModelForSequenceClassification`.
+    `AutoModelForSequenceClassification`. With `pretrained=False` the same architecture is built from its
+    config with random weights: the "from scratch" baseline that tells whether pretraining helps.
     """
     path, config = load_config(name_or_path)
     names = label_names or [str(i) for i in range(num_labels)]
+    labels = dict(num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     auto = AutoModelForImageClassification if _is_image_model(config) else AutoModelForSequenceClassification
+    if not pretrained:
+        for key, value in labels.items():
+            setattr(config, key, value)
+        return auto.from_config(config)
     try:
-        return auto.from_pretrained(
-            path,
-            num_labels=num_labels,
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-            ignore_mismatched_sizes=True,
-        )
+        return auto.from_pretrained(path, ignore_mismatched_sizes=True, **labels)
     except OSError as exc:
         _reraise(exc, "model", name_or_path)
 

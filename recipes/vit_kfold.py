@@ -33,86 +33,25 @@ Running again with the same `--output_dir` resumes; `--overwrite_output_dir` sta
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from functools import partial
 
-import torch
-from transformers import HfArgumentParser
-
-from hf_tlcv import KFoldConfig, KFoldTrainer
-from hf_tlcv.assets import BUILTIN_DATASETS, BUILTIN_MODELS, load_dataset
+from hf_tlcv.recipe import run
+from hf_tlcv.recipe import make_parser as _make_parser
 
 # The embedded default: what runs when the recipe is given no arguments.
 RECIPE_DEFAULTS = dict(
+    model_name_or_path="builtin:efficientnet-lite0",
+    dataset_name="builtin:animal-mnist",
+    max_samples=1000,
     output_dir="outputs/vit_kfold",
-    n_folds=5,
     finetune_strategy="linear_probe",
     image_size=128,
     learning_rate=3e-3,
     num_train_epochs=3,
-    per_device_train_batch_size=32,
-    per_device_eval_batch_size=64,
-    weight_decay=0.0,
-    warmup_steps=0,
-    logging_steps=10,
-    save_strategy="no",
-    report_to="none",
-    dataloader_pin_memory=torch.cuda.is_available(),
-    seed=42,
 )
 
-
-@dataclass
-class ScriptArguments:
-    """What to cross-validate: model and data."""
-
-    model_name_or_path: str = field(
-        default="builtin:efficientnet-lite0",
-        metadata={"help": "Hub id, local folder, or one of: "
-                          + ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS) + "."},
-    )
-    dataset_name: str = field(
-        default="builtin:animal-mnist",
-        metadata={"help": "Hub dataset id, local folder (imagefolder), or one of: "
-                          + ", ".join(f"builtin:{n}" for n in BUILTIN_DATASETS) + "."},
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
-    dataset_split: str = field(default="train", metadata={"help": "Split holding the labelled rows."})
-    max_samples: int = field(
-        default=1000,
-        metadata={"help": "Use a class-stratified random subset of this many rows (0 = all rows)."},
-    )
-    sample_seed: int = field(default=0, metadata={"help": "Seed of the subset draw."})
-
-
-def subsample(dataset, n: int, label_column: str, seed: int):
-    """A random subset of n rows, stratified by class when the labels are a ClassLabel."""
-    if not n or n >= len(dataset):
-        return dataset
-    from datasets import ClassLabel
-
-    stratify = label_column if isinstance(dataset.features.get(label_column), ClassLabel) else None
-    return dataset.train_test_split(train_size=n, stratify_by_column=stratify, seed=seed)["train"]
-
-
-def main(script_args: ScriptArguments, config: KFoldConfig) -> None:
-    extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
-    dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split, **extra)
-    dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
-    trainer = KFoldTrainer(model=script_args.model_name_or_path, args=config, train_dataset=dataset)
-    results = trainer.cross_validate()
-    if trainer.is_world_process_zero():
-        print(f"\n{script_args.model_name_or_path} on {script_args.dataset_name} "
-              f"({len(dataset)} rows, finetune_strategy={config.finetune_strategy})")
-        print(results.format_table())
-        print(f"\nResults saved in {config.output_dir} (plots in {config.output_dir}/plots)")
-
-
-def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((ScriptArguments, KFoldConfig))
-    parser.set_defaults(**RECIPE_DEFAULTS)
-    return parser
-
+make_parser = partial(_make_parser, **RECIPE_DEFAULTS)
+main = run
 
 if __name__ == "__main__":
-    script_args, config = make_parser().parse_args_into_dataclasses(args=sys.argv[1:])
-    main(script_args, config)
+    main(*make_parser().parse_args_into_dataclasses(args=sys.argv[1:]))

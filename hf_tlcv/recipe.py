@@ -1,0 +1,98 @@
+"""What the recipes in `recipes/` share: their data and model arguments, their parser, and the run itself.
+
+A recipe is then its launch commands (docstring) and its defaults: `recipes/vit_kfold.py` for images,
+`recipes/text_kfold.py` for text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import HfArgumentParser
+from transformers.trainer_utils import set_seed
+
+from .assets import BUILTIN_DATASETS, BUILTIN_MODELS, load_dataset
+from .config import KFoldConfig
+from .data import label_names, num_labels, subsample
+from .modeling import load_classifier, load_processor
+from .results import CVResults
+from .trainer import KFoldTrainer
+
+
+@dataclass
+class ScriptArguments:
+    """What to cross-validate: model and data."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id, local folder, or one of: " + ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS)},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset id, local folder or file, or one of: "
+                          + ", ".join(f"builtin:{n}" for n in BUILTIN_DATASETS)},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split holding the labelled rows."})
+    max_samples: int = field(
+        default=0, metadata={"help": "Use a class-stratified random subset of this many rows (0 = all rows)."}
+    )
+    sample_seed: int = field(default=0, metadata={"help": "Seed of the subset draw."})
+    auto_group_column: str | None = field(
+        default=None,
+        metadata={"help": "When the dataset has this column and no --group_column is given, use it for grouped "
+                          "folds (the builtin text datasets mark near-duplicate texts in 'group')."},
+    )
+    from_scratch: bool = field(
+        default=False,
+        metadata={"help": "Same architecture with random initial weights instead of the pretrained ones: the "
+                          "baseline that shows what pretraining is worth."},
+    )
+
+
+# Defaults every recipe shares; a recipe's own defaults come on top.
+COMMON_DEFAULTS = dict(
+    n_folds=5,
+    per_device_train_batch_size=32,
+    per_device_eval_batch_size=64,
+    logging_steps=10,
+    report_to="none",
+    seed=42,
+    dataloader_pin_memory=torch.cuda.is_available(),
+)
+
+
+def make_parser(**defaults) -> HfArgumentParser:
+    """`HfArgumentParser` over `ScriptArguments` and `KFoldConfig`, with a recipe's own defaults."""
+    parser = HfArgumentParser((ScriptArguments, KFoldConfig))
+    parser.set_defaults(**(COMMON_DEFAULTS | defaults))
+    return parser
+
+
+def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults:
+    """Load the data and model named in `script_args`, cross-validate, print the table, return the results."""
+    if not script_args.model_name_or_path or not script_args.dataset_name:
+        raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
+    extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
+    dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split, **extra)
+    dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
+    auto_group = script_args.auto_group_column
+    if config.group_column is None and auto_group and auto_group in dataset.column_names:
+        config.group_column = auto_group  # checked with the data by KFoldTrainer, like a user's group_column
+        print(f"Grouped folds: rows sharing a {auto_group!r} value never straddle train and eval.")
+    model, processing_class = script_args.model_name_or_path, None
+    if script_args.from_scratch:
+        set_seed(config.seed)
+        processing_class = load_processor(model)
+        model = load_classifier(model, label_names(dataset, config.label_column),
+                                num_labels(dataset, config.label_column), pretrained=False)
+    trainer = KFoldTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class)
+    results = trainer.cross_validate()
+    if trainer.is_world_process_zero():
+        init = "random init (from scratch)" if script_args.from_scratch else "pretrained"
+        print(f"\n{script_args.model_name_or_path} [{init}] on {script_args.dataset_name} "
+              f"({len(dataset)} rows, finetune_strategy={config.finetune_strategy})")
+        print(results.format_table())
+        print(f"\nResults saved in {config.output_dir} (plots in {config.output_dir}/plots)")
+    return results
