@@ -41,8 +41,9 @@ class ScriptArguments:
     sample_seed: int = field(default=0, metadata={"help": "Seed of the subset draw."})
     auto_group_column: str | None = field(
         default=None,
-        metadata={"help": "When the dataset has this column and no --group_column is given, use it for grouped "
-                          "folds (the builtin text datasets mark near-duplicate texts in 'group')."},
+        metadata={"help": "When the dataset has this column, no --group_column is given and --fold_strategy is "
+                          "auto, use it for grouped folds (the builtin text datasets mark near-duplicate texts in "
+                          "'group')."},
     )
     from_scratch: bool = field(
         default=False,
@@ -78,7 +79,9 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults:
     dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split, **extra)
     dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
     auto_group = script_args.auto_group_column
-    if config.group_column is None and auto_group and auto_group in dataset.column_names:
+    # Only when the user left the fold strategy to us: an explicit non-grouped strategy is respected.
+    if (config.group_column is None and auto_group and auto_group in dataset.column_names
+            and config.fold_strategy in ("auto", "group", "stratified_group")):
         config.group_column = auto_group  # checked with the data by KFoldTrainer, like a user's group_column
         print(f"Grouped folds: rows sharing a {auto_group!r} value never straddle train and eval.")
     model, processing_class = script_args.model_name_or_path, None

@@ -50,3 +50,16 @@ def test_short_real_run_groups_near_duplicates(tmp_path, capsys):
     oof = pd.read_parquet(out / "oof_predictions.parquet")
     assert len(oof) == 60 and oof["row"].is_unique
     assert np.allclose(oof.filter(like="prob_").sum(axis=1), 1.0)
+
+
+def test_an_explicit_ungrouped_strategy_is_respected(tmp_path, capsys):
+    recipe = _recipe()
+    out = tmp_path / "run"
+    script_args, config = recipe.make_parser().parse_args_into_dataclasses(args=[
+        "--max_samples", "40", "--n_folds", "2", "--num_train_epochs", "1", "--max_length", "16",
+        "--fold_strategy", "stratified", "--output_dir", str(out), "--disable_tqdm", "true",
+        "--save_fold_models", "false", "--eval_on_train", "false"])
+    recipe.main(script_args, config)
+    assert "Grouped folds" not in capsys.readouterr().out
+    saved = json.loads((out / "cv_results.json").read_text())
+    assert saved["metadata"]["fold_strategy"] == "stratified" and saved["config"]["group_column"] is None
