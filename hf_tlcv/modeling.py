@@ -15,7 +15,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-from .assets import hub_unreachable_error, is_hub_unreachable, resolve_model_path
+from .assets import hub_errors, resolve_model_path
 
 
 def _is_image_model(config) -> bool:
@@ -24,17 +24,8 @@ def _is_image_model(config) -> bool:
 
 def load_config(name_or_path: str):
     path = resolve_model_path(name_or_path)
-    try:
+    with hub_errors("model", name_or_path):
         return path, AutoConfig.from_pretrained(path)
-    except OSError as exc:
-        _reraise(exc, "model", name_or_path)
-
-
-def _reraise(exc: OSError, kind: str, name: str):
-    # Only a Hub that cannot be reached gets the offline message; a missing folder or a 404 keeps its own.
-    if is_hub_unreachable(exc):
-        raise hub_unreachable_error(kind, name, exc) from exc
-    raise exc
 
 
 def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels: int,
@@ -54,21 +45,17 @@ def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels
         for key, value in labels.items():
             setattr(config, key, value)
         return auto.from_config(config)
-    try:
+    with hub_errors("model", name_or_path):
         return auto.from_pretrained(path, ignore_mismatched_sizes=True, **labels)
-    except OSError as exc:
-        _reraise(exc, "model", name_or_path)
 
 
 def load_processor(name_or_path: str):
     """The image processor of an image model, or the tokenizer of a text model."""
     path, config = load_config(name_or_path)
-    try:
+    with hub_errors("processor", name_or_path):
         if _is_image_model(config):
             return AutoImageProcessor.from_pretrained(path)
         return AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
-        _reraise(exc, "processor", name_or_path)
 
 
 def state_fingerprint(model: nn.Module) -> str:

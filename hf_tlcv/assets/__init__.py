@@ -48,6 +48,7 @@ __all__ = [
     "resolve_model_path",
     "is_hub_unreachable",
     "hub_unreachable_error",
+    "hub_errors",
     "prepare_assets",
 ]
 
@@ -306,8 +307,7 @@ class HubUnreachableError(ConnectionError):
 def hub_unreachable_error(kind: str, name: str, exc: BaseException | None = None) -> HubUnreachableError:
     """Build the error to raise when `name` could not be fetched because the Hub is unreachable.
 
-    Use it as ``raise hub_unreachable_error("model", name, exc) from exc`` after checking
-    `is_hub_unreachable(exc)`, so every loader reports the same actionable message.
+    Loaders use it through [`hub_errors`], so every loader reports the same actionable message.
 
     Args:
         kind (`str`):
@@ -338,6 +338,25 @@ def hub_unreachable_error(kind: str, name: str, exc: BaseException | None = None
         f"Without network, HF_HUB_OFFLINE=1 makes this fail at once instead of after ~25 s of retries.{cause}"
     )
     return HubUnreachableError(message, kind=kind, name=name)
+
+
+@contextlib.contextmanager
+def hub_errors(kind: str, name: str) -> Iterator[None]:
+    """Around a Hub load: an unreachable Hub becomes [`HubUnreachableError`] naming the builtin options; every
+    other error (a missing local folder, a 404, a bad file) propagates unchanged.
+
+    Example:
+    ```python
+    >>> with hub_errors("model", "google/vit-base-patch16-224-in21k"):
+    ...     AutoConfig.from_pretrained("google/vit-base-patch16-224-in21k")  # doctest: +SKIP
+    ```
+    """
+    try:
+        yield
+    except Exception as exc:
+        if is_hub_unreachable(exc):
+            raise hub_unreachable_error(kind, name, exc) from exc
+        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -505,12 +524,8 @@ def load_dataset(name: str, /, split: str | None = "train", **kwargs):
             f"No such local file or folder: {path!r}. For the builtin offline datasets use "
             f"{_builtin_options(BUILTIN_DATASETS)}."
         )
-    try:
+    with hub_errors("dataset", name):
         return datasets.load_dataset(name, split=split, **kwargs)
-    except Exception as exc:
-        if is_hub_unreachable(exc):
-            raise hub_unreachable_error("dataset", name, exc) from exc
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
