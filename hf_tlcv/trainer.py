@@ -302,6 +302,7 @@ class KFoldTrainer(Trainer):
                                    and FoldResult.is_complete(fold_dir) else None)
             result = done if done is not None else self._run_fold(fold, fold_dir)
             results.append(result)
+            self._fold_event("on_fold_end", fold=fold, fold_dir=fold_dir, result=result, resumed=done is not None)
             score = result.eval_metrics.get("accuracy", result.eval_metrics.get("loss"))
             if score is not None:
                 bar.set_postfix({"last": f"{score:.4f}"})
@@ -312,7 +313,22 @@ class KFoldTrainer(Trainer):
             cv.save(out)
             self._save_plots(cv, out / PLOTS_DIR)
         self.cv_results = cv
+        self._fold_event("on_cross_validation_end", results=cv, output_dir=out)
         return cv
+
+    def _fold_event(self, event: str, **kwargs) -> None:
+        """Tell the callbacks that define `event` (`on_fold_end`, `on_cross_validation_end`) about it.
+
+        Cross-validation events extend the `TrainerCallback` protocol: a callback may define
+        `on_fold_end(args, state, control, fold, fold_dir, result, resumed, trainer)`, called on every process once
+        a fold's results are saved (`resumed=True` for a fold read back from an earlier run), and
+        `on_cross_validation_end(args, state, control, results, output_dir, trainer)`, called once the
+        `CVResults` are saved. Callbacks without them are not called.
+        """
+        for callback in self.callback_handler.callbacks:
+            handler = getattr(callback, event, None)
+            if handler is not None:
+                handler(self.args, self.state, self.control, trainer=self, **kwargs)
 
     def _run_fold(self, fold: Fold, fold_dir: Path) -> FoldResult:
         args = self.args

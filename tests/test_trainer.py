@@ -137,17 +137,35 @@ def test_model_init_gives_identical_starts(tmp_path):
     assert len(recorder.starts) == 2 and len(set(recorder.starts)) == 1
 
 
+class FoldEvents(TrainerCallback):
+    """The cross-validation events, with what was on disk when each arrived."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_fold_end(self, args, state, control, fold, fold_dir, result, resumed, trainer, **kwargs):
+        saved = json.loads((fold_dir / "fold_result.json").read_text())
+        self.events.append(("fold", fold.name, resumed, saved["eval_metrics"] == result.eval_metrics))
+
+    def on_cross_validation_end(self, args, state, control, results, output_dir, trainer, **kwargs):
+        self.events.append(("end", len(results.folds), (output_dir / "cv_results.json").exists()))
+
+
 def test_resume_skips_finished_folds_and_refuses_changed_settings(tmp_path):
     out = tmp_path / "cv"
-    first = KFoldTrainer(model=tiny_model("vit"), args=make_config(out), train_dataset=image_dataset())
+    events = FoldEvents()
+    first = KFoldTrainer(model=tiny_model("vit"), args=make_config(out), train_dataset=image_dataset(),
+                         callbacks=[events])
     first_results = first.cross_validate()
+    assert events.events == [("fold", f"fold_0_{i}", False, True) for i in range(3)] + [("end", 3, True)]
 
-    recorder = Recorder()
+    recorder, events = Recorder(), FoldEvents()
     again = KFoldTrainer(model=tiny_model("vit"), args=make_config(out), train_dataset=image_dataset(),
-                         callbacks=[recorder])
+                         callbacks=[recorder, events])
     resumed = again.cross_validate()
     assert recorder.starts == []  # nothing trained
     assert resumed.summary == first_results.summary
+    assert [e[2] for e in events.events[:3]] == [True, True, True]
 
     with pytest.raises(ValueError, match=r"learning_rate.*overwrite_output_dir"):
         KFoldTrainer(model=tiny_model("vit"), args=make_config(out, learning_rate=1e-2),
