@@ -14,6 +14,8 @@ from transformers.trainer_utils import SaveStrategy
 from .folds import FOLD_STRATEGIES, validate_fold_inputs
 
 FINETUNE_STRATEGIES = ("full", "freeze", "linear_probe", "lora")
+FEATURE_CACHE_MODES = ("auto", "memory", "disk", "off")
+PUSH_FOLD_MODELS = ("none", "trainable", "full")
 METRIC_AVERAGES = ("macro", "micro", "weighted")
 
 # Fields that change where or how a run is reported, never what it computes. They are left out of the
@@ -39,6 +41,7 @@ _NON_RESULT_FIELDS = frozenset(
         "save_only_model",
         "save_on_each_node",
         "save_fold_models",
+        "push_fold_models",
         "push_to_hub",
         "hub_token",
         "hub_private_repo",
@@ -61,6 +64,8 @@ _NON_RESULT_FIELDS = frozenset(
         "trackio_bucket_id",
         "trackio_static_space_id",
         "ddp_timeout",
+        "feature_cache",
+        "parallel_folds",
     }
 )
 
@@ -104,13 +109,28 @@ class KFoldConfig(TrainingArguments):
         image_column, text_column (`str`, *optional*): the input column; found automatically when unset.
         image_size (`int`, *optional*): resize images to this square size instead of the processor's default.
         max_length (`int`, *optional*): truncate tokenised text to this length.
+        feature_cache (`str`, defaults to `"auto"`): with `freeze` / `linear_probe`, compute the frozen layers'
+            output once for the whole dataset and train every fold on it (see `hf_tlcv.cache`): `"auto"` (in memory
+            when small, else an on-disk Arrow cache), `"memory"`, `"disk"` or `"off"`. Results are the same either
+            way; the cache turns itself off, saying why, where it could not be exact.
 
     Output:
         save_strategy (`str`, defaults to `"no"`): Trainer checkpoints within a fold; off by default, since each
             fold's final model is saved anyway and an interrupted fold is re-run from its start.
         save_fold_models (`bool`, defaults to `True`): save each fold's final model (adapters only for LoRA).
+        push_fold_models (`str`, defaults to `"trainable"`): the part of each fold's model that is saved in its fold
+            folder and pushed to the Hub: `"trainable"` (LoRA adapters, or the trained parameters of `freeze` /
+            `linear_probe`; full weights when everything trains or there is no pretrained model to restore the
+            rest from), `"full"` (full weights) or `"none"` (no fold model is pushed). With `push_to_hub=True` each
+            fold is pushed as it finishes, then the summary and model card (see [`KFoldTrainer.push_to_hub`]).
         overwrite_output_dir (`bool`, defaults to `False`): discard the results already in `output_dir` instead of
             resuming them.
+
+    Several processes:
+        parallel_folds (`bool`, defaults to `False`): under `accelerate launch` / `torchrun` with several processes,
+            give each process whole folds (trained alone, with the full per-device batch, no gradient communication)
+            instead of splitting every fold across the processes with DDP. The results equal those of a one-process
+            run; with one process it changes nothing. Not compatible with DeepSpeed, FSDP or model parallelism.
 
     Example:
     ```python
@@ -183,6 +203,14 @@ class KFoldConfig(TrainingArguments):
         default=None, metadata={"help": "Resize images to this square size (default: the image processor's size)."}
     )
     max_length: int | None = field(default=None, metadata={"help": "Truncate tokenised text to this many tokens."})
+    feature_cache: str = field(
+        default="auto",
+        metadata={
+            "help": "With 'freeze' / 'linear_probe': run the frozen layers once for all folds and epochs and train on "
+            "their cached output. 'auto' (memory when small, else disk), 'memory', 'disk' or 'off'. Same results.",
+            "choices": list(FEATURE_CACHE_MODES),
+        },
+    )
 
     # Output
     save_strategy: SaveStrategy | str = field(
@@ -196,9 +224,28 @@ class KFoldConfig(TrainingArguments):
     save_fold_models: bool = field(
         default=True, metadata={"help": "Save each fold's final model in its fold folder (adapters only for LoRA)."}
     )
+    push_fold_models: str = field(
+        default="trainable",
+        metadata={
+            "help": "Which part of each fold's model is saved and pushed to the Hub: 'trainable' (LoRA adapters or "
+            "the trained parameters, megabytes; full weights when everything trains or there is no pretrained base), "
+            "'full' (full weights) or 'none' (no fold models on the Hub).",
+            "choices": list(PUSH_FOLD_MODELS),
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Start afresh, deleting the fold results already in output_dir, instead of resuming them."},
+    )
+
+    # Several processes
+    parallel_folds: bool = field(
+        default=False,
+        metadata={
+            "help": "With several processes (accelerate launch / torchrun), each process trains whole folds on its "
+            "own device, with no gradient communication, instead of every fold being split across the processes "
+            "with DDP: faster for small models and data. Results equal a one-process run. No effect with one process."
+        },
     )
 
     def __post_init__(self):
@@ -225,6 +272,19 @@ class KFoldConfig(TrainingArguments):
             raise ValueError("metrics is empty: name at least one evaluate module, e.g. ['accuracy'].")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels (got {self.image_size}).")
+        if self.feature_cache not in FEATURE_CACHE_MODES:
+            raise ValueError(f"feature_cache must be one of {', '.join(FEATURE_CACHE_MODES)} "
+                             f"(got {self.feature_cache!r}); use 'off' to train without the frozen-feature cache.")
+        if self.push_fold_models not in PUSH_FOLD_MODELS:
+            raise ValueError(f"push_fold_models must be one of {', '.join(PUSH_FOLD_MODELS)} (got "
+                             f"{self.push_fold_models!r}); 'trainable' pushes adapters or trained heads, 'full' "
+                             "full weights, 'none' no fold models.")
+        if self.parallel_folds and (self.deepspeed or self.fsdp or self.parallelism_config is not None):
+            raise ValueError(
+                "parallel_folds trains each fold whole on one process, which cannot be combined with DeepSpeed, "
+                "FSDP or a parallelism_config (they shard one model across processes); drop --parallel_folds to "
+                "train each fold with them, or drop them to train folds in parallel."
+            )
         super().__post_init__()
         if self.load_best_model_at_end:
             warnings.warn(

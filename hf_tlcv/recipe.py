@@ -16,6 +16,7 @@ from .assets import BUILTIN_DATASETS, BUILTIN_MODELS, load_dataset
 from .config import KFoldConfig
 from .data import label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
+from .report import StudyReport
 from .results import CVResults
 from .trainer import KFoldTrainer
 
@@ -50,6 +51,29 @@ class ScriptArguments:
         metadata={"help": "Same architecture with random initial weights instead of the pretrained ones: the "
                           "baseline that shows what pretraining is worth."},
     )
+    # Study: compare variants of this setup on identical folds (hf_tlcv.TransferStudy)
+    study: str | None = field(
+        default=None,
+        metadata={"help": "Run a transfer-learning study instead of one cross-validation: comma-separated questions "
+                          "among pretrained, freeze, lr, overfitting (e.g. 'pretrained,freeze'). Every variant runs "
+                          "on the same folds in output_dir/<variant>; the report goes to output_dir/report.md."},
+    )
+    study_freeze_depths: str | None = field(
+        default=None, metadata={"help": "Frozen-block counts of the freeze sweep, e.g. '0,4,8,12' (default: 0, n/4, "
+                                        "n/2, 3n/4; the linear probe and layer-wise decay are always added)."},
+    )
+    study_learning_rates: str | None = field(
+        default=None, metadata={"help": "Learning-rate grid of the lr question, e.g. '1e-4,1e-3,1e-2' (default: 5 "
+                                        "log-spaced values from learning_rate/10 to learning_rate*10)."},
+    )
+    study_layerwise_lr_decay: float = field(
+        default=0.8, metadata={"help": "Decay of the layer-wise learning-rate variant of the freeze sweep."}
+    )
+    study_nested: bool = field(
+        default=False, metadata={"help": "Estimate the selected freeze depth / learning rate by nested "
+                                         "cross-validation (inner CV on each outer-train part)."},
+    )
+    study_inner_folds: int = field(default=3, metadata={"help": "Inner folds with --study_nested."})
 
 
 # Defaults every recipe shares; a recipe's own defaults come on top.
@@ -71,13 +95,17 @@ def make_parser(**defaults) -> HfArgumentParser:
     return parser
 
 
-def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults:
-    """Load the data and model named in `script_args`, cross-validate, print the table, return the results."""
+def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyReport:
+    """Load the data and model named in `script_args`, cross-validate, print the table, return the results.
+
+    With `--study`, run a [`TransferStudy`] instead, print its verdicts and return its [`StudyReport`]."""
     if not script_args.model_name_or_path or not script_args.dataset_name:
         raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
     extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
     dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split, **extra)
     dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
+    if not dataset.info.dataset_name:  # builtin and local data: the name the model card and reports show
+        dataset.info.dataset_name = script_args.dataset_name
     auto_group = script_args.auto_group_column
     # Only when the user left the fold strategy to us: an explicit non-grouped strategy is respected.
     if (config.group_column is None and auto_group and auto_group in dataset.column_names
@@ -85,6 +113,8 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults:
         config.group_column = auto_group  # checked with the data by KFoldTrainer, like a user's group_column
         print(f"Grouped folds: rows sharing a {auto_group!r} value never straddle train and eval.")
     model, processing_class = script_args.model_name_or_path, None
+    if script_args.study:
+        return _run_study(script_args, config, dataset)
     if script_args.from_scratch:
         set_seed(config.seed)
         processing_class = load_processor(model)
@@ -99,3 +129,34 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults:
         print(results.format_table())
         print(f"\nResults saved in {config.output_dir} (plots in {config.output_dir}/plots)")
     return results
+
+
+def _comma_list(text: str | None, cast, flag: str) -> list | None:
+    if not text:
+        return None
+    try:
+        return [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{flag} must be comma-separated numbers, e.g. '0,4,8' (got {text!r}).") from exc
+
+
+def _run_study(script_args: ScriptArguments, config: KFoldConfig, dataset) -> StudyReport:
+    from .study import TransferStudy
+
+    if script_args.from_scratch:
+        raise ValueError("--from_scratch and --study cannot be combined: ask the study the 'pretrained' question, "
+                         "which runs the from-scratch variant beside the pretrained one.")
+    study = TransferStudy(
+        script_args.model_name_or_path, dataset, config, questions=script_args.study,
+        freeze_depths=_comma_list(script_args.study_freeze_depths, int, "--study_freeze_depths"),
+        learning_rates=_comma_list(script_args.study_learning_rates, float, "--study_learning_rates"),
+        layerwise_lr_decay=script_args.study_layerwise_lr_decay, nested=script_args.study_nested,
+        inner_folds=script_args.study_inner_folds,
+    )
+    report = study.run()
+    print(f"\nStudy of {script_args.model_name_or_path} on {script_args.dataset_name} ({len(dataset)} rows, "
+          f"{config.n_folds}-fold x {config.n_repeats}, same folds and seed for every variant)")
+    for verdict in report.verdicts:
+        print(f"- {verdict}")
+    print(f"\nReport: {config.output_dir}/report.md (plots in {config.output_dir}/plots)")
+    return report

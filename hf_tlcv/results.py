@@ -134,6 +134,7 @@ class CVResults:
         self.config = dict(config or {})
         self.label_names = label_names
         self.metadata = dict(metadata or {})
+        self.directory: Path | None = None  # where save() wrote / load() read the run; push_to_hub uploads it
 
     # ---- aggregation -------------------------------------------------------------------------------------
     @staticmethod
@@ -223,6 +224,7 @@ class CVResults:
             with atomic_path(directory / OOF_FILE) as tmp:
                 oof.to_parquet(tmp, index=False)
         write_json_atomic(directory / RESULTS_FILE, self.to_dict(), indent=2)
+        self.directory = directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "CVResults":
@@ -242,6 +244,38 @@ class CVResults:
                 mask = (oof["repeat"] == fd["repeat"]) & (oof["fold"] == fd["fold"])
                 fd["predictions"] = oof[mask].reset_index(drop=True)
             folds.append(FoldResult(**fd))
-        return cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
-                   label_names=data.get("label_names"), metadata=data.get("metadata"))
+        results = cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
+                      label_names=data.get("label_names"), metadata=data.get("metadata"))
+        results.directory = directory
+        return results
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
+                    revision: str | None = None, push_fold_models: str | None = None,
+                    commit_message: str | None = None, **card_kwargs):
+        """Push the run these results were saved in / loaded from to the Hub repository `repo_id`, with its card.
+
+        The whole run directory is uploaded (results, plots, fold folders with their models as `push_fold_models`
+        allows; default: the run's setting), and `README.md` is written into it first. Files the Hub already has are
+        skipped, so this also completes an interrupted push.
+
+        Args:
+            repo_id: `"namespace/name"`.
+            token: write token (`None`: `HF_TOKEN` or the login cache).
+            private, revision, commit_message: as in `HfApi.create_repo` / `create_commit`.
+            push_fold_models: `"none"`, `"trainable"` or `"full"`.
+            card_kwargs: `dataset_name`, `task`, `study_report`, `license`, `language` (see `hf_tlcv.hub.push_cv`).
+
+        Example:
+        ```python
+        >>> CVResults.load("outputs/vit_kfold").push_to_hub("me/vit-kfold-animal-mnist")
+        ```
+        """
+        from .hub import push_cv
+
+        if self.directory is None:
+            raise ValueError("These results have no run directory to push: save() them into the run's output_dir "
+                             "or load them with CVResults.load(output_dir) first.")
+        return push_cv(self.directory, repo_id, token=token, private=private, revision=revision,
+                       push_fold_models=push_fold_models or self.config.get("push_fold_models", "trainable"),
+                       commit_message=commit_message, results=self, **card_kwargs)
 

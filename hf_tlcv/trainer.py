@@ -9,23 +9,28 @@ from __future__ import annotations
 import copy
 import gc
 import shutil
+import weakref
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import datasets
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 from transformers import EvalPrediction, Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import set_seed
 from transformers.utils import logging
 
 from . import __version__
+from ._distributed import DATA_PARALLEL_TYPES, deal_folds, single_process_view, wait_for_processes
+from .cache import FeatureCache, plan_feature_cache, remove_bypass
 from .config import KFoldConfig
 from .data import label_names as dataset_label_names
 from .data import num_labels as dataset_num_labels
 from .data import preprocess
 from .folds import Fold, load_folds, make_folds, save_folds, validate_fold_inputs
+from .hub import FOLD_MODEL_DIR, HubPushCallback, hub_repo_id, push_cv, save_fold_model
 from .metrics import build_compute_metrics
 from .modeling import load_classifier, load_processor, state_fingerprint
 from .plots import save_plots
@@ -160,6 +165,11 @@ class KFoldTrainer(Trainer):
                          **kwargs)
         self.model_fingerprint = state_fingerprint(self.model)
         self.cv_results: CVResults | None = None
+        if args.push_to_hub:
+            # Each fold goes to the Hub as it finishes, then the summary and card (hf_tlcv.hub); the Trainer's own
+            # per-checkpoint pushes are switched off (init_hf_repo / _push_from_checkpoint below).
+            self.add_callback(HubPushCallback(task=self._task(), dataset_name=self._dataset_name()))
+        self._check_parallel_folds()
 
     # ---- model per fold ----------------------------------------------------------------------------------
     @staticmethod
@@ -183,7 +193,70 @@ class KFoldTrainer(Trainer):
             model = self._user_model_init()
         else:
             model = copy.deepcopy(self._template)
-        return apply_strategy(model, self.args, self.peft_config)
+        model = apply_strategy(model, self.args, self.peft_config)
+        cache = getattr(self, "_cache_in_use", None)
+        return cache.install(model) if cache is not None else model
+
+    # ---- frozen-feature cache ----------------------------------------------------------------------------
+    def _feature_cache(self) -> FeatureCache | None:
+        """The frozen-feature cache of this run, built at its first fold (`None` when it cannot be exact; the log
+        says why, once). See `hf_tlcv.cache`."""
+        if hasattr(self, "_cache_built"):
+            return self._cache_built
+        self._cache_built = None
+        args = self.args
+        # Only the strategies with a frozen part need a strategy-applied copy to plan on (and to build from).
+        cacheable = (args.feature_cache != "off" and args.finetune_strategy in ("freeze", "linear_probe")
+                     and self._user_model_init is None)
+        model = apply_strategy(copy.deepcopy(self._template), args, self.peft_config) if cacheable else None
+        plan, reason = plan_feature_cache(
+            model if model is not None else self._template, args, dataset=self.cv_dataset,
+            data_collator=self.data_collator, user_model_init=self._user_model_init is not None)
+        if plan is not None:
+            with args.main_process_first(desc="frozen-feature cache"):
+                self._cache_built, reason = FeatureCache.build(
+                    model, plan, self.cv_dataset, model_fingerprint=self.model_fingerprint,
+                    collator=self.data_collator, batch_size=args.per_device_eval_batch_size,
+                    mode=args.feature_cache)
+        if self._cache_built is not None:
+            logger.info(self._cache_built.describe())
+        elif reason and args.feature_cache != "off":
+            log = logger.info if args.finetune_strategy in ("full", "lora") else logger.warning
+            log(f"Frozen-feature cache off: {reason}.")
+        self.feature_cache_reason = reason
+        return self._cache_built
+
+    def _freeze_long_lived_objects(self) -> None:
+        """Keep the per-fold garbage collections cheap.
+
+        Every fold ends with full garbage collections (`_release_model`, `accelerator.free_memory`) that walk every
+        object of the process: about 0.5 M after importing torch and transformers, measured 0.2-0.8 s each, several
+        per fold — seconds per fold that the naive loop does not pay. What is alive when the first fold starts
+        (modules, the pretrained template, the datasets) lives as long as the run, so it is moved once to the
+        permanent generation (`gc.freeze`); fold models are created later and are still collected. The objects are
+        given back to the collector (`gc.unfreeze`) when this trainer is garbage-collected.
+        """
+        if getattr(self, "_gc_frozen", False):
+            return
+        gc.collect()
+        gc.freeze()
+        self._gc_frozen = True
+        weakref.finalize(self, gc.unfreeze)
+
+    @contextmanager
+    def _training_on_cache(self, cache: FeatureCache | None) -> Iterator[None]:
+        """Within the block, fold models read cached activations (`_fresh_model` bypasses their frozen part) and
+        batches come from the cache's collator; on leaving it `self.model` is a normal model again."""
+        if cache is None:
+            yield
+            return
+        saved_collator = self.data_collator
+        self._cache_in_use, self.data_collator = cache, cache.collate
+        try:
+            yield
+        finally:
+            self._cache_in_use, self.data_collator = None, saved_collator
+            remove_bypass(self.model)
 
     def create_optimizer(self, model=None):
         if self.args.layerwise_lr_decay is None or self.optimizer is not None:
@@ -206,10 +279,7 @@ class KFoldTrainer(Trainer):
         handler = self.callback_handler
         handler.model = handler.optimizer = handler.lr_scheduler = None
         handler.train_dataloader = handler.eval_dataloader = None
-        self.accelerator.free_memory()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.accelerator.free_memory()  # one gc.collect() and the device cache emptied (about 0.5 s on a big heap)
 
     # ---- folds -------------------------------------------------------------------------------------------
     def _broadcast(self, obj):
@@ -289,20 +359,27 @@ class KFoldTrainer(Trainer):
 
         Finished folds found in `output_dir` are reused, so calling this again after an interruption only runs
         what is missing.
+
+        With several processes, every fold is trained by all of them together (DDP), or, with
+        `parallel_folds=True`, each process trains whole folds on its own (see [`KFoldConfig`]); either way every
+        process returns the same results, and the main process saves them.
         """
         folds = self._prepare_output_dir()
         self._release_model()  # the copy Trainer.__init__ built is not needed any more
         out = Path(self.args.output_dir)
+        finished = self._broadcast([FoldResult.is_complete(out / f.name) for f in folds]
+                                   if self.is_world_process_zero() else None)
+        if self.args.parallel_folds and self.args.world_size > 1:
+            steps = self._parallel_folds(folds, finished, out)
+        else:
+            steps = self._sequential_folds(folds, finished, out)
         results: list[FoldResult] = []
-        bar = tqdm(folds, desc="Cross-validation folds", unit="fold", position=0, leave=True,
+        bar = tqdm(total=len(folds), desc="Cross-validation folds", unit="fold", position=0, leave=True,
                    disable=self.args.disable_tqdm or not self.is_world_process_zero())
-        for fold in bar:
-            fold_dir = out / fold.name
-            done = self._broadcast(FoldResult.load(fold_dir) if self.is_world_process_zero()
-                                   and FoldResult.is_complete(fold_dir) else None)
-            result = done if done is not None else self._run_fold(fold, fold_dir)
+        for fold, result, resumed in steps:
             results.append(result)
-            self._fold_event("on_fold_end", fold=fold, fold_dir=fold_dir, result=result, resumed=done is not None)
+            self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
+            bar.update(1)
             score = result.eval_metrics.get("accuracy", result.eval_metrics.get("loss"))
             if score is not None:
                 bar.set_postfix({"last": f"{score:.4f}"})
@@ -316,12 +393,117 @@ class KFoldTrainer(Trainer):
         self._fold_event("on_cross_validation_end", results=cv, output_dir=out)
         return cv
 
+    def _read_fold(self, fold_dir: Path) -> FoldResult:
+        """A fold finished in an earlier run, read by the main process and sent to every process."""
+        return self._broadcast(FoldResult.load(fold_dir) if self.is_world_process_zero() else None)
+
+    def _sequential_folds(self, folds: list[Fold], finished: list[bool],
+                          out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
+        """Train the folds one after the other, every process on every fold (one process, or DDP)."""
+        for fold, done in zip(folds, finished):
+            yield fold, self._read_fold(out / fold.name) if done else self._run_fold(fold, out / fold.name), done
+
+    def _parallel_folds(self, folds: list[Fold], finished: list[bool],
+                        out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
+        """`parallel_folds`: each process trains whole folds alone; every process gets every result, in fold order.
+
+        The folds still to train are dealt round-robin (round `r` gives the `p`-th of its folds to process `p`).
+        After each round the processes exchange the round's results and wait for each other, and the folds whose
+        results are then known are reported in fold order: `on_fold_end` comes once per round, for all the folds of
+        the round, on every process, after they are saved.
+        """
+        trained: dict[int, FoldResult] = {}
+        rounds = deal_folds([i for i, done in enumerate(finished) if not done], self.args.world_size)
+        if rounds:
+            # What every fold shares (the frozen-feature cache) is built here, by all processes together, so that
+            # main_process_first orders its disk writes; inside a fold's one-process view it could not.
+            self._feature_cache()
+        reported = 0
+        for step in range(len(rounds) + 1):
+            while reported < len(folds) and (finished[reported] or reported in trained):
+                fold = folds[reported]
+                result = self._read_fold(out / fold.name) if finished[reported] else trained.pop(reported)
+                yield fold, result, finished[reported]
+                reported += 1
+            if step < len(rounds):
+                trained.update(self._train_round(folds, rounds[step], out))
+
+    def _train_round(self, folds: list[Fold], round_folds: list[int], out: Path) -> list[tuple[int, FoldResult]]:
+        """Train this process's fold of the round alone, then exchange the round's results with every process.
+
+        Each process saves the folds it trains in `output_dir`; the main process also saves those it does not
+        find there (processes on other machines without a shared filesystem), so its `output_dir` always holds
+        every finished fold. Fold models (`save_fold_models`) stay where the process that trained them saved them.
+        """
+        from accelerate.utils import gather_object
+
+        rank = self.args.process_index
+        index = round_folds[rank] if rank < len(round_folds) else None
+        outcome, failure = (index, None, None), None
+        if index is not None:
+            fold = folds[index]
+            try:
+                with single_process_view(), self._progress_on_main_process_only(rank == 0):
+                    outcome = (index, self._run_fold(fold, out / fold.name), None)
+            except Exception as exc:  # noqa: BLE001 - reported to every process below, then raised
+                outcome, failure = (index, None, f"{type(exc).__name__}: {exc}"), exc
+            finally:
+                # TrainerState was filled inside the one-process view; callbacks must see this process's real rank.
+                self.state.is_world_process_zero = self.is_world_process_zero()
+                self.state.is_local_process_zero = self.is_local_process_zero()
+        # Every process joins the exchange, also one whose fold failed, so that no process waits forever; the
+        # exchange itself starts once all are there, so that a long fold cannot make it time out.
+        wait_for_processes(self.args.world_size)
+        gathered = gather_object([outcome])
+        errors = [(folds[i].name, message) for i, _, message in gathered if message is not None]
+        if failure is not None:
+            raise failure
+        if errors:
+            raise RuntimeError("Cross-validation stopped: " + "; ".join(f"fold {name} failed on another process "
+                                                                     f"({message})" for name, message in errors))
+        if self.is_world_process_zero():
+            for i, result, _ in gathered:
+                if i is not None and not FoldResult.is_complete(out / folds[i].name):
+                    result.save(out / folds[i].name)
+        self.accelerator.wait_for_everyone()
+        return [(i, result) for i, result, _ in gathered if i is not None]
+
+    @contextmanager
+    def _progress_on_main_process_only(self, is_main: bool):
+        """Keep the per-fold training bar of other processes off the console the main process draws on."""
+        removed = None if is_main else self.callback_handler.pop_callback(ProgressCallback)
+        try:
+            yield
+        finally:
+            if removed is not None:
+                self.callback_handler.add_callback(removed)
+
+    def _check_parallel_folds(self) -> None:
+        """`parallel_folds` needs one whole model per process: refuse launches that spread one over several."""
+        if not self.args.parallel_folds or self.args.world_size == 1:
+            return
+        sharded = [name for name, on in (
+            ("DeepSpeed", self.is_deepspeed_enabled),
+            ("FSDP", self.is_fsdp_enabled),
+            ("a model split over several devices", self.is_model_parallel),
+            ("a model sharded at load time", getattr(self, "is_distributed_loading_by_transformers", False)),
+            (f"distributed type {self.accelerator.distributed_type}",
+             self.accelerator.distributed_type not in DATA_PARALLEL_TYPES),
+        ) if on]
+        if sharded:
+            raise ValueError(
+                f"parallel_folds=True trains each fold whole on one process, but this launch uses {sharded[0]}, "
+                "which spreads one model over several processes or devices. Launch plain data-parallel processes "
+                "(accelerate launch --multi_gpu, or torchrun), or drop --parallel_folds."
+            )
+
     def _fold_event(self, event: str, **kwargs) -> None:
         """Tell the callbacks that define `event` (`on_fold_end`, `on_cross_validation_end`) about it.
 
         Cross-validation events extend the `TrainerCallback` protocol: a callback may define
         `on_fold_end(args, state, control, fold, fold_dir, result, resumed, trainer)`, called on every process once
-        a fold's results are saved (`resumed=True` for a fold read back from an earlier run), and
+        a fold's results are saved, for every fold in fold order (`resumed=True` for a fold read back from an earlier
+        run; with `parallel_folds`, once the round of folds the fold was trained in has finished), and
         `on_cross_validation_end(args, state, control, results, output_dir, trainer)`, called once the
         `CVResults` are saved. Callbacks without them are not called.
         """
@@ -332,8 +514,11 @@ class KFoldTrainer(Trainer):
 
     def _run_fold(self, fold: Fold, fold_dir: Path) -> FoldResult:
         args = self.args
-        train_ds = self.cv_dataset.select(fold.train_indices)
-        eval_ds = self.cv_dataset.select(fold.eval_indices)
+        self._freeze_long_lived_objects()
+        cache = self._feature_cache()
+        rows = cache.dataset if cache is not None else self.cv_dataset
+        train_ds = rows.select(fold.train_indices)
+        eval_ds = rows.select(fold.eval_indices)
         saved = (self.train_dataset, self.eval_dataset, args.output_dir, args.run_name)
         base_name = args.run_name or Path(args.output_dir).name
         self.train_dataset, self.eval_dataset = train_ds, eval_ds
@@ -348,13 +533,14 @@ class KFoldTrainer(Trainer):
             if self.is_world_process_zero() and fold_dir.is_dir():
                 shutil.rmtree(fold_dir)
             self.accelerator.wait_for_everyone()
-            self.train()
-            log_history = list(self.state.log_history)
-            prediction = self.predict(eval_ds, metric_key_prefix="eval")
-            eval_metrics = _strip_metrics(prediction.metrics, "eval")
-            train_metrics = {}
-            if args.eval_on_train:
-                train_metrics = _strip_metrics(self.predict(train_ds, metric_key_prefix="train").metrics, "train")
+            with self._training_on_cache(cache):
+                self.train()
+                log_history = list(self.state.log_history)
+                prediction = self.predict(eval_ds, metric_key_prefix="eval")
+                eval_metrics = _strip_metrics(prediction.metrics, "eval")
+                train_metrics = {}
+                if args.eval_on_train:
+                    train_metrics = _strip_metrics(self.predict(train_ds, metric_key_prefix="train").metrics, "train")
             logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
             probs = np.exp(_log_softmax(np.asarray(logits, dtype=np.float64)))
             labels = np.asarray(eval_ds["label"])
@@ -363,8 +549,12 @@ class KFoldTrainer(Trainer):
                 eval_metrics=eval_metrics, train_metrics=train_metrics, log_history=log_history,
                 predictions=predictions_frame(fold.eval_indices, fold.repeat, fold.fold, labels, probs),
             )
-            if args.save_fold_models:
-                self.save_model(str(fold_dir / "model"))
+            # The fold model in the form push_fold_models asks for (adapter / trained part / full weights); also
+            # when only a push needs it. Not Trainer.save_model: it writes training_args.bin, token included.
+            if (args.save_fold_models or (args.push_to_hub and args.push_fold_models != "none")) and args.should_save:
+                save_fold_model(self.model, fold_dir / FOLD_MODEL_DIR, push_fold_models=args.push_fold_models,
+                                finetune_strategy=args.finetune_strategy, base_model=self._restorable_base(),
+                                processing_class=self.processing_class)
             if self.is_world_process_zero():
                 result.save(fold_dir)
             self.accelerator.wait_for_everyone()
@@ -406,3 +596,61 @@ class KFoldTrainer(Trainer):
         record["model_name_or_path"] = self.model_name_or_path
         record["resolved_fold_strategy"] = self.fold_strategy
         return record
+
+    # ---- Hub ---------------------------------------------------------------------------------------------
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """No-op: hf_tlcv creates the repository at the first push (after the first fold), so a run never waits on
+        or fails because of the network before training (see `hf_tlcv.hub`)."""
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """No-op: Trainer checkpoints inside a fold are never pushed; finished folds are (`HubPushCallback`)."""
+
+    def _restorable_base(self) -> str | None:
+        """The name the frozen part of a fold model can be reloaded from, or `None` (a built model, `model_init`,
+        a from-scratch run): then fold models are saved with full weights."""
+        return self.model_name_or_path if self._user_model_init is None else None
+
+    def _task(self) -> str:
+        return "image-classification" if "pixel_values" in self.cv_dataset.column_names else "text-classification"
+
+    def _dataset_name(self) -> str | None:
+        return getattr(self.raw_dataset.info, "dataset_name", None) or None
+
+    def push_to_hub(self, commit_message: str | None = None, blocking: bool = True, token: str | None = None,
+                    revision: str | None = None, private: bool | None = None, **kwargs):
+        """Push the cross-validation run in `output_dir` to `args.hub_model_id` (default: the `output_dir` name).
+
+        One commit adds the model card (`README.md`, also written into `output_dir`), `cv_results.json`,
+        `folds.json`, `oof_predictions.parquet`, the plots and every fold folder with its model in the form
+        `push_fold_models` gives. Files already on the Hub with the same content are skipped, so pushing again
+        completes an interrupted push. With `KFoldConfig(push_to_hub=True)` this happens automatically: each fold is
+        pushed as it finishes, the rest when cross-validation ends. Only the main process pushes.
+
+        Args:
+            commit_message: defaults to a summary of the scores.
+            blocking: kept for `Trainer` compatibility; pushes are always blocking.
+            token: write token; default `args.hub_token`, else `HF_TOKEN` or the login cache.
+            revision: branch; default `args.hub_revision` (`main`).
+            private: create the repository private; default `args.hub_private_repo`.
+            kwargs: `hub_model_id`, `push_fold_models` (default `args.push_fold_models`), `dataset_name`,
+                `study_report`, `license`, `language` (card content, see `hf_tlcv.hub.push_cv`).
+
+        Returns:
+            `huggingface_hub.CommitInfo` on the main process (`None` on the others).
+
+        Raises:
+            FileNotFoundError: no finished run in `output_dir` (call `cross_validate()` first).
+            hf_tlcv.hub.HubPushError: the push failed; the message says why and how to retry.
+        """
+        if not self.is_world_process_zero():
+            return None
+        args = self.args
+        kwargs.pop("model_name", None)  # Trainer.save_model passes Trainer-card arguments: not used by this card
+        repo_id = kwargs.pop("hub_model_id", None) or hub_repo_id(args)
+        return push_cv(args.output_dir, repo_id, token=token if token is not None else args.hub_token,
+                       private=private if private is not None else args.hub_private_repo,
+                       revision=revision if revision is not None else args.hub_revision,
+                       push_fold_models=kwargs.pop("push_fold_models", args.push_fold_models),
+                       commit_message=commit_message, task=self._task(),
+                       dataset_name=kwargs.pop("dataset_name", self._dataset_name()),
+                       results=self.cv_results, **kwargs)

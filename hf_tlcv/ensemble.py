@@ -1,0 +1,262 @@
+"""`KFoldEnsemble`: the fold models of a cross-validation run, used together as one classifier."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .hub import FOLD_MODEL_DIR, FOLD_MODEL_INFO, TRAINABLE_WEIGHTS, read_fold_model_info
+from .results import RESULTS_FILE
+
+
+@dataclass
+class EnsemblePrediction:
+    """What [`KFoldEnsemble.predict`] returns.
+
+    Attributes:
+        probabilities: `(n, n_classes)` mean of the fold models' class probabilities.
+        predictions: `(n,)` class index of the highest mean probability.
+        labels: class names of `predictions` (indices as strings when the run had no class names).
+        fold_probabilities: `(n_folds, n, n_classes)` each fold model's probabilities.
+        votes: `(n_folds, n)` each fold model's predicted class.
+        fold_names: `fold_{repeat}_{fold}` of each fold model, in the order of the first axis above.
+    """
+
+    probabilities: np.ndarray
+    predictions: np.ndarray
+    labels: list[str]
+    fold_probabilities: np.ndarray
+    votes: np.ndarray
+    fold_names: list[str]
+
+    @property
+    def agreement(self) -> np.ndarray:
+        """`(n,)` share of fold models voting for the ensemble's prediction."""
+        return (self.votes == self.predictions[None, :]).mean(axis=0)
+
+
+class KFoldEnsemble:
+    r"""
+    The k fold models of a cross-validation run as one classifier: class probabilities are averaged over folds.
+
+    Each fold model is rebuilt as the pretrained base model (loaded once, from `model_name_or_path` in
+    `cv_results.json`) plus the part the fold saved: a LoRA adapter, the trained parameters of `freeze` /
+    `linear_probe`, or full weights. Inputs are preprocessed with the run's settings (`image_size`,
+    `max_length`) through the base model's processor, as during cross-validation.
+
+    Args:
+        models: the fold models, in eval mode.
+        fold_names: their `fold_{repeat}_{fold}` names.
+        processing_class: image processor or tokenizer for raw inputs (`None`: only model inputs accepted).
+        config: the run's configuration record (`cv_results.json`'s `config`).
+        label_names: class names.
+
+    Example:
+    ```python
+    >>> from hf_tlcv import KFoldEnsemble
+    >>> ensemble = KFoldEnsemble.from_pretrained("outputs/vit_kfold")   # or a Hub repo id
+    >>> out = ensemble.predict(images)                                   # PIL images, texts or a datasets.Dataset
+    >>> out.labels[:3], out.votes.shape
+    ```
+    """
+
+    def __init__(self, models: list[nn.Module], fold_names: list[str], processing_class=None,
+                 config: dict | None = None, label_names: list[str] | None = None):
+        if not models:
+            raise ValueError("KFoldEnsemble needs at least one fold model.")
+        self.models = [m.eval() for m in models]
+        self.fold_names = list(fold_names)
+        self.processing_class = processing_class
+        self.config = dict(config or {})
+        self.label_names = label_names
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __repr__(self) -> str:
+        base = self.config.get("model_name_or_path")
+        return f"KFoldEnsemble({len(self)} folds of {base or 'a built model'}, {self.config.get('finetune_strategy')})"
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, repo_id_or_path: str | os.PathLike, *, revision: str | None = None,
+                        token: str | None = None, folds: list[str] | None = None,
+                        device: str | torch.device | None = None) -> "KFoldEnsemble":
+        """Load the fold models of a run from its local `output_dir` or from a Hub repository.
+
+        Args:
+            repo_id_or_path: a local directory (a run's `output_dir` or a downloaded repo) or a Hub repo id.
+            revision, token: for a Hub repo (`token=None`: `HF_TOKEN` or the login cache).
+            folds: load only these fold folders (e.g. `["fold_0_0"]`); default: every fold with a saved model.
+            device: where the models run (default: CPU).
+
+        Raises:
+            FileNotFoundError: no `cv_results.json`, or no fold has a saved model (run with `save_fold_models=True`
+                and `push_fold_models` other than `"none"`).
+        """
+        directory = Path(repo_id_or_path)
+        if not directory.is_dir():
+            from huggingface_hub import snapshot_download
+
+            directory = Path(snapshot_download(str(repo_id_or_path), revision=revision, token=token))
+        results_path = directory / RESULTS_FILE
+        if not results_path.exists():
+            raise FileNotFoundError(f"No {RESULTS_FILE} in {repo_id_or_path}: KFoldEnsemble loads the output_dir of a "
+                                    "finished cross-validation run, or a Hub repository pushed by hf_tlcv.")
+        with open(results_path) as fh:
+            saved = json.load(fh)
+        config, label_names = saved.get("config", {}), saved.get("label_names")
+        fold_dirs = sorted(p for p in directory.glob("fold_*") if (p / FOLD_MODEL_DIR / FOLD_MODEL_INFO).exists())
+        if folds is not None:
+            fold_dirs = [p for p in fold_dirs if p.name in set(folds)]
+        if not fold_dirs:
+            raise FileNotFoundError(
+                f"{repo_id_or_path} holds no fold models (fold_*/{FOLD_MODEL_DIR}/{FOLD_MODEL_INFO}): the run was "
+                "made with save_fold_models=False or pushed with push_fold_models='none'. Run it again with fold "
+                "models saved to build an ensemble."
+            )
+        n_labels = len(label_names) if label_names else _n_labels_from_predictions(fold_dirs[0])
+        base_name = config.get("model_name_or_path")
+        base, processor = None, None
+        infos = [read_fold_model_info(p) for p in fold_dirs]
+        if any(info["format"] != "full" for info in infos):
+            if not base_name:
+                raise ValueError(f"{repo_id_or_path} saves fold models as parts of a base model, but its "
+                                 "cv_results.json names no model_name_or_path to load that base from.")
+            from .modeling import load_classifier
+
+            base = load_classifier(base_name, label_names, n_labels)
+        models = [_load_fold_model(p / FOLD_MODEL_DIR, info, base, label_names, n_labels)
+                  for p, info in zip(fold_dirs, infos)]
+        from .modeling import load_processor
+
+        for source in ([base_name] if base_name else []) + [str(p / FOLD_MODEL_DIR) for p in fold_dirs[:1]]:
+            try:
+                processor = load_processor(source)
+                break
+            except Exception:  # noqa: BLE001 - without a processor only model inputs are accepted
+                continue
+        if device is not None:
+            models = [m.to(device) for m in models]
+        return cls(models, [p.name for p in fold_dirs], processor, config, label_names)
+
+    # ---- prediction ----------------------------------------------------------------------------------------
+    def preprocess(self, inputs):
+        """Model inputs (a `datasets.Dataset` with `pixel_values` or `input_ids`) from PIL images, texts, or a
+        dataset, with the run's preprocessing settings (through `hf_tlcv.data.preprocess`)."""
+        import datasets
+        from PIL import Image as PILImage
+
+        from .data import preprocess
+
+        if isinstance(inputs, (str, PILImage.Image)):
+            inputs = [inputs]
+        if not isinstance(inputs, datasets.Dataset):
+            inputs = list(inputs)
+            if inputs and isinstance(inputs[0], PILImage.Image):
+                inputs = datasets.Dataset.from_dict({"image": inputs},
+                                                    features=datasets.Features({"image": datasets.Image()}))
+            elif inputs and isinstance(inputs[0], str):
+                inputs = datasets.Dataset.from_dict({"text": inputs})
+            else:
+                raise TypeError("KFoldEnsemble.predict takes PIL images, strings or a datasets.Dataset.")
+            image_column = text_column = None
+        else:
+            image_column, text_column = self.config.get("image_column"), self.config.get("text_column")
+            image_column = image_column if image_column in inputs.column_names else None
+            text_column = text_column if text_column in inputs.column_names else None
+        label_column = self.config.get("label_column", "label")
+        if label_column not in inputs.column_names:
+            label_column = "label"
+        return preprocess(inputs, self.processing_class, label_column=label_column, image_column=image_column,
+                          text_column=text_column, image_size=self.config.get("image_size"),
+                          max_length=self.config.get("max_length"))
+
+    @torch.no_grad()
+    def predict(self, inputs, batch_size: int = 32) -> EnsemblePrediction:
+        """Class probabilities averaged over the fold models, with each fold's probabilities and votes.
+
+        Args:
+            inputs: PIL images, strings, or a `datasets.Dataset` (raw, or already holding model inputs).
+            batch_size: rows per forward pass.
+        """
+        from transformers import DataCollatorWithPadding, default_data_collator
+
+        data = self.preprocess(inputs)
+        keep = [c for c in data.column_names if c in ("pixel_values", "input_ids", "attention_mask", "token_type_ids")]
+        data = data.select_columns(keep)
+        text = "input_ids" in keep
+        collate = DataCollatorWithPadding(self.processing_class) if text and self.processing_class is not None \
+            else default_data_collator
+        if text and self.processing_class is None:
+            collate = _pad_collate
+        rows = data.with_format(None) if text else data
+        batches = [collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+                   for start in range(0, len(rows), batch_size)]
+        fold_probs = []
+        for model in self.models:
+            device = next(model.parameters()).device
+            logits = [model(**{k: torch.as_tensor(v).to(device) for k, v in batch.items()}).logits
+                      for batch in batches]
+            logits = torch.cat(logits).double().cpu().numpy()
+            shifted = logits - logits.max(axis=-1, keepdims=True)
+            probs = np.exp(shifted)
+            fold_probs.append(probs / probs.sum(axis=-1, keepdims=True))
+        fold_probs = np.stack(fold_probs)
+        mean = fold_probs.mean(axis=0)
+        predictions = mean.argmax(axis=-1)
+        names = self.label_names or [str(i) for i in range(mean.shape[-1])]
+        return EnsemblePrediction(probabilities=mean, predictions=predictions,
+                                  labels=[names[i] for i in predictions], fold_probabilities=fold_probs,
+                                  votes=fold_probs.argmax(axis=-1), fold_names=self.fold_names)
+
+    __call__ = predict
+
+
+def _pad_collate(rows: list[dict]) -> dict:
+    width = max(len(r["input_ids"]) for r in rows)
+    out = {}
+    for key in rows[0]:
+        out[key] = torch.tensor([list(r[key]) + [0] * (width - len(r[key])) for r in rows])
+    return out
+
+
+def _n_labels_from_predictions(fold_dir: Path) -> int:
+    """Number of classes of a run without class names: the probability columns of its predictions."""
+    import pyarrow.parquet as pq
+
+    from .results import FOLD_PREDICTIONS_FILE
+
+    schema = pq.read_schema(fold_dir / FOLD_PREDICTIONS_FILE)
+    return sum(1 for name in schema.names if name.startswith("prob_"))
+
+
+def _load_fold_model(directory: Path, info: dict, base: nn.Module | None, label_names, n_labels) -> nn.Module:
+    kind = info["format"]
+    if kind == "full":
+        from .modeling import load_classifier
+
+        return load_classifier(str(directory), label_names, n_labels)
+    model = copy.deepcopy(base)
+    if kind == "adapter":
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(directory)).eval()
+    if kind == "trainable":
+        from safetensors.torch import load_file
+
+        state = load_file(str(directory / TRAINABLE_WEIGHTS))
+        missing = set(state) - set(model.state_dict())
+        if missing:
+            raise ValueError(f"{directory} holds weights the base model {info.get('base_model')} does not have "
+                             f"({sorted(missing)[:3]}...): it was saved from a different architecture.")
+        model.load_state_dict(state, strict=False)
+        return model.eval()
+    raise ValueError(f"Unknown fold model format {kind!r} in {directory / FOLD_MODEL_INFO}.")

@@ -1,0 +1,559 @@
+"""`TransferStudy`: answer transfer-learning questions by cross-validating variants of one setup on shared folds.
+
+Every variant is a [`KFoldTrainer`] run in `output_dir/<variant>` with the same data, the same fold settings
+(so the same `folds.json` indices) and the same training seed (so every fold of every variant starts from the
+same seeded head and data order); only the overrides that define the variant differ. Paired per-fold differences
+then go through the statistics of [`hf_tlcv.stats`]: the Nadeau-Bengio corrected resampled t-test (p-values
+adjusted for multiple comparisons within a question), its confidence interval, and the Bayesian correlated
+t-test with a region of practical equivalence.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+from transformers.trainer_utils import set_seed
+
+from .config import KFoldConfig
+from .data import label_names as dataset_label_names
+from .data import num_labels as dataset_num_labels
+from .folds import folds_fingerprint, load_folds
+from .modeling import load_classifier, load_processor
+from .overfitting import diagnose_fold
+from .report import StudyReport, Verdict
+from .results import CVResults
+from .stats import adjust_pvalues, bayesian_correlated_ttest, corrected_paired_ttest
+from .strategies import discover_layout
+
+QUESTIONS = ("pretrained", "freeze", "lr", "overfitting")
+SELECTION_QUESTIONS = ("freeze", "lr", "custom")
+# Settings that decide the folds or the training seed: a variant that changed them would not be paired.
+_PAIRING_FIELDS = ("n_folds", "n_repeats", "fold_seed", "fold_strategy", "group_column", "label_column", "seed",
+                   "data_seed", "output_dir")
+_RESERVED_NAMES = ("plots", "nested")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass
+class Variant:
+    """One configuration of a study.
+
+    Attributes:
+        name: folder-safe name, e.g. `"freeze_8"`.
+        overrides: `KFoldConfig` fields that differ from the study's `args`; `"pretrained": False` means the same
+            architecture with random initial weights.
+        question: the question it belongs to.
+        label: a readable description for tables.
+        x: its position on the question's curve (frozen blocks, learning rate), `None` off the curve.
+        tick: the tick label at `x`.
+    """
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    question: str = "custom"
+    label: str = ""
+    x: float | None = None
+    tick: str | None = None
+
+    @property
+    def pretrained(self) -> bool:
+        return bool(self.overrides.get("pretrained", True))
+
+
+def _parse_questions(questions) -> tuple[str, ...]:
+    if isinstance(questions, str):
+        questions = [q for q in questions.split(",")]
+    out = []
+    for q in questions or ():
+        q = q.strip().lower()
+        if not q:
+            continue
+        if q not in QUESTIONS:
+            raise ValueError(f"Unknown study question {q!r}; choose from {', '.join(QUESTIONS)} "
+                             "(or pass variants={name: overrides}).")
+        if q not in out:
+            out.append(q)
+    return tuple(out)
+
+
+def _lr_name(lr: float) -> str:
+    return f"lr_{lr:.2g}"
+
+
+def default_freeze_depths(n_blocks: int) -> list[int]:
+    """0, n/4, n/2, 3n/4 frozen blocks (distinct values); the linear probe and layer-wise decay are added apart."""
+    return sorted({0, n_blocks // 4, n_blocks // 2, (3 * n_blocks) // 4})
+
+
+def default_learning_rates(learning_rate: float, n: int = 5, span: float = 10.0) -> list[float]:
+    """`n` log-spaced learning rates from `learning_rate / span` to `learning_rate * span` (2 significant digits)."""
+    return [float(f"{lr:.2g}") for lr in np.geomspace(learning_rate / span, learning_rate * span, n)]
+
+
+# ---- comparisons (pure functions of CVResults) -------------------------------------------------------------
+def _fold_sizes(cv: CVResults) -> tuple[float, float]:
+    return float(np.mean([f.n_train for f in cv.folds])), float(np.mean([f.n_eval for f in cv.folds]))
+
+
+def paired_scores(a: CVResults, b: CVResults, metric: str) -> tuple[list[float], list[float]]:
+    """The two variants' per-fold scores in the same fold order, after checking they ran on the same folds."""
+    key_a = [(f.repeat, f.fold, f.n_train, f.n_eval) for f in a.folds]
+    key_b = [(f.repeat, f.fold, f.n_train, f.n_eval) for f in b.folds]
+    if key_a != key_b:
+        raise ValueError("The two results were not computed on the same folds (fold ids or sizes differ); a paired "
+                         "comparison needs both variants cross-validated on identical folds.")
+    for fa, fb in zip(a.folds, b.folds):
+        if fa.predictions is not None and fb.predictions is not None and not np.array_equal(
+                np.sort(fa.predictions["row"].to_numpy()), np.sort(fb.predictions["row"].to_numpy())):
+            raise ValueError(f"fold_{fa.repeat}_{fa.fold} evaluated different rows in the two results: the folds "
+                             "are not identical, so the comparison would not be paired.")
+    for cv in (a, b):
+        if any(metric not in f.eval_metrics for f in cv.folds):
+            raise ValueError(f"Metric {metric!r} is missing from some folds; available: {sorted(a.summary)}.")
+    return [float(f.eval_metrics[metric]) for f in a.folds], [float(f.eval_metrics[metric]) for f in b.folds]
+
+
+def compare(a: CVResults, b: CVResults, metric: str = "accuracy", rope: float = 0.01) -> dict:
+    """Paired comparison of two variants on the same folds: mean difference `a - b`, its corrected 95% interval,
+    the corrected resampled t-test and the Bayesian correlated t-test.
+
+    For the loss (lower is better) pass the negated direction yourself: the difference is always `a - b`.
+
+    Returns:
+        `dict` with `mean_a`, `mean_b`, `mean_diff`, `ci95`, `t`, `df`, `p_value`, `p_a_better`, `p_equivalent`,
+        `p_b_better`, `rope`, `fold_diffs`.
+    """
+    scores_a, scores_b = paired_scores(a, b, metric)
+    n_train, n_eval = _fold_sizes(a)
+    test = corrected_paired_ttest(scores_a, scores_b, n_train, n_eval)
+    bayes = bayesian_correlated_ttest(scores_a, scores_b, n_train, n_eval, rope=rope)
+    return {
+        "metric": metric,
+        "mean_a": float(np.mean(scores_a)),
+        "mean_b": float(np.mean(scores_b)),
+        **{k: test[k] for k in ("mean_diff", "ci95", "t", "df", "p_value")},
+        **bayes,
+        "rope": rope,
+        "fold_diffs": [x - y for x, y in zip(scores_a, scores_b)],
+    }
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def pairwise_verdict(question: str, name_a: str, name_b: str, a: CVResults, b: CVResults, metric: str,
+                     rope: float = 0.01, alpha: float = 0.05, context: str = "") -> Verdict:
+    """A verdict in words on `a` vs `b`: who wins and by how much, or that they cannot be told apart."""
+    c = compare(a, b, metric, rope)
+    lo, hi = c["ci95"]
+    d = c["mean_diff"]
+    stats_text = (f"95% interval of the difference [{lo:+.3f}, {hi:+.3f}], corrected t-test p={c['p_value']:.3g}, "
+                  f"P({name_a} better) = {c['p_a_better']:.2f}, P(equivalent within ±{rope:g}) = "
+                  f"{c['p_equivalent']:.2f}, P({name_b} better) = {c['p_b_better']:.2f}; "
+                  f"{len(c['fold_diffs'])} paired folds")
+    means = f"{name_a} {c['mean_a']:.3f} vs {name_b} {c['mean_b']:.3f}"
+    if c["p_value"] < alpha and d != 0:
+        winner, loser = (name_a, name_b) if d > 0 else (name_b, name_a)
+        text = f"{winner} beats {loser} by {abs(d):+.3f} {metric} ({means}; {stats_text})."
+        c["winner"] = winner
+    elif c["p_equivalent"] >= 1 - alpha:
+        text = f"{name_a} and {name_b} are practically equivalent in {metric} ({means}; {stats_text})."
+        c["winner"] = None
+    else:
+        text = (f"no clear winner: {name_a} - {name_b} = {_signed(d)} {metric} ({means}; {stats_text}); the folds "
+                "cannot tell them apart at this size.")
+        c["winner"] = None
+    c.update(a=name_a, b=name_b, alpha=alpha)
+    return Verdict(question=question, text=(context + text) if context else text[0].upper() + text[1:], numbers=c)
+
+
+def selection_verdict(question: str, results: dict[str, CVResults], metric: str, labels: dict[str, str] | None = None,
+                      rope: float = 0.01, alpha: float = 0.05, p_adjust: str = "holm") -> Verdict:
+    """Name the best of several variants and say whether it is distinguishable from the runner-up (and the rest).
+
+    The best variant (highest mean `metric`) is compared with every other one on the shared folds; the p-values of
+    these `m - 1` comparisons are adjusted with `p_adjust` (Holm by default).
+    """
+    if len(results) < 2:
+        raise ValueError(f"Question {question!r} needs at least two variants to compare, got {list(results)}.")
+    labels = labels or {}
+    means = {n: float(np.mean([f.eval_metrics[metric] for f in cv.folds])) for n, cv in results.items()}
+    order = sorted(means, key=lambda n: -means[n])
+    best, rest = order[0], order[1:]
+    rows = []
+    for name in rest:
+        c = compare(results[best], results[name], metric, rope)
+        rows.append({"variant": name, "mean": means[name], "mean_diff": c["mean_diff"], "ci95": c["ci95"],
+                     "p_value": c["p_value"], "p_best_better": c["p_a_better"], "p_equivalent": c["p_equivalent"]})
+    for row, p in zip(rows, adjust_pvalues([r["p_value"] for r in rows], method=p_adjust)):
+        row["p_adjusted"] = p
+    runner = rows[0]
+    best_cv = results[best].summary[metric]
+    lo, hi = best_cv["ci95"]
+    distinct = sum(r["p_adjusted"] < alpha for r in rows)
+
+    def describe(name):
+        return f"{name} ({labels[name]})" if labels.get(name) else name
+
+    separable = runner["p_adjusted"] < alpha
+    text = (f"best is {describe(best)} with {metric} {means[best]:.3f} (95% interval [{lo:.3f}, {hi:.3f}]). "
+            f"Runner-up {describe(runner['variant'])} {runner['mean']:.3f}: difference {runner['mean_diff']:+.3f} "
+            f"(95% interval [{runner['ci95'][0]:+.3f}, {runner['ci95'][1]:+.3f}]), corrected t-test "
+            f"p={runner['p_value']:.3g}, {p_adjust}-adjusted over {len(rows)} comparisons with the best "
+            f"p={runner['p_adjusted']:.3g}, P(best better) = {runner['p_best_better']:.2f} -> "
+            + ("the best is distinguishable from the runner-up." if separable
+               else "the best is NOT distinguishable from the runner-up.")
+            + f" The best is significantly better than {distinct} of the {len(rows)} other variants "
+              f"(adjusted p < {alpha:g}).")
+    numbers = {"metric": metric, "best": best, "runner_up": runner["variant"], "distinguishable": separable,
+               "n_distinguishable": distinct, "means": means, "comparisons": rows, "p_adjust": p_adjust,
+               "alpha": alpha, "rope": rope}
+    return Verdict(question=question, text=text[0].upper() + text[1:], numbers=numbers)
+
+
+def overfitting_verdict(diagnoses: dict[str, list], metric: str, gap_threshold: float, loss_rise: float) -> Verdict:
+    """Summarise per-fold overfitting diagnoses of every run in one verdict."""
+    flat = [(run, d) for run, ds in diagnoses.items() for d in ds]
+    flagged = [(run, d) for run, d in flat if d.overfitting]
+    has_curves = any(d.best_epoch is not None for _, d in flat)
+    gaps = [(d.gap, run, d.fold) for run, d in flat if d.gap is not None]
+    largest = max(gaps) if gaps else None
+    rules = (f"a fold is flagged when its eval loss ends more than {loss_rise:.0%} above its minimum while the train "
+             f"loss falls, or when train {metric} exceeds eval {metric} by more than {gap_threshold:g}")
+    if not has_curves:
+        rules += " (no per-epoch eval loss was logged, so only the gap was checked; use eval_strategy='epoch')"
+    if not flagged:
+        text = f"no overfitting in any of the {len(flat)} folds of {len(diagnoses)} variant(s) ({rules})"
+        if largest is not None:
+            text += f"; the largest train-eval gap is {largest[0]:+.3f} ({largest[1]} {largest[2]})"
+        text += "."
+    else:
+        parts = [f"{run} {d.fold}: {'; '.join(d.reasons)}" for run, d in flagged[:6]]
+        more = f"; and {len(flagged) - 6} more (see the table)" if len(flagged) > 6 else ""
+        per_run = ", ".join(f"{run} {sum(d.overfitting for d in ds)}/{len(ds)}" for run, ds in diagnoses.items())
+        n_rising = sum(d.onset_epoch is not None for _, d in flagged)
+        n_gap = sum(d.gap is not None and d.gap > gap_threshold for _, d in flagged)
+        text = (f"{len(flagged)} of {len(flat)} folds flagged ({n_rising} with a rising eval loss, {n_gap} with a "
+                f"train-eval {metric} gap > {gap_threshold:g}; per variant: {per_run}). " + ". ".join(parts) + more
+                + f". Rule: {rules}.")
+    numbers = {"n_folds": len(flat), "n_flagged": len(flagged), "gap_threshold": gap_threshold,
+               "n_rising_eval_loss": sum(d.onset_epoch is not None for _, d in flagged),
+               "loss_rise": loss_rise, "flagged": [{"variant": run, **d.to_dict()} for run, d in flagged],
+               "largest_gap": None if largest is None else {"gap": largest[0], "variant": largest[1],
+                                                            "fold": largest[2]}}
+    return Verdict(question="overfitting", text=text[0].upper() + text[1:], numbers=numbers)
+
+
+# ---- the study ---------------------------------------------------------------------------------------------
+class TransferStudy:
+    r"""
+    Cross-validate variants of one fine-tuning setup on identical folds and answer transfer-learning questions.
+
+    Questions (any combination):
+        - `"pretrained"`: the pretrained model against the same architecture with random initial weights.
+        - `"freeze"`: freezing the embeddings and the bottom 0, n/4, n/2, 3n/4 of the n blocks, the linear probe
+          (everything but the head frozen) and, as the alternative to freezing, layer-wise learning-rate decay.
+        - `"lr"`: a log-spaced learning-rate grid around `args.learning_rate`.
+        - `"overfitting"`: per fold of every variant, train vs. eval metrics and per-epoch loss curves (the study
+          sets `eval_strategy="epoch"`); flags folds whose eval loss rises while their train loss falls, or whose
+          train-eval gap is large, and says from which epoch.
+
+    Args:
+        model (`str` or `PreTrainedModel`): a Hub id, local folder or `builtin:` name, or a built classifier.
+        train_dataset (`datasets.Dataset`): all the labelled rows.
+        args ([`KFoldConfig`]): the base setup; every variant copies it, changing only its own overrides, and runs
+            in `args.output_dir/<variant>`. The report goes to `args.output_dir`.
+        questions (`str` or `Iterable[str]`): e.g. `("pretrained", "freeze", "lr")` or `"pretrained,overfitting"`.
+        variants (`dict[str, dict]`, *optional*): your own variants, `{name: KFoldConfig overrides}` (`"pretrained":
+            False` for random init), compared as the `"custom"` question.
+        freeze_depths (`list[int]`, *optional*): frozen-block counts of the freeze sweep (default 0, n/4, n/2, 3n/4).
+        learning_rates (`list[float]`, *optional*): the learning-rate grid (default 5 values, lr/10 to lr*10).
+        layerwise_lr_decay (`float`, defaults to 0.8): decay of the layer-wise variant of the freeze sweep.
+        nested (`bool`, defaults to `False`): estimate the selected freeze depth / learning rate by nested
+            cross-validation (see [`hf_tlcv.nested`]).
+        inner_folds (`int`, defaults to 3): folds of the inner cross-validation with `nested=True`.
+        metric (`str`, *optional*): the score compared (default `accuracy` when computed, else the first metric).
+        rope (`float`, defaults to 0.01): half-width of the region of practical equivalence (score units).
+        alpha (`float`, defaults to 0.05): significance level of the verdicts.
+        p_adjust (`str`, defaults to `"holm"`): multiple-comparison adjustment, `"holm"` or `"bonferroni"`.
+        gap_threshold, loss_rise: thresholds of the overfitting detector ([`detect_overfitting`]).
+        callbacks (`list[TrainerCallback]`, *optional*): given to every variant's (and inner) `KFoldTrainer`.
+        processing_class: image processor or tokenizer (loaded with the model when `model` is a name).
+        trainer_kwargs: more keyword arguments for every `KFoldTrainer` (`compute_metrics`, `data_collator`, ...).
+
+    Example:
+    ```python
+    >>> from hf_tlcv import KFoldConfig, TransferStudy
+    >>> from hf_tlcv.assets import load_dataset
+    >>> ds = load_dataset("builtin:animal-mnist").shuffle(seed=0).select(range(400))
+    >>> args = KFoldConfig(output_dir="study", n_folds=5, image_size=64, num_train_epochs=3, learning_rate=1e-3)
+    >>> report = TransferStudy("builtin:efficientnet-lite0", ds, args, questions=("pretrained", "freeze")).run()
+    >>> print(report.verdicts[0].text)
+    ```
+    """
+
+    def __init__(self, model, train_dataset: datasets.Dataset, args: KFoldConfig,
+                 questions: str | Iterable[str] = (), variants: dict[str, dict] | None = None,
+                 freeze_depths: list[int] | None = None, learning_rates: list[float] | None = None,
+                 layerwise_lr_decay: float = 0.8, nested: bool = False, inner_folds: int = 3,
+                 metric: str | None = None, rope: float = 0.01, alpha: float = 0.05, p_adjust: str = "holm",
+                 gap_threshold: float = 0.1, loss_rise: float = 0.1, callbacks: list | None = None,
+                 processing_class=None, **trainer_kwargs):
+        if not isinstance(args, KFoldConfig):
+            raise TypeError(f"args must be a KFoldConfig, got {type(args).__name__}.")
+        if not isinstance(train_dataset, datasets.Dataset):
+            raise TypeError(f"train_dataset must be a datasets.Dataset, got {type(train_dataset).__name__}.")
+        if model is None:
+            raise ValueError("TransferStudy needs a model: a Hub id, a local folder, a builtin: name or a built "
+                             "classifier.")
+        if p_adjust not in ("holm", "bonferroni"):
+            raise ValueError(f"p_adjust must be 'holm' or 'bonferroni', got {p_adjust!r}.")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
+        if inner_folds < 2:
+            raise ValueError(f"inner_folds must be at least 2, got {inner_folds}.")
+        self.questions = _parse_questions(questions)
+        if not self.questions and not variants:
+            raise ValueError("Give the study something to answer: questions=('pretrained', 'freeze', 'lr', "
+                             "'overfitting') and/or variants={name: overrides}.")
+        if nested and not (set(self.questions) & {"freeze", "lr"} or variants):
+            raise ValueError("nested=True estimates a selected winner: ask 'freeze' or 'lr' (or give variants).")
+        self.model, self.train_dataset, self.args = model, train_dataset, args
+        self.freeze_depths, self.learning_rates = freeze_depths, learning_rates
+        self.layerwise_lr_decay, self.nested, self.inner_folds = layerwise_lr_decay, nested, inner_folds
+        self.metric, self.rope, self.alpha, self.p_adjust = metric, rope, alpha, p_adjust
+        self.gap_threshold, self.loss_rise = gap_threshold, loss_rise
+        self.callbacks, self.processing_class, self.trainer_kwargs = callbacks, processing_class, trainer_kwargs
+        self.model_name = model if isinstance(model, str) else type(model).__name__
+        self.class_names = dataset_label_names(train_dataset, args.label_column)
+        self.n_labels = dataset_num_labels(train_dataset, args.label_column)
+        self._n_blocks: int | None = None
+        # Everything that can be wrong with the plan is found now, before hours of training.
+        self.variants: dict[str, Variant] = {}
+        self.question_variants: dict[str, list[str]] = {}
+        self._plan(variants or {})
+
+    # ---- plan --------------------------------------------------------------------------------------------
+    def _layout_blocks(self) -> int:
+        if self._n_blocks is None:
+            if isinstance(self.model, str):
+                set_seed(self.args.seed)
+                built = load_classifier(self.model, self.class_names, self.n_labels)
+            else:
+                built = self.model
+            self._n_blocks = discover_layout(built).n_blocks
+            del built
+        return self._n_blocks
+
+    def _add(self, question: str, variant: Variant) -> None:
+        if not _NAME.match(variant.name) or variant.name in _RESERVED_NAMES:
+            raise ValueError(f"Variant name {variant.name!r} cannot be a folder name here: use letters, digits, "
+                             f"'_', '-', '.' (and not {', '.join(_RESERVED_NAMES)}).")
+        bad = sorted(set(variant.overrides) & set(_PAIRING_FIELDS))
+        if bad:
+            raise ValueError(f"Variant {variant.name!r} overrides {', '.join(bad)}, which decide the folds or the "
+                             "training seed; every variant must share them to be compared on identical folds. Set "
+                             "them in the study's args instead.")
+        self._config_for(variant)  # invalid overrides fail here, with KFoldConfig's own message
+        known = self.variants.get(variant.name)
+        if known is not None and known.overrides != variant.overrides:
+            raise ValueError(f"Two different variants are called {variant.name!r}; rename one.")
+        self.variants.setdefault(variant.name, variant)
+        self.question_variants.setdefault(question, [])
+        if variant.name not in self.question_variants[question]:
+            self.question_variants[question].append(variant.name)
+
+    def _plan(self, custom: dict[str, dict]) -> None:
+        args = self.args
+        base_label = f"pretrained, finetune_strategy={args.finetune_strategy}"
+        if "pretrained" in self.questions:
+            self._add("pretrained", Variant("pretrained", {}, "pretrained", base_label))
+            self._add("pretrained", Variant("scratch", {"pretrained": False}, "pretrained",
+                                            f"random init, finetune_strategy={args.finetune_strategy}"))
+        if "freeze" in self.questions:
+            n = self._layout_blocks()
+            depths = default_freeze_depths(n) if self.freeze_depths is None else sorted(set(self.freeze_depths))
+            for d in depths:
+                if not 0 <= int(d) <= n:
+                    raise ValueError(f"freeze_depths must lie in 0..{n} (the model has {n} blocks), got {d}.")
+            full = {"finetune_strategy": "full", "freeze_layers": 0, "layerwise_lr_decay": None}
+            for d in depths:
+                overrides = full if d == 0 else {"finetune_strategy": "freeze", "freeze_layers": int(d),
+                                                 "layerwise_lr_decay": None}
+                label = "nothing frozen" if d == 0 else f"embeddings + {d} of {n} blocks frozen"
+                self._add("freeze", Variant(f"freeze_{d}", dict(overrides), "freeze", label, float(d), str(d)))
+            self._add("freeze", Variant("linear_probe", {"finetune_strategy": "linear_probe", "freeze_layers": 0,
+                                                         "layerwise_lr_decay": None}, "freeze",
+                                        "whole backbone frozen, head only", float(n + 1), "head only"))
+            decay = self.layerwise_lr_decay
+            self._add("freeze", Variant(f"llrd_{decay:g}", {**full, "layerwise_lr_decay": decay}, "freeze",
+                                        f"nothing frozen, layer-wise lr decay {decay:g}"))
+        if "lr" in self.questions:
+            lrs = (default_learning_rates(args.learning_rate) if self.learning_rates is None
+                   else sorted({float(x) for x in self.learning_rates}))
+            if len(lrs) < 2 or any(not (math.isfinite(x) and x > 0) for x in lrs):
+                raise ValueError(f"learning_rates needs at least two positive values, got {lrs}.")
+            for lr in lrs:
+                self._add("lr", Variant(_lr_name(lr), {"learning_rate": lr}, "lr", f"learning rate {lr:g}", lr,
+                                        f"{lr:.2g}"))
+        for name, overrides in custom.items():
+            if not isinstance(overrides, dict):
+                raise TypeError(f"variants[{name!r}] must be a dict of KFoldConfig overrides, got "
+                                f"{type(overrides).__name__}.")
+            label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the base setup"
+            self._add("custom", Variant(name, dict(overrides), "custom", label))
+        if "custom" in self.question_variants and len(self.question_variants["custom"]) < 2:
+            raise ValueError("variants= needs at least two variants to compare.")
+        if "overfitting" in self.questions:
+            if not self.variants:
+                self._add("overfitting", Variant("base", {}, "overfitting", base_label))
+            self.question_variants["overfitting"] = list(self.variants)
+        # Variants with identical effective settings (e.g. 'pretrained' and 'freeze_0' when the base setup is full
+        # fine-tuning) are one run: same folds, seeds and settings give the same results.
+        self.runs: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for name, variant in self.variants.items():
+            key = json.dumps([variant.pretrained, self._config_for(variant).result_fingerprint_dict()],
+                             sort_keys=True, default=str)
+            self.runs[name] = seen.setdefault(key, name)
+
+    def _base_overrides(self) -> dict:
+        # Per-epoch eval losses for the overfitting question, for every variant so they stay comparable.
+        return {"eval_strategy": "epoch"} if "overfitting" in self.questions else {}
+
+    def _config_for(self, variant: Variant, output_dir: str | Path | None = None, **extra) -> KFoldConfig:
+        overrides = {k: v for k, v in variant.overrides.items() if k != "pretrained"}
+        names = {f.name for f in dataclasses.fields(KFoldConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"Variant {variant.name!r} sets unknown KFoldConfig fields: {', '.join(unknown)}.")
+        out = output_dir if output_dir is not None else Path(self.args.output_dir) / variant.name
+        return dataclasses.replace(self.args, **{**self._base_overrides(), **overrides, **extra,
+                                                 "output_dir": str(out)})
+
+    # ---- run ---------------------------------------------------------------------------------------------
+    def _model_for(self, variant: Variant, config: KFoldConfig):
+        """The model argument and processing class of one variant's KFoldTrainer."""
+        processing_class = self.processing_class
+        if variant.pretrained:
+            return self.model, processing_class
+        # Same architecture, random weights, drawn from the training seed as the pretrained head is.
+        set_seed(config.seed)
+        if isinstance(self.model, str):
+            if processing_class is None:
+                processing_class = load_processor(self.model)
+            return load_classifier(self.model, self.class_names, self.n_labels, pretrained=False), processing_class
+        return type(self.model)(copy.deepcopy(self.model.config)), processing_class
+
+    def make_trainer(self, variant: Variant, dataset: datasets.Dataset | None = None,
+                     output_dir: str | Path | None = None, **config_overrides):
+        """The `KFoldTrainer` of one variant (on `dataset`, default the study's, in `output_dir`)."""
+        from .trainer import KFoldTrainer
+
+        config = self._config_for(variant, output_dir, **config_overrides)
+        model, processing_class = self._model_for(variant, config)
+        return KFoldTrainer(model=model, args=config, train_dataset=self.train_dataset if dataset is None else dataset,
+                            processing_class=processing_class, callbacks=self.callbacks, **self.trainer_kwargs)
+
+    def run(self) -> StudyReport:
+        """Cross-validate every variant (resuming finished folds), answer the questions, save and return the
+        [`StudyReport`] (`output_dir/report.md`, `output_dir/study_report.json`, `output_dir/plots/`)."""
+        out = Path(self.args.output_dir)
+        unique = list(dict.fromkeys(self.runs.values()))
+        results: dict[str, CVResults] = {}
+        is_main = True
+        bar = tqdm(unique, desc="Study variants", unit="variant", disable=self.args.disable_tqdm)
+        for run in bar:
+            bar.set_postfix({"variant": run})
+            trainer = self.make_trainer(self.variants[run])
+            results[run] = trainer.cross_validate()
+            is_main = trainer.is_world_process_zero()
+            del trainer  # the trainer released its fold models already; drop the template before the next one
+        bar.close()
+        fingerprints = {run: folds_fingerprint(load_folds(out / run / "folds.json")[0]) for run in unique} \
+            if is_main else {}
+        if len(set(fingerprints.values())) > 1:  # cannot happen unless a variant changed the fold settings
+            raise RuntimeError(f"The variants ran on different folds: {fingerprints}.")
+        report = self.analyze(results, folds_fingerprint=next(iter(fingerprints.values()), None))
+        if self.nested:
+            from .nested import nested_selection
+
+            for question in ("freeze", "lr", "custom"):
+                if question in self.question_variants:
+                    report.nested[question] = nested_selection(self, question, results)
+                    report.verdicts.append(nested_verdict(question, report.nested[question], self.metric_name))
+        if is_main:
+            report.save(out)
+        return report
+
+    # ---- analysis ----------------------------------------------------------------------------------------
+    def _resolve_metric(self, results: dict[str, CVResults]) -> str:
+        summary = next(iter(results.values())).summary
+        if self.metric is not None:
+            if self.metric not in summary:
+                raise ValueError(f"metric {self.metric!r} was not computed; available: {sorted(summary)}.")
+            return self.metric
+        return "accuracy" if "accuracy" in summary else next(m for m in summary if m != "loss")
+
+    def analyze(self, results: dict[str, CVResults], folds_fingerprint: str | None = None) -> StudyReport:
+        """Turn the runs' results (`{run name: CVResults}`) into verdicts and a [`StudyReport`]."""
+        metric = self.metric_name = self._resolve_metric(results)
+        variants = {name: results[self.runs[name]] for name in self.variants}
+        labels = {name: v.label for name, v in self.variants.items()}
+        verdicts = []
+        for question in self.questions + (("custom",) if "custom" in self.question_variants else ()):
+            names = self.question_variants[question]
+            if question == "pretrained":
+                verdicts.append(pairwise_verdict(
+                    "pretrained", "pretrained", "scratch", variants["pretrained"], variants["scratch"], metric,
+                    self.rope, self.alpha,
+                    context=f"With finetune_strategy={self.args.finetune_strategy}: "))
+            elif question in SELECTION_QUESTIONS:
+                verdict = selection_verdict(question, {n: variants[n] for n in names}, metric, labels, self.rope,
+                                            self.alpha, self.p_adjust)
+                verdicts.append(verdict)
+        diagnoses = {}
+        if "overfitting" in self.questions:
+            for run in dict.fromkeys(self.runs.values()):
+                diagnoses[run] = [diagnose_fold(f, metric=metric, gap_threshold=self.gap_threshold,
+                                                loss_rise=self.loss_rise) for f in results[run].folds]
+            verdicts.append(overfitting_verdict(diagnoses, metric, self.gap_threshold, self.loss_rise))
+        args = self.args
+        info = {name: {"overrides": v.overrides, "label": v.label, "x": v.x, "tick": v.tick, "question": v.question,
+                       "run": self.runs[name]} for name, v in self.variants.items()}
+        settings = {"model": self.model_name, "n_rows": len(self.train_dataset), "n_folds": args.n_folds,
+                    "n_repeats": args.n_repeats, "fold_seed": args.fold_seed, "seed": args.seed,
+                    "folds_fingerprint": folds_fingerprint, "p_adjust": self.p_adjust, "rope": self.rope,
+                    "alpha": self.alpha, "finetune_strategy": args.finetune_strategy,
+                    "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
+                    "n_blocks": self._n_blocks}
+        return StudyReport(verdicts, variants, dict(self.question_variants), info, metric,
+                           {run: [d.to_dict() for d in ds] for run, ds in diagnoses.items()}, {}, settings)
+
+
+def nested_verdict(question: str, nested: dict, metric: str) -> Verdict:
+    """The verdict of a nested selection: what was selected per outer fold and the unbiased estimate."""
+    picks: dict[str, int] = {}
+    for row in nested["outer_folds"]:
+        picks[row["selected"]] = picks.get(row["selected"], 0) + 1
+    chosen = ", ".join(f"{name} in {k} of {len(nested['outer_folds'])}" for name, k in
+                       sorted(picks.items(), key=lambda kv: -kv[1]))
+    est = nested["estimate"]
+    lo, hi = est["ci95"]
+    interval = f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else "(needs at least 2 outer folds)"
+    text = (f"Nested cross-validation ({nested['inner_folds']}-fold inner CV on each outer-train part) selected "
+            f"{chosen} outer folds; the unbiased estimate of selecting then training is {metric} {est['mean']:.3f} "
+            f"(95% interval {interval}), against {nested['naive_mean']:.3f} for the best variant read off the same "
+            f"folds ({nested['naive_best']}; optimism {nested['naive_mean'] - est['mean']:+.3f}).")
+    return Verdict(question=f"{question} (nested)", text=text, numbers=nested)
