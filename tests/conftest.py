@@ -97,3 +97,7 @@ def tiny_image_data():
 @pytest.fixture
 def tiny_text_data():
     return text_dataset()
+
+
+# A local Hub for tests that push and download (tests/hub_server.py).
+from hub_server import local_hub  # noqa: E402,F401
