@@ -8,6 +8,17 @@ EfficientNet-Lite0 as a linear probe on 1,000 Animal-MNIST images at 128 px.
     # the same under accelerate (2 processes on CPU: add --use_cpu --ddp_backend gloo)
     accelerate launch recipes/vit_kfold.py
 
+A transfer-learning study instead of one cross-validation: every variant on the same folds and seed, verdicts
+with corrected statistics in outputs/study/report.md (see hf_tlcv.TransferStudy):
+
+    # pretrained vs. from scratch, freeze depth (0, 4, 8, 12 of 16 blocks, linear probe, layer-wise decay), overfitting
+    python recipes/vit_kfold.py --study pretrained,freeze,overfitting --finetune_strategy full \
+        --learning_rate 1e-3 --max_samples 400 --image_size 64 --n_folds 5 --num_train_epochs 3 \
+        --save_fold_models false --output_dir outputs/study
+    # a learning-rate grid, its winner estimated by nested cross-validation
+    python recipes/vit_kfold.py --study lr --study_learning_rates 3e-4,1e-3,3e-3,1e-2 --study_nested true \
+        --output_dir outputs/study-lr
+
 Online, on a ViT checkpoint and a Hub dataset:
 
     # full fine-tuning

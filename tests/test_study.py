@@ -1,0 +1,244 @@
+"""TransferStudy: the plan of each question, identical folds and seeds across variants, the verdicts' numbers
+(composed from hf_tlcv.stats), resume, and the report's markdown / plots / save-load round trip."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import image_dataset, make_config, tiny_model
+from transformers import TrainerCallback
+
+from hf_tlcv import KFoldTrainer, StudyReport, TransferStudy
+from hf_tlcv.folds import load_folds
+from hf_tlcv.modeling import state_fingerprint
+from hf_tlcv.results import CVResults, FoldResult
+from hf_tlcv.stats import adjust_pvalues, bayesian_correlated_ttest, corrected_paired_ttest
+from hf_tlcv.strategies import discover_layout
+from hf_tlcv.study import compare, default_learning_rates, pairwise_verdict, selection_verdict
+
+
+class StartRecorder(TrainerCallback):
+    """Per fold trained: the variant folder, the torch seed it was trained from, and its starting weights."""
+
+    def __init__(self):
+        self.starts = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        variant = args.output_dir.rstrip("/").split("/")[-2]
+        self.starts.append({"variant": variant, "fold": args.output_dir.rstrip("/").split("/")[-1],
+                            "seed": torch.initial_seed(), "weights": state_fingerprint(model)})
+
+
+# ---- plan (no training) ----------------------------------------------------------------------------------
+def test_plan_of_each_question(tmp_path):
+    model = tiny_model("efficientnet")
+    n = discover_layout(model).n_blocks
+    args = make_config(tmp_path / "s", learning_rate=1e-3)
+    study = TransferStudy(model, image_dataset(), args, questions="pretrained, freeze,lr")
+    assert study.question_variants["pretrained"] == ["pretrained", "scratch"]
+    assert study.variants["scratch"].overrides == {"pretrained": False}
+    freeze = study.question_variants["freeze"]
+    depths = sorted({0, n // 4, n // 2, 3 * n // 4})
+    assert freeze == [f"freeze_{d}" for d in depths] + ["linear_probe", "llrd_0.8"]
+    assert study.variants[f"freeze_{depths[-1]}"].overrides["freeze_layers"] == depths[-1]
+    assert study.variants["llrd_0.8"].overrides["layerwise_lr_decay"] == 0.8
+    lrs = [study.variants[v].overrides["learning_rate"] for v in study.question_variants["lr"]]
+    assert lrs == default_learning_rates(1e-3) == [1e-4, 3.2e-4, 1e-3, 3.2e-3, 1e-2]
+    # identical effective settings share one run: full fine-tuning of the pretrained model at the base lr
+    assert study.runs["freeze_0"] == study.runs["lr_0.001"] == "pretrained"
+    assert study.runs["scratch"] == "scratch" and study.runs["freeze_1"] == "freeze_1"
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(questions="pretrained,depth"), ValueError, "Unknown study question 'depth'"),
+    (dict(), ValueError, "something to answer"),
+    (dict(variants={"a": {"seed": 1}, "b": {}}), ValueError, "decide the folds or the training seed"),
+    (dict(variants={"a": {"n_folds": 5}, "b": {}}), ValueError, "identical folds"),
+    (dict(variants={"a b": {}, "c": {}}), ValueError, "folder name"),
+    (dict(variants={"plots": {}, "c": {}}), ValueError, "folder name"),
+    (dict(variants={"a": {"finetune_strategy": "nope"}, "b": {}}), ValueError, "finetune_strategy"),
+    (dict(variants={"a": {"learning_rat": 1.0}, "b": {}}), ValueError, "unknown KFoldConfig fields"),
+    (dict(variants={"a": {}}), ValueError, "at least two variants"),
+    (dict(questions="freeze", freeze_depths=[0, 99]), ValueError, "freeze_depths must lie in 0..7"),
+    (dict(questions="lr", learning_rates=[1e-3]), ValueError, "at least two positive"),
+    (dict(questions="pretrained", nested=True), ValueError, "nested=True"),
+    (dict(questions="lr", p_adjust="fdr"), ValueError, "p_adjust"),
+])
+def test_bad_plans_fail_before_training(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TransferStudy(tiny_model("efficientnet"), image_dataset(), make_config(tmp_path / "s"), **kwargs)
+
+
+# ---- verdicts from given fold scores (no training) --------------------------------------------------------
+def _cv(scores: list[float], n_train: int = 80, n_eval: int = 20) -> CVResults:
+    return CVResults([FoldResult(repeat=0, fold=i, n_train=n_train, n_eval=n_eval, eval_metrics={"accuracy": s})
+                      for i, s in enumerate(scores)])
+
+
+A = [0.80, 0.82, 0.85, 0.79, 0.84]
+B = [0.78, 0.80, 0.80, 0.78, 0.81]
+C = [0.50, 0.52, 0.55, 0.49, 0.53]
+
+
+def test_pairwise_verdict_numbers_are_the_corrected_tests():
+    verdict = pairwise_verdict("pretrained", "pretrained", "scratch", _cv(A), _cv(C), "accuracy")
+    expected = corrected_paired_ttest(A, C, 80, 20)
+    bayes = bayesian_correlated_ttest(A, C, 80, 20, rope=0.01)
+    assert verdict.numbers["p_value"] == pytest.approx(expected["p_value"])
+    assert verdict.numbers["ci95"] == pytest.approx(expected["ci95"])
+    assert verdict.numbers["p_a_better"] == pytest.approx(bayes["p_a_better"])
+    assert verdict.numbers["winner"] == "pretrained"
+    assert verdict.text.startswith("Pretrained beats scratch by +0.302 accuracy")
+    assert f"p={expected['p_value']:.3g}" in verdict.text and "P(pretrained better) = 1.00" in verdict.text
+    # A vs B: the doc example of corrected_paired_ttest, p = 0.063: no clear winner at alpha 0.05
+    close = pairwise_verdict("x", "A", "B", _cv(A), _cv(B), "accuracy")
+    assert close.numbers["winner"] is None and "No clear winner: A - B = +0.026" in close.text
+    assert "P(A better) = 0.9" in close.text
+
+
+def test_selection_verdict_adjusts_the_comparisons_with_the_best():
+    results = {"b": _cv(B), "a": _cv(A), "c": _cv(C)}
+    verdict = selection_verdict("lr", results, "accuracy", {"a": "learning rate 1e-3"})
+    n = verdict.numbers
+    assert n["best"] == "a" and n["runner_up"] == "b"
+    raw = [corrected_paired_ttest(A, B, 80, 20)["p_value"], corrected_paired_ttest(A, C, 80, 20)["p_value"]]
+    assert [r["p_value"] for r in n["comparisons"]] == pytest.approx(raw)
+    assert [r["p_adjusted"] for r in n["comparisons"]] == pytest.approx(adjust_pvalues(raw, "holm"))
+    assert not n["distinguishable"] and n["n_distinguishable"] == 1
+    assert verdict.text.startswith("Best is a (learning rate 1e-3) with accuracy 0.820")
+    assert "NOT distinguishable from the runner-up" in verdict.text and "holm-adjusted over 2" in verdict.text
+    bonf = selection_verdict("lr", results, "accuracy", p_adjust="bonferroni").numbers["comparisons"]
+    assert [r["p_adjusted"] for r in bonf] == pytest.approx(adjust_pvalues(raw, "bonferroni"))
+
+
+def test_comparisons_refuse_results_from_different_folds():
+    with pytest.raises(ValueError, match="same folds"):
+        compare(_cv(A), _cv(B, n_train=70, n_eval=30))
+
+
+# ---- a real study on a tiny model ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    recorder = StartRecorder()
+    args = make_config(out, n_folds=2, num_train_epochs=1)
+    # seed 1: the "pretrained" weights differ from the random init the study draws from the training seed 0
+    study = TransferStudy(tiny_model("vit", seed=1), image_dataset(n_per_class=6), args,
+                          questions=("pretrained", "overfitting"),
+                          variants={"base_lr": {"learning_rate": args.learning_rate}, "lr_high": {"learning_rate": 2e-2}},
+                          callbacks=[recorder])
+    with pytest.MonkeyPatch.context() as patch:
+        # each variant's own cross-validation plots are not under test here; the study's plots are
+        patch.setattr(KFoldTrainer, "_save_plots", staticmethod(lambda results, directory: None))
+        report = study.run()
+    return study, report, recorder, out
+
+
+def test_variants_share_folds_and_seeds(ran):
+    study, report, recorder, out = ran
+    runs = ["pretrained", "scratch", "lr_high"]
+    assert set(report.variants) == {*runs, "base_lr"}
+    assert study.runs["base_lr"] == "pretrained" and not (out / "base_lr").exists()  # same settings: one run
+    folds = {run: load_folds(out / run / "folds.json")[0] for run in runs}
+    assert all(folds[run] == folds["pretrained"] for run in runs)
+    assert len(recorder.starts) == len(runs) * 2  # every variant trained both folds
+    assert {s["seed"] for s in recorder.starts} == {study.args.seed}
+    # the same starting weights per fold for the pretrained-start variants, other ones for the random init
+    by = {(s["variant"], s["fold"]): s["weights"] for s in recorder.starts}
+    for fold in ("fold_0_0", "fold_0_1"):
+        assert by[("pretrained", fold)] == by[("lr_high", fold)]
+        assert by[("scratch", fold)] != by[("pretrained", fold)]
+    assert by[("scratch", "fold_0_0")] == by[("scratch", "fold_0_1")]
+    # per-fold eval rows are the same in every variant's out-of-fold predictions
+    rows = {run: report.variants[run].oof_predictions.sort_values("row")[["row", "fold"]].to_numpy()
+            for run in runs}
+    assert all(np.array_equal(rows[run], rows["pretrained"]) for run in runs)
+
+
+def test_study_verdicts_and_report_round_trip(ran, tmp_path):
+    study, report, recorder, out = ran
+    assert [v.question for v in report.verdicts] == ["pretrained", "custom", "overfitting"]
+    pre = report.verdict("pretrained")
+    scores = [[f.eval_metrics["accuracy"] for f in report.variants[n].folds] for n in ("pretrained", "scratch")]
+    sizes = [np.mean([f.n_train for f in report.variants["pretrained"].folds]),
+             np.mean([f.n_eval for f in report.variants["pretrained"].folds])]
+    assert pre.numbers["p_value"] == pytest.approx(corrected_paired_ttest(*scores, *sizes)["p_value"])
+    assert pre.text.startswith("With finetune_strategy=full: ")
+    assert report.verdict("custom").numbers["best"] in ("base_lr", "lr_high")
+
+    markdown = (out / "report.md").read_text()
+    for v in report.verdicts:
+        assert v.text in markdown
+    for png in ("variant_scores_pretrained", "variant_scores_custom", "learning_curves_pretrained",
+                "learning_curves_lr_high"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 1000
+        assert f"](plots/{png}.png)" in markdown
+    saved = json.loads((out / "study_report.json").read_text())
+    assert saved["settings"]["folds_fingerprint"] and saved["metric"] == "accuracy"
+
+    loaded = StudyReport.load(out)
+    assert [(v.question, v.text) for v in loaded.verdicts] == [(v.question, v.text) for v in report.verdicts]
+    assert loaded.to_markdown() == report.to_markdown()
+    assert loaded.variants["scratch"].summary == report.variants["scratch"].summary
+    # a saved report is self-contained: it can be moved and saved again
+    loaded.save(tmp_path / "copy")
+    assert (tmp_path / "copy" / "plots" / "variant_scores_pretrained.png").exists()
+    with pytest.raises(FileNotFoundError, match="study_report.json"):
+        StudyReport.load(tmp_path / "nothing")
+
+
+def test_rerun_resumes_every_variant(ran):
+    study, report, recorder, out = ran
+    before = len(recorder.starts)
+    again = study.run()
+    assert len(recorder.starts) == before  # nothing trained again
+    assert [v.text for v in again.verdicts] == [v.text for v in report.verdicts]
+
+
+# ---- the recipe ----------------------------------------------------------------------------------------------
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "vit_kfold.py"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("vit_kfold_study", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_study_arguments_parse(recipe):
+    script_args, config = recipe.make_parser().parse_args_into_dataclasses(args=[
+        "--study", "pretrained,freeze,lr", "--study_freeze_depths", "0,4,8", "--study_learning_rates", "1e-4,1e-3",
+        "--study_nested", "true", "--study_inner_folds", "2", "--study_layerwise_lr_decay", "0.7",
+    ])
+    assert script_args.study == "pretrained,freeze,lr" and script_args.study_freeze_depths == "0,4,8"
+    assert script_args.study_learning_rates == "1e-4,1e-3" and script_args.study_nested
+    assert (script_args.study_inner_folds, script_args.study_layerwise_lr_decay) == (2, 0.7)
+    assert recipe.make_parser().parse_args_into_dataclasses(args=[])[0].study is None
+
+
+def test_recipe_study_runs_and_prints_the_verdicts(recipe, tmp_path, capsys):
+    out = tmp_path / "study"
+    script_args, config = recipe.make_parser().parse_args_into_dataclasses(args=[
+        "--study", "pretrained", "--dataset_name", "builtin:digits", "--max_samples", "40", "--n_folds", "2",
+        "--num_train_epochs", "1", "--image_size", "32", "--output_dir", str(out), "--disable_tqdm", "true",
+        "--save_fold_models", "false",
+    ])
+    report = recipe.main(script_args, config)
+    printed = capsys.readouterr().out
+    assert isinstance(report, StudyReport)
+    assert f"- [pretrained] {report.verdict('pretrained').text}" in printed
+    assert "With finetune_strategy=linear_probe" in printed  # the recipe's default strategy, in both variants
+    assert (out / "report.md").exists() and (out / "scratch" / "cv_results.json").exists()
+    with pytest.raises(ValueError, match="--from_scratch and --study"):
+        recipe.main(*recipe.make_parser().parse_args_into_dataclasses(args=[
+            "--study", "pretrained", "--from_scratch", "true", "--dataset_name", "builtin:digits",
+            "--max_samples", "40", "--output_dir", str(tmp_path / "x")]))
