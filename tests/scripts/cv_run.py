@@ -1,7 +1,8 @@
-"""A small cross-validation run driven by the tests in a subprocess (kill -9 resume, 2-process DDP).
+"""A small cross-validation run driven by the tests in a subprocess (kill -9 resume, 2-process DDP, parallel folds).
 
-Each process writes what it saw to `<digest_dir>/rank_<i>.json`: the folds' fingerprint, the results, and how
-many result files it wrote itself.
+Each process writes what it saw to `<digest_dir>/rank_<i>.json`: the folds' fingerprint, the results, how
+many result files it wrote itself, the folds it trained (with the world size and step count its Trainer saw) and
+the `on_fold_end` events it received.
 """
 
 import argparse
@@ -9,6 +10,8 @@ import json
 import os
 import signal
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +38,44 @@ hf_tlcv.results.write_json_atomic = _counting(hf_tlcv.results.write_json_atomic)
 hf_tlcv.trainer.save_folds = _counting(hf_tlcv.trainer.save_folds)
 
 
+class Record(TrainerCallback):
+    """What this process trained, as its Trainer saw it, and the cross-validation events it received."""
+
+    def __init__(self):
+        self.trained, self.events = [], []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trained.append({"fold": Path(args.output_dir).name, "world_size": args.world_size,
+                             "max_steps": state.max_steps})
+
+    def on_fold_end(self, args, state, control, fold, fold_dir, result, resumed, **kwargs):
+        # the fold's files must be on disk when the event comes, on every process
+        self.events.append({"fold": fold.name, "resumed": resumed, "saved": (fold_dir / "fold_result.json").exists(),
+                            "is_world_process_zero": state.is_world_process_zero})
+
+
+class FailAt(TrainerCallback):
+    """Raise an exception in the middle of a fold (a fold that fails on one process)."""
+
+    def __init__(self, fold_dir: str, step: int):
+        self.fold_dir, self.step = fold_dir, step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if Path(args.output_dir).name == self.fold_dir and state.global_step == self.step:
+            raise RuntimeError(f"planned failure in {self.fold_dir}")
+
+
+class SlowFold(TrainerCallback):
+    """Make the named fold slower than the process group's timeout (a long fold)."""
+
+    def __init__(self, fold_dir: str, seconds: float):
+        self.fold_dir, self.seconds = fold_dir, seconds
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if Path(args.output_dir).name == self.fold_dir:
+            time.sleep(self.seconds)
+
+
 class KillAt(TrainerCallback):
     """SIGKILL this process in the middle of a fold: no clean-up, as kill -9 from outside."""
 
@@ -54,12 +95,39 @@ def main():
     parser.add_argument("--kill_fold", default=None)
     parser.add_argument("--kill_step", type=int, default=0)
     parser.add_argument("--ddp", action="store_true")
+    parser.add_argument("--parallel_folds", action="store_true")
+    parser.add_argument("--fail_fold", default=None)
+    parser.add_argument("--fail_step", type=int, default=5)
+    parser.add_argument("--n_folds", type=int, default=3)
+    parser.add_argument("--rank1_private_dir", default=None,
+                        help="rank 1 saves its fold results here instead: a process without the shared folder")
+    parser.add_argument("--slow_fold", default=None)
+    parser.add_argument("--slow_seconds", type=float, default=0)
+    parser.add_argument("--pg_timeout", type=float, default=None,
+                        help="timeout (s) of the process group's collectives during cross_validate()")
     opts = parser.parse_args()
+    if opts.rank1_private_dir and os.environ.get("RANK") == "1":
+        save = hf_tlcv.results.FoldResult.save
+        hf_tlcv.results.FoldResult.save = lambda self, directory: save(
+            self, Path(opts.rank1_private_dir) / Path(directory).name)
     extra = {"ddp_backend": "gloo"} if opts.ddp else {}
     args = make_config(opts.output_dir, finetune_strategy=opts.strategy, save_strategy="steps", save_steps=2,
-                       num_train_epochs=3, per_device_train_batch_size=4, **extra)
-    callbacks = [KillAt(opts.kill_fold, opts.kill_step)] if opts.kill_fold else None
+                       num_train_epochs=3, per_device_train_batch_size=4, n_folds=opts.n_folds,
+                       parallel_folds=opts.parallel_folds, **extra)
+    record = Record()
+    callbacks = [record]
+    if opts.kill_fold:
+        callbacks.append(KillAt(opts.kill_fold, opts.kill_step))
+    if opts.slow_fold:
+        callbacks.append(SlowFold(opts.slow_fold, opts.slow_seconds))
+    if opts.fail_fold:
+        callbacks.append(FailAt(opts.fail_fold, opts.fail_step))
     trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset(), callbacks=callbacks)
+    if opts.pg_timeout:
+        # only now: start-up (imports, preprocessing on the main process first) may take longer than this
+        import torch.distributed as dist
+
+        dist.distributed_c10d._set_pg_timeout(timedelta(seconds=opts.pg_timeout))
     results = trainer.cross_validate()
     rank = trainer.args.process_index
     folds, _ = load_folds(Path(opts.output_dir) / "folds.json")
@@ -72,6 +140,8 @@ def main():
         "oof_rows": results.oof_predictions["row"].tolist(),
         "oof_probs": results.oof_predictions.filter(like="prob_").to_numpy().tolist(),
         "writes": WRITES,
+        "trained": record.trained,
+        "events": record.events,
     }
     Path(opts.digest_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(opts.digest_dir) / f"rank_{rank}.json", "w") as fh:
