@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,24 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m hf_tlcv.assets
 	touch $(STAMP)
 
+# The Space tests drive Debian's Chromium through Playwright (never `playwright install`, which fetches a browser
+# from a CDN). Installed unattended when missing; apt needs root, else passwordless sudo.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium
+
 install: $(STAMP)
 
 demo: install
 	$(PY) recipes/vit_kfold.py --output_dir outputs/demo
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q
+
+# hf_tlcv against the naive per-fold loop, in one run (results in benchmarks/results/; --quick for a smoke test)
+bench: install
+	$(PY) benchmarks/bench_cv.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

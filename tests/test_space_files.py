@@ -1,0 +1,36 @@
+"""The Space's files agree with the project: its card declares the pinned Gradio, its requirements the dependencies."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = REPO / "spaces"
+
+
+def project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def test_space_card_front_matter_names_the_app_and_the_pinned_gradio():
+    text = (SPACE / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["sdk"] == "gradio" and (SPACE / front["app_file"]).is_file()
+    pinned = next(r for r in project()["optional-dependencies"]["space"] if r.startswith("gradio"))
+    assert pinned == f"gradio=={front['sdk_version']}"
+    assert front["title"] and len(front["short_description"]) <= 60
+
+
+def test_space_requirements_cover_the_package_dependencies():
+    def names(lines):
+        return {re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+                for line in lines if line.strip() and not line.strip().startswith(("#", "-"))}
+
+    required = names(project()["dependencies"]) | names(project()["optional-dependencies"]["assets"])
+    listed = names((SPACE / "requirements.txt").read_text().splitlines())
+    assert required <= listed, f"missing from spaces/requirements.txt: {sorted(required - listed)}"
+    assert "gradio" not in listed  # the Space installs the card's sdk_version itself
