@@ -7,6 +7,10 @@ EfficientNet-Lite0 as a linear probe on 1,000 Animal-MNIST images at 128 px.
     python recipes/vit_kfold.py
     # the same under accelerate (2 processes on CPU: add --use_cpu --ddp_backend gloo)
     accelerate launch recipes/vit_kfold.py
+    # each process trains whole folds (no gradient communication; results equal the one-process run)
+    accelerate launch --multi_gpu --num_processes 4 recipes/vit_kfold.py --parallel_folds
+    # push each fold to the Hub as it finishes, then the summary and model card (token: HF_TOKEN or hf auth login)
+    python recipes/vit_kfold.py --push_to_hub --hub_model_id <you>/lite0-animal-mnist-cv
 
 A transfer-learning study instead of one cross-validation: every variant on the same folds and seed, verdicts
 with corrected statistics in outputs/study/report.md (see hf_tlcv.TransferStudy):
