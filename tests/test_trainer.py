@@ -415,3 +415,21 @@ def test_train_fits_one_model_on_all_rows_with_the_strategy(tmp_path):
     results = trainer.cross_validate()  # and cross-validation still starts each fold afresh
     assert len(results.folds) == 3 and set(recorder.starts[1:]) == {recorder.starts[0]}
     assert "secret" not in (tmp_path / "final" / "cv_results.json").read_text()
+
+
+def test_preprocessed_images_are_fixed_shape_arrays_with_the_processor_values():
+    from datasets import Array3D, Features
+    from datasets import Image as ImageFeature
+    from transformers import ViTImageProcessor
+
+    from hf_tlcv.data import preprocess
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((20 + i, 30, 3)) * 255).astype("uint8")) for i in range(5)]
+    raw = Dataset.from_dict({"image": images, "label": [0, 1, 0, 1, 0]},
+                            features=Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])}))
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    processed = preprocess(raw, processor)
+    assert isinstance(processed.features["pixel_values"], Array3D)
+    expected = processor(images=[im.convert("RGB") for im in images], return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(np.stack([row["pixel_values"].numpy() for row in processed]), expected)
