@@ -703,6 +703,13 @@ def ensure_space_assets() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "animal-mnist==0.4"], check=False)
 
 
+# Study plots are wide figures: show each whole in a wide cell instead of cropping it to a square thumbnail.
+CSS = """
+#study-plots .thumbnail-item { aspect-ratio: 3 / 2 !important; }
+#study-plots img { object-fit: contain !important; }
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The hf_tlcv Space: cross-validate fine-tuning from the browser.")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -721,7 +728,8 @@ def main(argv: list[str] | None = None) -> None:
     extra_paths = [] if str(app.workdir.resolve()).startswith(tempfile.gettempdir()) else [str(app.workdir)]
     try:
         demo.launch(server_name=args.host, server_port=args.port, show_error=False, run_history=False,
-                    max_file_size=app.limits.max_zip_bytes, allowed_paths=extra_paths, footer_links=["api"])
+                    max_file_size=app.limits.max_zip_bytes, allowed_paths=extra_paths, footer_links=["api"],
+                    css=CSS)
     finally:
         if args.workdir is None:
             shutil.rmtree(app.workdir, ignore_errors=True)
