@@ -10,6 +10,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import functools  # noqa: E402
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -38,6 +43,19 @@ TINY_MODELS = {
                                          layer_type="basic", num_labels=n),
                tf.ResNetForImageClassification, "image"),
 }
+
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@functools.cache
+def load_recipe(name: str):
+    """`recipes/<name>.py` imported as module `<name>` (once per test session)."""
+    spec = importlib.util.spec_from_file_location(name, RECIPES_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_model(name: str, num_labels: int = N_CLASSES, seed: int = 0):

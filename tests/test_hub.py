@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import dataset_for, make_config
+from conftest import dataset_for, load_recipe, make_config
 from huggingface_hub import EvalResult, ModelCard, constants, snapshot_download
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
@@ -24,7 +22,6 @@ from hf_tlcv import CVResults, KFoldEnsemble, KFoldTrainer
 from hf_tlcv.hub import HubPushCallback, HubPushError, eval_results_for, repo_files
 
 TOKEN = "hf_TESTtokenDoNotLeak0123456789"
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "vit_kfold.py"
 
 
 @pytest.fixture(autouse=True)
@@ -266,11 +263,7 @@ def test_push_errors_say_what_failed_without_the_token(status, expected, local_h
 
 @pytest.fixture
 def recipe():
-    spec = importlib.util.spec_from_file_location("vit_kfold_hub", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("vit_kfold")
 
 
 def test_recipe_push_to_hub_then_ensemble_on_raw_images(recipe, local_hub, tmp_path):

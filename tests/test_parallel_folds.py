@@ -6,7 +6,6 @@ writes; the rest checks the configuration field and the pieces in `hf_tlcv._dist
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -20,13 +19,12 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
 from transformers import HfArgumentParser
 
-from conftest import image_dataset, make_config, tiny_model
+from conftest import image_dataset, load_recipe, make_config, tiny_model
 from hf_tlcv import KFoldConfig, KFoldTrainer
 from hf_tlcv._distributed import deal_folds, single_process_view
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "cv_run.py"
-RECIPE = ROOT / "recipes" / "vit_kfold.py"
 
 
 # ---- configuration and the pieces, in this process -------------------------------------------------------------
@@ -39,10 +37,7 @@ def test_parallel_folds_parses_from_the_command_line(tmp_path):
 
 
 def test_recipe_accepts_parallel_folds():
-    spec = importlib.util.spec_from_file_location("vit_kfold_parallel", RECIPE)
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe  # dataclasses look their module up there
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("vit_kfold")
     _, config = recipe.make_parser().parse_args_into_dataclasses(args=["--parallel_folds", "--use_cpu"])
     assert config.parallel_folds is True and config.finetune_strategy == "linear_probe"
 

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 
 from hf_tlcv.assets import HubUnreachableError
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "vit_kfold.py"
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("vit_kfold", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("vit_kfold")
 
 
 def test_no_arguments_is_the_embedded_default(recipe):

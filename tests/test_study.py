@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import image_dataset, make_config, tiny_model
+from conftest import image_dataset, load_recipe, make_config, tiny_model
 from transformers import TrainerCallback
 
 from hf_tlcv import KFoldTrainer, StudyReport, TransferStudy
@@ -202,16 +199,9 @@ def test_rerun_resumes_every_variant(ran):
 
 
 # ---- the recipe ----------------------------------------------------------------------------------------------
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "vit_kfold.py"
-
-
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("vit_kfold_study", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("vit_kfold")
 
 
 def test_recipe_study_arguments_parse(recipe):

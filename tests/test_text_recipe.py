@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "text_kfold.py"
+from conftest import load_recipe
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("text_kfold", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("text_kfold")
 
 
 def test_defaults_and_overrides():
