@@ -30,8 +30,6 @@ import inspect
 import itertools
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -45,6 +43,7 @@ from transformers import DataCollatorWithPadding, default_data_collator
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging
 
+from .assets import building, read_marker, write_marker
 from .config import FEATURE_CACHE_MODES
 from .strategies import ModelLayout, discover_layout
 
@@ -62,7 +61,6 @@ _PROBE_FEATURES = ("pooler", "cls", "sequence")
 _SELF_CHECK_ATOL = 1e-4
 _SELF_CHECK_ROWS = 8
 _DATA_FILE = "features.arrow"
-_META_FILE = "hf_tlcv_cache.json"
 
 
 def default_cache_root() -> Path:
@@ -411,8 +409,8 @@ class FeatureCache:
             if feature is False:
                 return None, (f"the cached path does not reproduce the outputs of {type(model).__name__} "
                               f"(cut at {plan.capture}), so it cannot stand in for it exactly")
-            if mode != "memory" and (folder / _META_FILE).exists():
-                meta = json.loads((folder / _META_FILE).read_text())
+            meta = read_marker(folder) if mode != "memory" else None
+            if meta is not None:
                 table = datasets.Dataset.from_file(str(folder / _DATA_FILE))
                 return cls(plan, feature, table.with_format("torch"), meta["bytes"], str(folder), key,
                            reused=True), ""
@@ -526,26 +524,16 @@ def _memory_budget() -> int:
 
 
 def _write_atomic(folder: Path, features: datasets.Features, batches: Iterator[dict], meta: dict) -> None:
-    """Write the cache beside its final place and rename it there: a run killed half-way leaves no cache that
-    looks complete, and of two processes writing the same cache, both end with a complete one."""
+    """Stream the cache into a folder that appears complete or not at all (`hf_tlcv.assets.building`): a run killed
+    half-way leaves no cache that looks finished, and of two processes writing the same cache, one copy wins."""
     from datasets.arrow_writer import ArrowWriter
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with building(folder) as tmp:
         with ArrowWriter(features=features, path=str(tmp / _DATA_FILE)) as writer:
             for columns in batches:
                 writer.write_batch(columns)
             writer.finalize()
-        (tmp / _META_FILE).write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / _META_FILE).exists():  # not another process's finished cache: a real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_marker(tmp, meta)  # last: its presence marks a complete cache
 
 
 __all__ = ["FEATURE_CACHE_MODES", "CachePlan", "FeatureCache", "bypassed", "cache_key", "default_cache_root",
