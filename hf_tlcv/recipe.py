@@ -74,6 +74,18 @@ class ScriptArguments:
                                          "cross-validation (inner CV on each outer-train part)."},
     )
     study_inner_folds: int = field(default=3, metadata={"help": "Inner folds with --study_nested."})
+    # Data audit with the run's own out-of-fold predictions (hf_tlcv.audit)
+    audit: bool = field(
+        default=False,
+        metadata={"help": "After the cross-validation, audit the data with its out-of-fold predictions and the "
+                          "pretrained embeddings (cleanlab: label issues, near-duplicates leaking across folds, "
+                          "outliers) into output_dir/audit.json and output_dir/audit/. Needs hf_tlcv[audit]."},
+    )
+    audit_regroup: bool = field(
+        default=False,
+        metadata={"help": "With --audit: cross-validate again with near-duplicates grouped (into <output_dir>-grouped) "
+                          "and add both estimates and the paired test of their difference to the audit."},
+    )
 
 
 # Defaults every recipe shares; a recipe's own defaults come on top.
@@ -101,6 +113,8 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyR
     With `--study`, run a [`TransferStudy`] instead, print its verdicts and return its [`StudyReport`]."""
     if not script_args.model_name_or_path or not script_args.dataset_name:
         raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
+    if script_args.audit or script_args.audit_regroup:
+        _check_audit(script_args)  # before any training: a missing package must not cost the run
     extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
     dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split, **extra)
     dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
@@ -128,7 +142,25 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyR
               f"({len(dataset)} rows, finetune_strategy={config.finetune_strategy})")
         print(results.format_table())
         print(f"\nResults saved in {config.output_dir} (plots in {config.output_dir}/plots)")
+    if script_args.audit:
+        from .audit import audit_run
+
+        report = audit_run(results, dataset, config, model=model, embedding_model=script_args.model_name_or_path,
+                           regroup=script_args.audit_regroup, save=trainer.is_world_process_zero())
+        if trainer.is_world_process_zero():
+            print("\n" + report.to_markdown(max_rows=5))
     return results
+
+
+def _check_audit(script_args: ScriptArguments) -> None:
+    from .audit import check_available
+
+    if script_args.audit_regroup and not script_args.audit:
+        raise ValueError("--audit_regroup re-runs the cross-validation grouped by what --audit finds: add --audit.")
+    if script_args.study:
+        raise ValueError("--audit audits one cross-validation; with --study, audit a variant's run folder from "
+                         "Python: hf_tlcv.audit.audit(CVResults.load(output_dir/<variant>), dataset).")
+    check_available()
 
 
 def _comma_list(text: str | None, cast, flag: str) -> list | None:
