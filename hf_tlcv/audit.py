@@ -275,29 +275,30 @@ def embeddings_from_feature_cache(cache) -> np.ndarray | None:
     without a forward pass; `None` when the cache does not hold them.
 
     A linear probe's cache holds, per row, the backbone output its head reads (`cache.feature`): the pooled output
-    (`"pooler"`), the first token (`"cls"`) or the token states (`"sequence"`). For images the pooled output and the
-    first token are exactly what [`pool_features`] reads, and a sequence is pooled by it; for text only the token
-    states can give the mean-pooled sentence embedding (BERT's pooler is a trained projection of `[CLS]`, not what a
-    sentence encoder's embedding is), so a text cache of another kind returns `None`. A `"freeze"` cache holds
-    activations of the bottom blocks only, and returns `None`.
+    (`"pooler"`), the first token (`"cls"`) or the token states (`"sequence"`). For images these are what
+    [`pool_features`] reads (a sequence or feature map is pooled by it). For text the sentence embedding is the
+    masked mean of the token states, which a cache can give only when it kept each row's tokens with their mask;
+    BERT's probe caches its `[CLS]` pooler instead (a trained projection, not the sentence embedding), so a text
+    cache returns `None`, as does a `"freeze"` cache (activations of the bottom blocks only).
 
     Args:
         cache: a built `FeatureCache` (`plan`, `feature`, `dataset` in the order of the dataset's rows).
     """
     import torch
 
-    plan = cache.plan
-    if plan.kind != "probe" or (plan.text and cache.feature != "sequence"):
+    plan, table = cache.plan, cache.dataset
+    if plan.kind != "probe":
         return None
-    column = plan.input_column
-    table = cache.dataset.with_format("numpy")
-    if cache.feature in ("pooler", "cls") or not plan.text:
-        values = np.stack([np.asarray(v, dtype=np.float32) for v in table[column]])
-        if cache.feature == "sequence" and values.ndim >= 3:
-            return pool_features(torch.from_numpy(values), text=False).numpy()
-        return values.reshape(len(values), -1)
-    # text token states: one ragged (tokens, hidden) array per row
-    return np.stack([np.asarray(v, dtype=np.float32).mean(axis=0) for v in table[column]])
+    if plan.text:
+        if cache.feature != "sequence" or "attention_mask" not in table.column_names:
+            return None
+        rows = table.with_format("numpy")
+        return np.stack([np.asarray(states, dtype=np.float32)[np.asarray(mask, dtype=bool)].mean(axis=0)
+                         for states, mask in zip(rows[plan.input_column], rows["attention_mask"])])
+    values = np.asarray(table.with_format("numpy")[plan.input_column], dtype=np.float32)
+    if cache.feature == "sequence" and values.ndim >= 3:
+        return pool_features(torch.from_numpy(values), text=False).numpy()
+    return values.reshape(len(values), -1)
 
 
 # ---- near-duplicates and folds -------------------------------------------------------------------------------

@@ -196,6 +196,27 @@ def test_compare_grouped_refuses_other_metrics_and_other_rows():
         compare_grouped(a, b)
 
 
+def test_audit_with_given_embeddings_rebuilds_the_folds_from_the_predictions():
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    n = 60
+    labels = np.arange(n) % 2
+    folds = split_indices(n, "kfold", 3, seed=0)
+    results = _results_from(folds, labels, 0.9, seed=0)  # in memory: no run folder, no folds.json
+    data = Dataset.from_dict({"x": np.arange(n), "label": labels},
+                             features=Features({"x": Value("int64"), "label": ClassLabel(names=["a", "b"])}))
+    embeddings = np.random.default_rng(0).normal(size=(n, 8))
+    a, b = int(folds[0].eval_indices[0]), int(folds[1].eval_indices[0])
+    embeddings[b] = embeddings[a]  # one exact duplicate, split between fold 0 and fold 1
+    report = audit(results, data, embeddings)
+    assert report.embeddings_from == "given" and "embeddings" not in report.seconds
+    assert report.near_duplicate_pairs[["row_a", "row_b"]].to_numpy().tolist() == [sorted([a, b])]
+    # fold 0 evaluates a while b trains, fold 1 the other way round; fold 2 trains on both
+    assert report.fold_leakage["n_leaked"].tolist() == [1, 1, 0]
+    assert report.straddling_pairs["n_folds"].tolist() == [2]
+    assert report.groups[a] == report.groups[b] and len(np.unique(report.groups)) == n - 1
+
+
 # ---- embeddings -----------------------------------------------------------------------------------------------
 def test_text_embeddings_are_mask_pooled_and_independent_of_padding(tiny_text_data):
     model = tiny_model("bert")
@@ -227,22 +248,31 @@ def test_image_embeddings_are_what_the_head_reads(arch, tiny_image_data):
     assert train_model.training  # the caller's mode is given back
 
 
-def test_a_linear_probe_feature_cache_gives_the_same_embeddings(tiny_image_data, tmp_path):
+def _probe_cache(arch, data, tmp_path):
     from hf_tlcv.cache import FeatureCache, plan_feature_cache
     from hf_tlcv.modeling import state_fingerprint
     from hf_tlcv.strategies import apply_strategy
 
-    model = tiny_model("efficientnet")
     args = make_config(tmp_path, finetune_strategy="linear_probe", feature_cache="memory")
-    fold_model = apply_strategy(tiny_model("efficientnet"), args, None)
-    plan, reason = plan_feature_cache(fold_model, args, dataset=tiny_image_data, data_collator=None,
-                                      user_model_init=False)
+    fold_model = apply_strategy(tiny_model(arch), args, None)
+    plan, reason = plan_feature_cache(fold_model, args, dataset=data, data_collator=None, user_model_init=False)
     assert plan is not None, reason
-    cache, reason = FeatureCache.build(fold_model, plan, tiny_image_data, model_fingerprint=state_fingerprint(model),
+    cache, reason = FeatureCache.build(fold_model, plan, data, model_fingerprint=state_fingerprint(fold_model),
                                        mode="memory")
     assert cache is not None, reason
-    np.testing.assert_allclose(embeddings_from_feature_cache(cache), compute_embeddings(model, tiny_image_data,
-                                                                                       device="cpu"), atol=1e-5)
+    return cache
+
+
+def test_a_linear_probe_feature_cache_gives_the_same_embeddings(tiny_image_data, tmp_path):
+    cache = _probe_cache("efficientnet", tiny_image_data, tmp_path)
+    expected = compute_embeddings(tiny_model("efficientnet"), tiny_image_data, device="cpu")
+    np.testing.assert_allclose(embeddings_from_feature_cache(cache), expected, atol=1e-5)
+
+
+def test_a_text_probe_cache_of_the_cls_pooler_is_not_used(tiny_text_data, tmp_path):
+    cache = _probe_cache("bert", tiny_text_data, tmp_path)
+    assert cache.feature == "pooler"  # BERT's head reads the [CLS] pooler, not the mean of the tokens
+    assert embeddings_from_feature_cache(cache) is None
 
 
 # ---- real runs: injected label errors and near-duplicates -----------------------------------------------------
