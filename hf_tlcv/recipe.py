@@ -12,12 +12,12 @@ import torch
 from transformers import HfArgumentParser
 from transformers.trainer_utils import set_seed
 
-from .assets import BUILTIN_DATASETS, BUILTIN_MODELS, load_dataset
 from .config import KFoldConfig
 from .data import label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
 from .results import CVResults
+from .sources import load_data, offline_options
 from .trainer import KFoldTrainer
 
 
@@ -27,12 +27,12 @@ class ScriptArguments:
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Hub id, local folder, or one of: " + ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS)},
+        metadata={"help": "Hub id, local folder, or an offline model: " + ", ".join(offline_options("model"))},
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub dataset id, local folder or file, or one of: "
-                          + ", ".join(f"builtin:{n}" for n in BUILTIN_DATASETS)},
+        metadata={"help": "Hub dataset id, local folder or file, or an offline dataset: "
+                          + ", ".join(offline_options("dataset"))},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     dataset_split: str = field(default="train", metadata={"help": "Split holding the labelled rows."})
@@ -102,7 +102,7 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyR
     if not script_args.model_name_or_path or not script_args.dataset_name:
         raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
     extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
-    dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split, **extra)
+    dataset = load_data(script_args.dataset_name, split=script_args.dataset_split, **extra)
     dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
     if not dataset.info.dataset_name:  # builtin and local data: the name the model card and reports show
         dataset.info.dataset_name = script_args.dataset_name
