@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .run_dir import FOLD_MODEL_DIR, atomic_path, read_json, write_json_atomic
+from .run_dir import FOLD_MODEL_DIR, atomic_path, honour_umask, read_json, write_json_atomic
 
 FOLD_MODEL_INFO = "fold_model.json"
 TRAINABLE_WEIGHTS = "trainable.safetensors"
@@ -107,6 +107,7 @@ def save_fold_model(model: nn.Module, directory: str | os.PathLike, *, push_fold
     info = {"format": kind, "reason": reason, "base_model": base_model, "finetune_strategy": finetune_strategy,
             "saved_values": n_saved}
     write_json_atomic(directory / FOLD_MODEL_INFO, info, indent=2)
+    honour_umask(directory)
     return info
 
 

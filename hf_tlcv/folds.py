@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+from transformers.utils import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -36,7 +36,7 @@ from .run_dir import write_json_atomic
 if TYPE_CHECKING:  # datasets is heavy to import; only the type is needed here
     from datasets import Dataset
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 FOLD_STRATEGIES = ("auto", "kfold", "stratified", "group", "stratified_group", "timeseries")
 """Accepted values of ``strategy``; ``"auto"`` is resolved by :func:`resolve_strategy`."""

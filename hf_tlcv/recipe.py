@@ -13,9 +13,10 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import set_seed
 
 from .config import KFoldConfig
-from .data import label_names, num_labels, subsample
+from .data import encode_labels, label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
+from .options import command_line_options
 from .results import CVResults
 from .sources import load_data, offline_options
 from .trainer import KFoldTrainer
@@ -95,6 +96,21 @@ def make_parser(**defaults) -> HfArgumentParser:
     return parser
 
 
+def cli(make_recipe_parser, argv: list[str] | None = None) -> int:
+    """A recipe's command line: parse, run, and return the exit status.
+
+    Messages name the options as typed on the command line (`--fold_strategy kfold`); Ctrl-C ends the run with the
+    library's one line on what is kept and how to resume, and exit status 130, instead of a traceback.
+    """
+    with command_line_options():
+        script_args, config = make_recipe_parser().parse_args_into_dataclasses(args=argv)
+        try:
+            run(script_args, config)
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
 def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyReport:
     """Load the data and model named in `script_args`, cross-validate, print the table, return the results.
 
@@ -103,9 +119,11 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyR
         raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
     extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
     dataset = load_data(script_args.dataset_name, split=script_args.dataset_split, **extra)
+    # String labels become a ClassLabel first, so that the subset below is stratified by class too.
+    dataset = encode_labels(dataset, config.label_column)
     dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
-    if not dataset.info.dataset_name:  # builtin and local data: the name the model card and reports show
-        dataset.info.dataset_name = script_args.dataset_name
+    # What the user named (a builtin, a Hub id, a file path) is what the results, the card and the reports record.
+    dataset.info.dataset_name = script_args.dataset_name
     auto_group = script_args.auto_group_column
     # Only when the user left the fold strategy to us: an explicit non-grouped strategy is respected.
     if (config.group_column is None and auto_group and auto_group in dataset.column_names

@@ -68,6 +68,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def honour_umask(directory: str | os.PathLike) -> None:
+    """Give every file under `directory` the permissions a file `open()`ed here gets (0o666 minus the umask).
+
+    For folders written by other libraries (transformers' `save_pretrained` writes its weights through temporary
+    files, which are private to the owner), so that a fold's model is as readable as the rest of the run."""
+    directory = Path(directory)
+    probe = directory / f".umask-{uuid.uuid4().hex[:8]}"
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        mode = os.stat(probe).st_mode & 0o777
+    finally:
+        os.unlink(probe)
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -76,8 +76,8 @@ class KFoldTrainer(StrategyTrainer):
             callback class is instantiated per fold, an instance is shared by every fold that runs in this process.
         compute_metrics (`Callable[[EvalPrediction], dict]`, *optional*): replaces the `evaluate` metrics named in
             `args.metrics`.
-        optimizers: as in `Trainer`, for `train()` only (each fold needs its own optimizer: use
-            `optimizer_cls_and_kwargs` to choose it).
+        optimizers: kept for `Trainer`'s argument order; an optimizer instance trains one model, so it is refused:
+            choose the optimizer of every fold (and of `train()`) with `optimizer_cls_and_kwargs`.
         peft_config (`peft.PeftConfig`, *optional*): the adapter configuration with `finetune_strategy="lora"`.
 
     Example:
@@ -105,6 +105,10 @@ class KFoldTrainer(StrategyTrainer):
             raise ValueError("KFoldTrainer needs a model (Hub id, local path, builtin: name or built model) or a "
                              "model_init.")
         self._check_peft_config(peft_config, args)
+        if any(o is not None for o in optimizers):
+            raise ValueError("An optimizer instance (optimizers=...) trains one model, but KFoldTrainer builds a fresh "
+                             "model per fold (and for train()); pass optimizer_cls_and_kwargs=(OptimizerClass, "
+                             "kwargs) to choose their optimizer.")
         train_dataset = self._checked_dataset(train_dataset, args, "train_dataset")
         # Everything about the data is checked before a model is loaded or a step is taken.
         self.fold_strategy = validate_fold_inputs(train_dataset, strategy=args.fold_strategy, n_folds=args.n_folds,
@@ -138,7 +142,6 @@ class KFoldTrainer(StrategyTrainer):
         self.peft_config = peft_config
         self._user_callbacks = list(callbacks or [])
         self._user_collator = data_collator
-        self._user_optimizers = optimizers
 
         with args.main_process_first(desc="preprocessing"):
             self.cv_dataset = self._preprocess(train_dataset, processing_class, args)
@@ -450,9 +453,6 @@ class KFoldTrainer(StrategyTrainer):
         `parallel_folds=True`, each process hands whole folds to a one-process worker of its own (see
         [`KFoldConfig`]); either way every process returns the same results, and the main process saves them.
         """
-        if self._user_optimizers[0] is not None:
-            raise ValueError("An optimizer instance (optimizers=...) can train one model, not one per fold; pass "
-                             "optimizer_cls_and_kwargs=(OptimizerClass, kwargs) to choose each fold's optimizer.")
         folds = self._prepare_output_dir()
         self._release_model()  # the copy Trainer.__init__ built is not needed any more
         out = Path(self.cv_args.output_dir)

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from transformers import HfArgumentParser
 
-from conftest import image_dataset, load_recipe, make_config, tiny_model
+from conftest import image_dataset, load_recipe, make_config, oof_cross_entropy, tiny_model
 from hf_tlcv import KFoldConfig, KFoldTrainer
 from hf_tlcv.execution import deal_folds, one_device_environment
 
@@ -162,6 +163,12 @@ def test_parallel_folds_match_the_one_process_run_and_resume(tmp_path):
     assert rank0["world_size"] == rank1["world_size"] == 2
     for digest in (rank0, rank1):
         _assert_same_results(sequential, digest)
+    # every reported loss is the cross-entropy of the saved predictions
+    entropy = oof_cross_entropy(pd.read_parquet(out / "oof_predictions.parquet"))
+    for i, metrics in enumerate(rank0["fold_metrics"]):
+        assert metrics["loss"] == pytest.approx(entropy[(0, i)], rel=1e-5)
+    assert rank0["processes"] == {"world_size": 2, "fold_processes": 1, "parallel_folds": True,
+                                  "global_train_batch_size": 4}
     # whole folds, each trained as in a one-process run: world size 1 and every step (24 rows, batch 4, 3 epochs
     # = 18; a DDP rank would take 9)
     assert _trained(rank0) == ["fold_0_1"] and _trained(rank1) == ["fold_0_2"]

@@ -112,6 +112,8 @@ def main():
     parser.add_argument("--fail_fold", default=None)
     parser.add_argument("--fail_step", type=int, default=5)
     parser.add_argument("--n_folds", type=int, default=3)
+    parser.add_argument("--learning_rate", type=float, default=5e-3)
+    parser.add_argument("--logging_steps", type=int, default=2)
     parser.add_argument("--rank1_private_dir", default=None,
                         help="rank 1 saves its fold results here instead: a process without the shared folder")
     parser.add_argument("--slow_fold", default=None)
@@ -126,6 +128,7 @@ def main():
     extra = {"ddp_backend": "gloo"} if opts.ddp else {}
     if opts.ddp_timeout:
         extra["ddp_timeout"] = opts.ddp_timeout
+    extra.update(learning_rate=opts.learning_rate, logging_steps=opts.logging_steps)
     args = make_config(opts.output_dir, finetune_strategy=opts.strategy, save_strategy="steps", save_steps=2,
                        num_train_epochs=3, per_device_train_batch_size=4, n_folds=opts.n_folds,
                        parallel_folds=opts.parallel_folds, **extra)
@@ -146,6 +149,9 @@ def main():
         "world_size": trainer.args.world_size,
         "folds_fingerprint": folds_fingerprint(folds),
         "fold_metrics": results.fold_metrics,
+        "train_metrics": [f.train_metrics for f in results.folds],
+        "log_history": [f.log_history for f in results.folds],
+        "processes": results.processes,
         "oof_metrics": results.oof_metrics,
         "oof_rows": results.oof_predictions["row"].tolist(),
         "oof_probs": results.oof_predictions.filter(like="prob_").to_numpy().tolist(),
