@@ -463,6 +463,9 @@ class KFoldTrainer(StrategyTrainer):
         with self._run_scope(folds, finished, out):
             from tqdm.auto import tqdm
 
+            if not all(finished):
+                self._feature_cache()  # its own step, with its own bar, before the folds' bar starts
+
             steps = self._fold_steps(folds, finished, out)
             bar = tqdm(total=len(folds), desc="Cross-validation folds", unit="fold", position=0, leave=True,
                        disable=self.cv_args.disable_tqdm or not self.is_world_process_zero())
