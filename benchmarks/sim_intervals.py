@@ -380,22 +380,36 @@ def _with_predictions(folds, scores, fits, y, s) -> CVResults:
 
 
 # ---- selection: the winner's curse and the nested estimate -----------------------------------------------------
-CANDIDATES = {f"first_{d}": list(range(d)) for d in (2, 3, 4, 5)}
 INNER_FOLDS = 3
+N_TIED = 6
 
 
-def selection_cell(n: int, k: int, bayes: float, sims: int) -> dict:
-    delta = np.full(DIM, separation(bayes) / math.sqrt(DIM))  # the signal spread evenly: more features help, and cost
+def selection_design(design: str, bayes: float) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """delta over all features and the features of each candidate.
+
+    sweep: the signal spread evenly over 5 features; candidates use the first 2, 3, 4, 5 (more features help and cost).
+    ties:  6 candidates on disjoint blocks of 5 features with the same signal: equal expected accuracies and nearly
+           independent errors, the worst case of the winner's curse.
+    """
+    if design == "sweep":
+        return np.full(DIM, separation(bayes) / math.sqrt(DIM)), {f"first_{d}": list(range(d)) for d in (2, 3, 4, 5)}
+    delta = np.zeros(N_TIED * DIM)
+    delta[::DIM] = separation(bayes)
+    return delta, {f"block_{j}": list(range(j * DIM, (j + 1) * DIM)) for j in range(N_TIED)}
+
+
+def selection_cell(n: int, k: int, bayes: float, design: str, sims: int) -> dict:
+    delta, candidates = selection_design(design, bayes)
     y = np.repeat([0, 1], n // 2)
     per_class = n * (k - 1) / (2 * k)
-    mu = {name: expected_accuracy(tuple(delta[dims]), per_class) for name, dims in CANDIDATES.items()}
-    rng = cell_rng("selection", n, k, bayes)
+    mu = {name: expected_accuracy(tuple(delta[dims]), per_class) for name, dims in candidates.items()}
+    rng = cell_rng("selection", n, k, bayes, design)
     plain, simultaneous, winners, nested_bounds, procedure_acc, optimism = [], [], [], [], [], []
     for chunk, size in chunks(sims):
         folds = make_folds(label_dataset(y), strategy="stratified", n_folds=k, n_repeats=1, seed=chunk)
         batch = Batch(sample(rng, size, y, delta), y)
         scores, accs = {}, {}
-        for name, dims in CANDIDATES.items():
+        for name, dims in candidates.items():
             cols, true = [], []
             for f in folds:
                 m0, m1 = batch.fit_without(f.eval_indices, dims)
@@ -408,7 +422,7 @@ def selection_cell(n: int, k: int, bayes: float, sims: int) -> dict:
             inner_folds = make_folds(label_dataset(y[f.train_indices]), strategy="stratified", n_folds=INNER_FOLDS,
                                      seed=chunk)
             inner_means = []
-            for dims in CANDIDATES.values():
+            for dims in candidates.values():
                 fold_means = []
                 for g in inner_folds:
                     held = np.union1d(f.eval_indices, f.train_indices[g.eval_indices])
@@ -417,7 +431,7 @@ def selection_cell(n: int, k: int, bayes: float, sims: int) -> dict:
                 inner_means.append(np.mean(fold_means, axis=0))
             selected.append(np.argmax(np.stack(inner_means, axis=1), axis=1))  # ties: the first, as in nested.py
         selected = np.stack(selected, axis=1)  # (S, k)
-        names = list(CANDIDATES)
+        names = list(candidates)
         n_train, n_eval, n_rows = fold_sizes(fold_results(folds, scores[names[0]][0]))
         for s in range(size):
             results = {name: CVResults(fold_results(folds, scores[name][s])) for name in names}
@@ -433,8 +447,8 @@ def selection_cell(n: int, k: int, bayes: float, sims: int) -> dict:
             optimism.append(verdict.numbers["means"][best] - mu[best])
     target = float(np.mean(procedure_acc))  # E[accuracy of select-then-train on n_train rows], MC over all data sets
     plain, simultaneous, nested_bounds = map(np.asarray, (plain, simultaneous, nested_bounds))
-    return {"n": n, "k": k, "bayes": bayes, "sims": sims, "mu": mu, "procedure_target": target,
-            "winner_share": {name: winners.count(name) / len(winners) for name in CANDIDATES},
+    return {"n": n, "k": k, "bayes": bayes, "design": design, "sims": sims, "mu": mu, "procedure_target": target,
+            "winner_share": {name: winners.count(name) / len(winners) for name in candidates},
             "winner_optimism": float(np.mean(optimism)),
             "plain": _rates(plain[:, 0], plain[:, 1], plain[:, 2]),
             "selection_aware": _rates(simultaneous[:, 0], simultaneous[:, 1], simultaneous[:, 2]),
@@ -442,26 +456,31 @@ def selection_cell(n: int, k: int, bayes: float, sims: int) -> dict:
 
 
 # ---- the run and its report ------------------------------------------------------------------------------------
-def run(grid: dict, log=print) -> dict:
+PARTS = ("intervals", "paired", "selection")
+
+
+def run(grid: dict, parts=PARTS, log=print) -> dict:
+    """The cells of `parts`, each with its own seeded generator (a part run alone gives the numbers of a full run)."""
     started = time.perf_counter()
-    intervals, paired, selection = [], [], []
+    report = {"grid": dict(grid), "intervals": [], "paired": [], "selection": []}
     cells = [(n, k, r, b) for n in grid["n"] for k in grid["k"] for r in grid["r"] for b in grid["bayes"]]
-    for i, (n, k, r, b) in enumerate(cells):
+    for i, (n, k, r, b) in enumerate(cells if {"intervals", "paired"} & set(parts) else []):
         t0 = time.perf_counter()
-        for dim in grid["dim"]:
-            intervals.append(interval_cell(n, k, r, b, dim, grid["sims"]))
-        for design in ("independent", "correlated"):
-            paired.append(paired_cell(n, k, r, b, design, grid["paired_sims"]))
-            paired.append(paired_cell(n, k, r, b, design + "+gap", grid["power_sims"]))
+        if "intervals" in parts:
+            for dim in grid["dim"]:
+                report["intervals"].append(interval_cell(n, k, r, b, dim, grid["sims"]))
+        if "paired" in parts:
+            for design in ("independent", "correlated"):
+                report["paired"].append(paired_cell(n, k, r, b, design, grid["paired_sims"]))
+                report["paired"].append(paired_cell(n, k, r, b, design + "+gap", grid["power_sims"]))
         log(f"[{i + 1}/{len(cells)}] n={n} k={k} r={r} bayes={b}: {time.perf_counter() - t0:.1f} s")
-    for n in grid["selection"]["n"]:
-        for b in grid["selection"]["bayes"]:
-            selection.append(selection_cell(n, 5, b, grid["sims"]))
-            log(f"selection n={n} bayes={b} done")
-    report = {"grid": {key: value for key, value in grid.items()}, "intervals": intervals, "paired": paired,
-              "selection": selection}
-    report["goals"] = goals(report)
-    report["wall_time_s"] = time.perf_counter() - started
+    if "selection" in parts:
+        for design in ("sweep", "ties"):
+            for n in grid["selection"]["n"]:
+                for b in grid["selection"]["bayes"]:
+                    report["selection"].append(selection_cell(n, 5, b, design, grid["sims"]))
+                    log(f"selection {design} n={n} bayes={b} done")
+    report["wall_time_s"] = {"+".join(parts): time.perf_counter() - started}
     report["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                          "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     return report
@@ -515,9 +534,10 @@ def to_markdown(report: dict) -> str:
     lines = [
         "# Coverage of the intervals and error rates of the paired tests (simulation with known truth)",
         "",
-        f"`benchmarks/sim_intervals.py`: {grid['sims']} simulated data sets per interval cell, "
-        f"{grid['paired_sims']} per null comparison cell, {grid['power_sims']} per power cell; "
-        f"wall time {report['wall_time_s']:.0f} s ({report['machine']['cpus']} CPUs, OMP_NUM_THREADS="
+        f"`benchmarks/sim_intervals.py`: {grid['sims']} simulated data sets per interval and selection cell, "
+        f"{grid['paired_sims']} per null comparison cell, {grid['power_sims']} per power cell; wall time "
+        + ", ".join(f"{part} {seconds:.0f} s" for part, seconds in report["wall_time_s"].items())
+        + f" (one process on {report['machine']['cpus']} shared CPUs, OMP_NUM_THREADS="
         f"{report['machine']['omp_num_threads']}). Two Gaussian classes, nearest-centroid learner, stratified folds "
         "from `make_folds`; all rates in percent.",
         "",
@@ -599,19 +619,21 @@ def to_markdown(report: dict) -> str:
         "",
         "## Selection (winner's curse)",
         "",
-        "Four variants (nearest centroid on the first 2..5 features, the signal spread over 5), k = 5, r = 1. The "
-        "winner is the variant with the best mean (`selection_verdict`). `plain`: the winner's own 95% interval (its "
-        "`CVResults.summary`) against its mu_train; `selection-aware`: `selection_verdict`'s `best_ci95_selection` "
-        "(Bonferroni over the 4 candidates); `nested`: the nested-CV estimate of select-then-train (3 inner folds, as "
-        "`hf_tlcv.nested`) against that procedure's expected accuracy. Optimism = the winner's mean minus its "
-        "mu_train, averaged.",
+        "k = 5, r = 1. `sweep`: four variants, nearest centroid on the first 2, 3, 4, 5 features (the signal spread "
+        f"over 5); `ties`: {N_TIED} variants on disjoint features with the same signal (equal expected accuracy: the "
+        "worst case). The winner is the variant with the best mean (`selection_verdict`). `plain`: the winner's own "
+        "95% interval (its `CVResults.summary`) against its mu_train; `selection-aware`: `selection_verdict`'s "
+        "`best_ci95_selection` (Bonferroni over the candidates); `nested`: the nested-CV estimate of "
+        "select-then-train (3 inner folds, as `hf_tlcv.nested`) against that procedure's expected accuracy. "
+        "Optimism = the winner's mean minus its mu_train, averaged.",
         "",
-        "| n | Bayes | winner optimism | plain cov | plain width | selection-aware cov | selection-aware width | "
-        "nested cov | nested width |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| design | n | Bayes | winner optimism | plain cov | plain width | selection-aware cov | "
+        "selection-aware width | nested cov | nested width |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report["selection"]:
-        lines.append(f"| {c['n']} | {c['bayes']} | {c['winner_optimism']:+.4f} | {_pct(c['plain']['coverage'])} | "
+        lines.append(f"| {c['design']} | {c['n']} | {c['bayes']} | {c['winner_optimism']:+.4f} | "
+                     f"{_pct(c['plain']['coverage'])} | "
                      f"{c['plain']['width']:.4f} | **{_pct(c['selection_aware']['coverage'])}** | "
                      f"{c['selection_aware']['width']:.4f} | **{_pct(c['nested']['coverage'])}** | "
                      f"{c['nested']['width']:.4f} |")
@@ -623,18 +645,34 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds")
     parser.add_argument("--sims", type=int, help="data sets per cell (all kinds)")
     parser.add_argument("--out", help="output path without extension (default benchmarks/results/sim_intervals)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated subset of intervals,paired,selection; with an existing output of the same "
+                             "grid, only these parts are replaced (each cell has its own seed, so the numbers equal a "
+                             "full run's)")
     args = parser.parse_args(argv)
     grid = dict(QUICK if args.quick else FULL)
     if args.sims:
         grid.update(sims=args.sims, paired_sims=args.sims, power_sims=args.sims)
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    if not parts or set(parts) - set(PARTS):
+        parser.error(f"--parts takes a comma-separated subset of {','.join(PARTS)}, got {args.parts!r}")
     default = "sim_intervals_quick" if args.quick else "sim_intervals"
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / default
-    report = run(grid, log=lambda msg: print(msg, flush=True))
+    report = run(grid, parts, log=lambda msg: print(msg, flush=True))
+    previous = out.with_suffix(".json")
+    if set(parts) != set(PARTS) and previous.exists():
+        old = json.loads(previous.read_text())
+        if old["grid"] != json.loads(json.dumps(grid)):
+            parser.error(f"{previous} was computed on another grid; rerun every part (drop --parts).")
+        for part in set(PARTS) - set(parts):
+            report[part] = old[part]
+        report["wall_time_s"] = {**old["wall_time_s"], **report["wall_time_s"]}
+    report["goals"] = goals(report)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    previous.write_text(json.dumps(report))
     out.with_suffix(".md").write_text(to_markdown(report))
     print(json.dumps(report["goals"], indent=1))
-    print(f"wrote {out.with_suffix('.md')} and .json in {report['wall_time_s']:.0f} s")
+    print(f"wrote {out.with_suffix('.md')} and .json")
     return report
 
 
