@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+from transformers.utils import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from ._io import write_json_atomic
+from .options import option
+from .run_dir import write_json_atomic
 
 if TYPE_CHECKING:  # datasets is heavy to import; only the type is needed here
     from datasets import Dataset
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 FOLD_STRATEGIES = ("auto", "kfold", "stratified", "group", "stratified_group", "timeseries")
 """Accepted values of ``strategy``; ``"auto"`` is resolved by :func:`resolve_strategy`."""
@@ -104,32 +105,37 @@ class Fold:
 def _check_settings(strategy: str, n_folds: int, n_repeats: int) -> None:
     """Checks that need no data, so a config can run them before any dataset is loaded."""
     if strategy not in FOLD_STRATEGIES:
-        raise ValueError(f"Unknown fold strategy {strategy!r}; use one of {', '.join(map(repr, FOLD_STRATEGIES))}.")
+        raise ValueError(f"Unknown fold strategy: {option('fold_strategy', strategy)}; use one of "
+                         f"{', '.join(map(repr, FOLD_STRATEGIES))}.")
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
         raise ValueError(
-            f"n_folds must be an integer of at least 2, got {n_folds!r}; set n_folds=2 or more (5 is usual)."
+            f"n_folds must be an integer of at least 2, got {n_folds!r}; set {option('n_folds', 2)} or more (5 is "
+            "usual)."
         )
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
         raise ValueError(
-            f"n_repeats must be an integer of at least 1, got {n_repeats!r}; set n_repeats=1 for plain k-fold."
+            f"n_repeats must be an integer of at least 1, got {n_repeats!r}; set {option('n_repeats', 1)} for plain "
+            "k-fold."
         )
     if strategy == "timeseries" and n_repeats > 1:
         raise ValueError(
-            f"strategy='timeseries' keeps rows in time order, so there is nothing to reshuffle and n_repeats must be 1 "
-            f"(got {n_repeats}); set n_repeats=1, or use strategy='kfold' for repeated cross-validation."
+            f"{option('fold_strategy', 'timeseries')} keeps rows in time order, so there is nothing to reshuffle and "
+            f"n_repeats must be 1 (got {n_repeats}); set {option('n_repeats', 1)}, or use "
+            f"{option('fold_strategy', 'kfold')} for repeated cross-validation."
         )
 
 
 def _check_group_setting(strategy: str, group_column: Optional[str]) -> None:
     if strategy in _GROUPED and group_column is None:
         raise ValueError(
-            f"strategy={strategy!r} needs to know which rows belong together; set group_column to the column "
-            f"that identifies the groups (for example a patient or speaker id)."
+            f"{option('fold_strategy', strategy)} needs to know which rows belong together; set "
+            f"{option('group_column')} to the column that identifies the groups (for example a patient or speaker id)."
         )
     if group_column is not None and strategy not in (*_GROUPED, "auto"):
         raise ValueError(
-            f"group_column={group_column!r} is set but strategy={strategy!r} ignores groups, so a group could land in "
-            f"both train and eval; use strategy='group' or 'stratified_group', or drop group_column."
+            f"{option('group_column', group_column)} is set but {option('fold_strategy', strategy)} ignores groups, so "
+            f"a group could land in both train and eval; use {option('fold_strategy', 'group')} or "
+            f"{option('fold_strategy', 'stratified_group')}, or drop {option('group_column')}."
         )
 
 
@@ -149,12 +155,12 @@ def _check_arrays(
     if n_folds > n_rows:
         raise ValueError(
             f"n_folds={n_folds} is larger than the number of rows ({n_rows}); "
-            f"lower n_folds to at most {n_rows} or add rows."
+            f"lower {option('n_folds')} to at most {n_rows} or add rows."
         )
     if strategy == "timeseries" and n_folds + 1 > n_rows:
         raise ValueError(
-            f"strategy='timeseries' with n_folds={n_folds} needs at least {n_folds + 1} rows (the first block only "
-            f"ever trains), got {n_rows}; lower n_folds to at most {n_rows - 1}."
+            f"{option('fold_strategy', 'timeseries')} with n_folds={n_folds} needs at least {n_folds + 1} rows (the "
+            f"first block only ever trains), got {n_rows}; lower {option('n_folds')} to at most {n_rows - 1}."
         )
 
     if strategy in _STRATIFIED:
@@ -165,7 +171,7 @@ def _check_arrays(
         if labels.ndim != 1:
             raise ValueError(
                 f"{label_name} has shape {labels.shape} (multi-label?), which cannot be stratified; "
-                f"use strategy='kfold' or stratify on a single-label column."
+                f"use {option('fold_strategy', 'kfold')} or stratify on a single-label column."
             )
         if labels.dtype.kind == "f":
             finite = labels[np.isfinite(labels)]
@@ -173,7 +179,7 @@ def _check_arrays(
                 example = next((v for v in labels.tolist() if not float(v).is_integer()), None)
                 raise ValueError(
                     f"{label_name} holds continuous values (e.g. {example}), which cannot be stratified; "
-                    f"use strategy='kfold' or bin the values into classes first."
+                    f"use {option('fold_strategy', 'kfold')} or bin the values into classes first."
                 )
         values, counts = np.unique(labels, return_counts=True)
         smallest = int(np.argmin(counts))
@@ -184,7 +190,8 @@ def _check_arrays(
             shown = class_names[value] if named else value
             raise ValueError(
                 f"Class {shown!r} has only {smallest_count} rows, fewer than n_folds={n_folds}, so stratified "
-                f"folds cannot all contain it; lower n_folds to at most {smallest_count} or use strategy='kfold'."
+                f"folds cannot all contain it; lower {option('n_folds')} to at most {smallest_count} or use "
+                f"{option('fold_strategy', 'kfold')}."
             )
 
     if strategy in _GROUPED:
@@ -196,7 +203,7 @@ def _check_arrays(
         if n_groups < n_folds:
             raise ValueError(
                 f"{group_name} has only {n_groups} distinct groups, fewer than n_folds={n_folds}; "
-                f"lower n_folds to at most {n_groups} or use finer groups."
+                f"lower {option('n_folds')} to at most {n_groups} or use finer groups."
             )
 
 
@@ -208,7 +215,7 @@ def _column(dataset: "Dataset", column: str) -> np.ndarray:
 def _missing_column(kind: str, column: str, dataset: "Dataset", argument: str) -> ValueError:
     return ValueError(
         f"{kind} column {column!r} is not in the dataset (columns: {', '.join(dataset.column_names)}); "
-        f"set {argument} to one of them."
+        f"set {option(argument)} to one of them."
     )
 
 

@@ -362,8 +362,8 @@ class TransferStudy:
     Example:
     ```python
     >>> from hf_tlcv import KFoldConfig, TransferStudy
-    >>> from hf_tlcv.assets import load_dataset
-    >>> ds = load_dataset("builtin:animal-mnist").shuffle(seed=0).select(range(400))
+    >>> from hf_tlcv import load_data
+    >>> ds = load_data("builtin:animal-mnist").shuffle(seed=0).select(range(400))
     >>> args = KFoldConfig(output_dir="study", n_folds=5, image_size=64, num_train_epochs=3, learning_rate=1e-3)
     >>> report = TransferStudy("builtin:efficientnet-lite0", ds, args, questions=("pretrained", "freeze")).run()
     >>> print(report.verdicts[0].text)

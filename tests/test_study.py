@@ -199,7 +199,7 @@ def ran(tmp_path_factory):
                           callbacks=[recorder])
     with pytest.MonkeyPatch.context() as patch:
         # each variant's own cross-validation plots are not under test here; the study's plots are
-        patch.setattr(KFoldTrainer, "_save_plots", staticmethod(lambda results, directory: None))
+        patch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
         report = study.run()
     return study, report, recorder, out
 

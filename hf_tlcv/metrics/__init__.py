@@ -10,6 +10,8 @@ Example:
 
 ```python
 >>> import numpy as np
+
+from ..utils import to_plain
 >>> from transformers import EvalPrediction
 >>> compute_metrics = build_compute_metrics()  # accuracy, precision, recall, f1 (macro)
 >>> logits = np.array([[2.0, 0.1], [0.3, 1.5], [1.2, 0.4], [0.2, 0.9]])
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
     import evaluate
     from transformers import EvalPrediction
 
-__all__ = ["BUILTIN_METRICS", "build_compute_metrics", "builtin_metric_path", "load_metric"]
+__all__ = ["BUILTIN_METRICS", "build_compute_metrics", "builtin_metric_path", "load_metric",
+           "metrics_from_probabilities"]
 
 BUILTIN_METRICS = ("accuracy", "precision", "recall", "f1")
 """Metrics shipped with hf_tlcv; they load without network access."""
@@ -98,12 +101,21 @@ def _class_ids(predictions: Any) -> np.ndarray:
 
 
 def _plain(value: Any) -> Any:
-    """Turn numpy scalars and arrays into Python floats and lists so results go straight into JSON."""
+    """Metric values as JSON-ready Python values: real numbers as floats, arrays as lists."""
     if isinstance(value, (numbers.Real, np.number)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, (np.ndarray, list, tuple)):
-        return np.asarray(value, dtype=float).tolist()
-    return value
+    return to_plain(value)
+
+
+def metrics_from_probabilities(probs: np.ndarray, labels: np.ndarray,
+                               compute_metrics: Callable[["EvalPrediction"], dict]) -> dict[str, float]:
+    """`compute_metrics` on class probabilities (given as log-probabilities, which it reads as logits), e.g. the
+    pooled out-of-fold predictions or the mean of a fold ensemble's probabilities."""
+    from transformers import EvalPrediction
+
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-300, None))
+    metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=np.asarray(labels)))
+    return {k: _plain(v) for k, v in metrics.items()}
 
 
 def build_compute_metrics(
