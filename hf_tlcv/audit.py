@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from transformers.utils import logging
 
-from ._io import atomic_path, write_json_atomic
+from .run_dir import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import datasets
@@ -523,14 +523,14 @@ class AuditReport:
     def to_dict(self, top_k: int = 50) -> dict:
         """JSON-safe summary: the dataset-level numbers, the `top_k` worst rows per issue, leakage per fold, the
         near-duplicate pairs and sets, and the proposed groups."""
-        from .results import _plain
+        from .utils import to_plain
 
         def records(frame: pd.DataFrame) -> list[dict]:
-            return _plain(frame.to_dict(orient="records"))
+            return to_plain(frame.to_dict(orient="records"))
 
         label_issues = self.label_issues.head(top_k)
         leak = self.fold_leakage
-        return _plain({
+        return to_plain({
             "n_rows": self.n_rows,
             "n_audited": len(self.issues),
             "n_repeats": self.n_repeats,
@@ -930,9 +930,9 @@ class GroupedComparison:
         return float(self.test["mean_diff"])
 
     def to_dict(self) -> dict:
-        from .results import _plain
+        from .utils import to_plain
 
-        return _plain(dataclasses.asdict(self))
+        return to_plain(dataclasses.asdict(self))
 
     def to_markdown(self) -> str:
         def interval(s):
@@ -988,16 +988,21 @@ def compare_grouped(ungrouped: "CVResults", grouped: "CVResults", metric: str = 
         raise ValueError("The two runs share no repeat index to pair their predictions by.")
     a_correct = (a["prediction"] == a["label"]).set_axis(pd.MultiIndex.from_frame(a[["repeat", "row"]]))
     b_correct = (b["prediction"] == b["label"]).set_axis(pd.MultiIndex.from_frame(b[["repeat", "row"]]))
-    scores_a, scores_b, n_train, n_eval = [], [], [], []
+    scores_a, scores_b, n_train, n_eval, discordant = [], [], [], [], 0
     for f in grouped.folds:
         if f.repeat not in repeats or f.predictions is None:
             continue
         index = pd.MultiIndex.from_arrays([np.full(len(f.predictions), f.repeat), f.predictions["row"].to_numpy()])
-        scores_a.append(float(a_correct.loc[index].mean()))
-        scores_b.append(float(b_correct.loc[index].mean()))
+        right_a, right_b = a_correct.loc[index].to_numpy(), b_correct.loc[index].to_numpy()
+        scores_a.append(float(right_a.mean()))
+        scores_b.append(float(right_b.mean()))
+        discordant += int(np.count_nonzero(right_a != right_b))
         n_train.append(f.n_train)
         n_eval.append(f.n_eval)
-    test = corrected_paired_ttest(scores_a, scores_b, n_train=float(np.mean(n_train)), n_eval=float(np.mean(n_eval)))
+    # Accuracy lies in [0, 1]: the McNemar floor of the rows on which exactly one run is right (issue 14).
+    test = corrected_paired_ttest(scores_a, scores_b, n_train=float(np.mean(n_train)), n_eval=float(np.mean(n_eval)),
+                                  bounded=True, n_rows=float(a["row"].nunique()),
+                                  n_discordant=discordant / len(repeats))
     pairing = (f"accuracy of each run's out-of-fold predictions on the same rows, the rows split by the grouped run's "
                f"{len(scores_a)} folds (repeats {repeats[0]}..{repeats[-1]}, each run's predictions of that repeat)")
     return GroupedComparison(

@@ -168,14 +168,20 @@ def test_compare_grouped_pairs_the_runs_on_the_grouped_runs_folds():
     cmp = compare_grouped(ungrouped, grouped)
     # independently: per grouped fold, each run's accuracy on exactly those rows, from its own same-repeat predictions
     a_oof, b_oof = ungrouped.oof_predictions, grouped.oof_predictions
-    scores_a, scores_b = [], []
+    scores_a, scores_b, right = [], [], {}
     for fold in grouped_folds:
         rows = set(fold.eval_indices.tolist())
-        for oof, scores in ((a_oof, scores_a), (b_oof, scores_b)):
+        for name, oof, scores in (("a", a_oof, scores_a), ("b", b_oof, scores_b)):
             part = oof[(oof["repeat"] == fold.repeat) & oof["row"].isin(rows)]
             assert len(part) == len(rows)
             scores.append(float((part["prediction"] == part["label"]).mean()))
-    expected = corrected_paired_ttest(scores_a, scores_b, n_train=48, n_eval=12)
+            for row, ok in zip(part["row"], part["prediction"] == part["label"]):
+                right[name, fold.repeat, row] = ok
+    # McNemar's discordant rows per repeat: exactly one of the two runs right
+    discordant = sum(right["a", r, i] != right["b", r, i] for r in (0, 1) for i in range(n)) / 2
+    expected = corrected_paired_ttest(scores_a, scores_b, n_train=48, n_eval=12, bounded=True, n_rows=n,
+                                      n_discordant=discordant)
+    assert discordant > 0
     assert cmp.n_parts == 10
     for key in ("mean_diff", "t", "p_value"):
         assert cmp.test[key] == pytest.approx(expected[key], rel=1e-12)
