@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 from transformers.utils import logging
 
-from .run_dir import atomic_path, write_json_atomic
+from .run_dir import (AUDIT_DIR, AUDIT_FILE, AUDIT_MARKDOWN, CARD_FILE, RESULTS_FILE, atomic_path,
+                      write_json_atomic)
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import datasets
@@ -59,8 +60,6 @@ if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
 
 logger = logging.get_logger(__name__)
 
-AUDIT_FILE = "audit.json"
-AUDIT_DIR = "audit"
 ISSUES_FILE = "issues.parquet"
 GALLERY_FILE = "label_issues.png"
 PAIRS_FILE = "duplicate_pairs.png"
@@ -563,8 +562,12 @@ class AuditReport:
         """Write `audit.json` into `directory` (the run folder) and `audit/`: `issues.parquet` (every audited row),
         `audit.md` (the markdown section) and, for image datasets, `label_issues.png` and `duplicate_pairs.png`.
 
-        The gallery needs the dataset the report was made from; a drawing problem is logged, never raised: the
-        numbers are on disk by then.
+        When `directory` is a run folder with its README (the run's model card), the README is rendered again with
+        the audit's section ([`hf_tlcv.model_card.audit_section`]); a push of the run then carries it to the Hub
+        with `audit.json` and `audit/`.
+
+        The gallery needs the dataset the report was made from; a drawing or rendering problem is logged, never
+        raised: the numbers are on disk by then.
 
         Returns:
             name -> path of what was written.
@@ -592,11 +595,13 @@ class AuditReport:
                     logger.warning(f"Could not draw {filename}: {exc}")
         markdown = self.to_markdown(images={k: f"{AUDIT_DIR}/{p.name}" for k, p in written.items()
                                             if k in ("gallery", "pairs")})
-        with atomic_path(folder / "audit.md") as tmp:
+        with atomic_path(folder / AUDIT_MARKDOWN) as tmp:
             Path(tmp).write_text(markdown, encoding="utf-8")
-        written["markdown"] = folder / "audit.md"
+        written["markdown"] = folder / AUDIT_MARKDOWN
         write_json_atomic(directory / AUDIT_FILE, self.to_dict(top_k=top_k), indent=2)  # last: marks a full audit
         written["json"] = directory / AUDIT_FILE
+        if (directory / CARD_FILE).exists() and (directory / RESULTS_FILE).exists():
+            written.update(_rewrite_card(directory))
         return written
 
     def to_markdown(self, max_rows: int = 10, images: dict[str, str] | None = None, heading: str = "##") -> str:
@@ -661,6 +666,19 @@ class AuditReport:
         if self.grouped is not None:
             lines += ["", f"{sub} Grouped by near-duplicates", "", self.grouped.to_markdown()]
         return "\n".join(lines) + "\n"
+
+
+def _rewrite_card(directory: Path) -> dict[str, Path]:
+    """Render the run folder's README (its model card) again, now with the audit's section. A rendering problem is
+    logged, never raised: the audit is on disk by then."""
+    from .model_card import write_model_card
+    from .results import CVResults
+
+    try:
+        return {"card": write_model_card(CVResults.load(directory), directory)}
+    except Exception as exc:  # noqa: BLE001
+        logger.warning(f"Could not add the audit to {directory / CARD_FILE}: {exc}")
+        return {}
 
 
 def _md_text(text: str, width: int = 90) -> str:

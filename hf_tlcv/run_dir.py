@@ -37,6 +37,10 @@ FOLD_PREDICTIONS_FILE = "predictions.parquet"
 FOLD_TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 FOLD_MODEL_DIR = "model"
 FOLD_DIR_GLOB = "fold_*"
+# The data audit (hf_tlcv.audit): audit.json (written last) and audit/ (issues.parquet, audit.md, galleries).
+AUDIT_FILE = "audit.json"
+AUDIT_DIR = "audit"
+AUDIT_MARKDOWN = "audit.md"
 
 FORMAT_VERSION = 2
 """Version of the JSON files of a run folder. 1: hf_tlcv 0.1 (no `format_version` key); 2: this version, which adds
@@ -176,10 +180,11 @@ def fold_dirs(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def clear_run(output_dir: str | os.PathLike) -> None:
-    """Delete the results of a run from its folder (`overwrite_output_dir`); other files are left alone."""
+    """Delete the results of a run from its folder (`overwrite_output_dir`), their audit included; other files are
+    left alone."""
     out = Path(output_dir)
     for item in [out / FOLDS_FILE, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR, out / CARD_FILE,
-                 *fold_dirs(out)]:
+                 out / AUDIT_FILE, out / AUDIT_DIR, *fold_dirs(out)]:
         if item.is_dir():
             shutil.rmtree(item)
         elif item.exists():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,10 @@ from hf_tlcv.audit_injection import (  # noqa: E402
 )
 from hf_tlcv.data import subsample  # noqa: E402
 from hf_tlcv.folds import Fold, load_folds, split_indices  # noqa: E402
+from hf_tlcv.hub import repo_files  # noqa: E402
+from hf_tlcv.model_card import audit_section  # noqa: E402
 from hf_tlcv.results import FoldResult, predictions_frame  # noqa: E402
+from hf_tlcv.run_dir import clear_run  # noqa: E402
 from hf_tlcv.stats import corrected_paired_ttest  # noqa: E402
 
 LITE0 = "builtin:efficientnet-lite0"
@@ -321,8 +325,9 @@ def test_audit_finds_flipped_labels(noisy_run):
     assert report.seconds["embeddings"] > 0 and report.embeddings.shape == (250, 1280)
 
 
-def test_saved_audit_holds_the_numbers_and_the_gallery(noisy_run):
+def test_saved_audit_holds_the_numbers_and_the_gallery(noisy_run, tmp_path):
     noisy, _, results, out, first = noisy_run
+    assert "Data audit" not in (out / "README.md").read_text()  # the card the run wrote, before any audit
     report = audit(CVResults.load(out), noisy, first.embeddings)  # from the run folder: folds.json is read there
     pd.testing.assert_frame_equal(report.issues, first.issues)
     written = report.save(out)
@@ -340,6 +345,17 @@ def test_saved_audit_holds_the_numbers_and_the_gallery(noisy_run):
     assert "## Data audit" in markdown and "](audit/label_issues.png)" in markdown
     first = report.label_issues.iloc[0]
     assert f"| {first.row} | {first.given} | {first.predicted} | {first.prob_prediction:.3f} |" in markdown
+    # the run's card (README) now carries the section, its images linked from the run folder; a push carries them
+    card = (out / "README.md").read_text()
+    assert written["card"] == out / "README.md" and markdown.strip() in card and "## Results" in card
+    assert (out / "audit" / "label_issues.png").is_file()
+    pushed = {p.relative_to(out).as_posix() for p in repo_files(out)}
+    assert {"README.md", "audit.json", "audit/audit.md", "audit/label_issues.png"} <= pushed
+    # overwriting the run deletes its audit with its results: a stale audit never reaches the next run's card
+    copy = shutil.copytree(out, tmp_path / "run")
+    clear_run(copy)
+    assert not (copy / AUDIT_FILE).exists() and not (copy / "audit").exists()
+    assert audit_section(copy) is None
 
 
 @pytest.fixture(scope="module")
