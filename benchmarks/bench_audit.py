@@ -1,6 +1,6 @@
 """Benchmark: how well the audit (`hf_tlcv.audit`) finds defects injected on purpose, and what it costs.
 
-    .venv/bin/python benchmarks/bench_audit.py            # image + text, 1000 rows each (~25 min of one free core)
+    .venv/bin/python benchmarks/bench_audit.py            # image + text, 1000 rows each (image: ~10 min CPU time)
     .venv/bin/python benchmarks/bench_audit.py --quick    # 200 rows, small images: checks that everything runs
     .venv/bin/python benchmarks/bench_audit.py --cases text --n_rows 400   # one case, fewer rows (its entry only)
 

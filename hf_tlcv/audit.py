@@ -706,9 +706,13 @@ def _load_results(results) -> "CVResults":
     raise TypeError(f"results must be a CVResults or the folder of a finished run, got {type(results).__name__}.")
 
 
-def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.ndarray, labels: np.ndarray) -> None:
-    """The dataset must be the one the folds were cut from: same number of rows, same label on every row."""
+def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.ndarray,
+                   labels: np.ndarray) -> "datasets.Dataset":
+    """The dataset must be the one the folds were cut from: same number of rows, same label on every row. String
+    labels are encoded as `KFoldTrainer` encodes them (`hf_tlcv.data.encode_labels`); the encoded dataset is returned."""
     import datasets
+
+    from .data import encode_labels
 
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be the datasets.Dataset the folds were cut from, got {type(dataset).__name__}.")
@@ -718,6 +722,7 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
                          "same dataset (after the same max_samples subset) that was cross-validated.")
     if label_column not in dataset.column_names:
         raise ValueError(f"label_column {label_column!r} is not in the dataset (columns: {dataset.column_names}).")
+    dataset = encode_labels(dataset, label_column)
     if len(rows) and rows.max() >= len(dataset):
         raise ValueError(f"The out-of-fold predictions refer to row {rows.max()}, but the dataset has {len(dataset)} "
                          "rows: pass the dataset that was cross-validated.")
@@ -732,6 +737,7 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
     if fingerprint and fingerprint != getattr(dataset, "_fingerprint", fingerprint):
         logger.info("The dataset's fingerprint differs from the run's (it was loaded or built anew); its rows and "
                     "labels match the run's, so the audit goes on.")
+    return dataset
 
 
 def _pair_distances(graph, pairs: np.ndarray) -> np.ndarray:
@@ -780,7 +786,7 @@ def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = 
     label_column = config.get("label_column", "label")
     oof = results.oof_predictions
     rows, labels, probs = oof_probabilities(oof)
-    _check_dataset(results, dataset, label_column, rows, labels)
+    dataset = _check_dataset(results, dataset, label_column, rows, labels)
     if near_duplicate_threshold <= 0:
         raise ValueError(f"near_duplicate_threshold must be > 0 (got {near_duplicate_threshold}); cleanlab's "
                          f"default is {DEFAULT_NEAR_DUPLICATE_THRESHOLD}.")
@@ -1057,6 +1063,7 @@ def cross_validate_grouped(model, dataset: "datasets.Dataset", config, groups: S
     import datasets
 
     from .results import CVResults
+    from .data import encode_labels
     from .trainer import KFoldTrainer
 
     groups = np.asarray(groups)
@@ -1070,6 +1077,7 @@ def cross_validate_grouped(model, dataset: "datasets.Dataset", config, groups: S
     n_groups = len(np.unique(groups))
     if n_groups < config.n_folds:
         raise ValueError(f"{n_groups} groups cannot fill {config.n_folds} folds.")
+    dataset = encode_labels(dataset, config.label_column)  # string labels become a ClassLabel, as the trainer does
     stratified = isinstance(dataset.features.get(config.label_column), datasets.ClassLabel)
     grouped_config = dataclasses.replace(
         config, group_column=group_column, fold_strategy="stratified_group" if stratified else "group",

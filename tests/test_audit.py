@@ -225,6 +225,14 @@ def test_audit_with_given_embeddings_rebuilds_the_folds_from_the_predictions():
     assert report.fold_leakage["n_leaked"].tolist() == [1, 1, 0]
     assert report.straddling_pairs["n_folds"].tolist() == [2]
     assert report.groups[a] == report.groups[b] and len(np.unique(report.groups)) == n - 1
+    # string labels are encoded as KFoldTrainer encodes them (sorted names): the same audit, with the class names
+    strings = Dataset.from_dict({"x": np.arange(n), "label": np.array(["a", "b"])[labels].tolist()})
+    again = audit(results, strings, embeddings)
+    pd.testing.assert_frame_equal(again.issues, report.issues)
+    assert again.label_names == ["a", "b"]
+    with pytest.raises(ValueError, match="another label"):
+        audit(results, Dataset.from_dict({"x": np.arange(n), "label": np.array(["b", "a"])[labels].tolist()}),
+              embeddings)
 
 
 # ---- embeddings -----------------------------------------------------------------------------------------------
