@@ -90,6 +90,9 @@ class KFoldTrainer(StrategyTrainer):
     """
 
     _tag_names = ["hf_tlcv", "cross-validation", "k-fold"]
+    # Whether cross_validate() draws the run's plots/ (the trials of a hyperparameter search do not: the search report
+    # has its own, and hf_tlcv.plots.save_plots draws a trial's from its folder on demand).
+    save_cv_plots: bool = True
 
     def __init__(self, model=None, args: KFoldConfig | TrainingArguments | None = None, data_collator=None,
                  train_dataset: datasets.Dataset | None = None, eval_dataset: datasets.Dataset | None = None,
@@ -443,7 +446,7 @@ class KFoldTrainer(StrategyTrainer):
                            "version's, so only the row count, folds and settings were checked before resuming.")
 
     # ---- the cross-validation ----------------------------------------------------------------------------
-    def cross_validate(self) -> CVResults:
+    def cross_validate(self, executor=None) -> CVResults:
         """Train and evaluate one fresh model per fold; return (and save in `output_dir`) the [`CVResults`].
 
         Finished folds found in `output_dir` are reused, so calling this again after an interruption only runs
@@ -452,6 +455,11 @@ class KFoldTrainer(StrategyTrainer):
         With several processes, every fold is trained by all of them together (DDP), or, with
         `parallel_folds=True`, each process hands whole folds to a one-process worker of its own (see
         [`KFoldConfig`]); either way every process returns the same results, and the main process saves them.
+        In one process, `parallel_folds=True` runs the folds as Ray tasks (a local cluster, or `RAY_ADDRESS`).
+
+        Args:
+            executor ([`hf_tlcv.execution.RayExecutor`], *optional*): run the folds there (as many at once as the
+                cluster's resources allow), with the results of a run in this process.
         """
         folds = self._prepare_output_dir()
         self._release_model()  # the copy Trainer.__init__ built is not needed any more
@@ -466,7 +474,7 @@ class KFoldTrainer(StrategyTrainer):
             if not all(finished):
                 self._feature_cache()  # its own step, with its own bar, before the folds' bar starts
 
-            steps = self._fold_steps(folds, finished, out)
+            steps = self._fold_steps(folds, finished, out, executor)
             bar = tqdm(total=len(folds), desc="Cross-validation folds", unit="fold", position=0, leave=True,
                        disable=self.cv_args.disable_tqdm or not self.is_world_process_zero())
             for fold, result, resumed in steps:
@@ -535,10 +543,13 @@ class KFoldTrainer(StrategyTrainer):
         """A fold finished in an earlier run, read by the main process and sent to every process."""
         return self._broadcast(FoldResult.load(fold_dir) if self.is_world_process_zero() else None)
 
-    def _fold_steps(self, folds: list[Fold], finished: list[bool],
-                    out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
+    def _fold_steps(self, folds: list[Fold], finished: list[bool], out: Path,
+                    executor=None) -> Iterator[tuple[Fold, FoldResult, bool]]:
         if self.cv_args.parallel_folds and self.cv_args.world_size > 1:
             yield from self._parallel_folds(folds, finished, out)
+            return
+        if executor is not None or (self.cv_args.parallel_folds and self._ray_for_parallel_folds()):
+            yield from self._executor_folds(folds, finished, out, executor)
             return
         features = self._feature_cache() if not all(finished) else None
         for fold, done in zip(folds, finished):
@@ -555,6 +566,55 @@ class KFoldTrainer(StrategyTrainer):
                 result.save(out / fold.name)
             self.accelerator.wait_for_everyone()
             yield fold, result, False
+
+    # ---- fold jobs on Ray (hf_tlcv.execution.RayExecutor) ------------------------------------------------------
+    def _ray_for_parallel_folds(self) -> bool:
+        """`parallel_folds` in one process runs the folds on Ray when it is installed; without it, here, one by one."""
+        from .execution import ray_available
+
+        if ray_available():
+            return True
+        logger.warning(f"{option('parallel_folds', True)} in one process runs the folds as Ray tasks, but Ray is not "
+                       "installed (pip install 'hf_tlcv[ray]'): the folds run here, one at a time.")
+        return False
+
+    def _executor_folds(self, folds: list[Fold], finished: list[bool], out: Path,
+                        executor=None) -> Iterator[tuple[Fold, FoldResult, bool]]:
+        """The folds still to train submitted at once to `executor` (default: a [`RayExecutor`] on a local cluster,
+        or `RAY_ADDRESS`, for this run only); results saved and reported in fold order as they arrive."""
+        from .execution import RayExecutor
+
+        if self.cv_args.world_size > 1:
+            raise ValueError("cross_validate(executor=...) runs the folds from one process, but this is one of "
+                             f"{self.cv_args.world_size} processes of a launch: run the script with plain python.")
+        pending = [f for f, done in zip(folds, finished) if not done]
+        position = {f.name: i for i, f in enumerate(pending)}
+        for fold in pending:
+            if (out / fold.name).is_dir():  # an interrupted fold is trained again from its start
+                shutil.rmtree(out / fold.name)
+        own = executor is None and bool(pending)
+        if own:
+            executor = RayExecutor()
+        features = self._feature_cache() if pending else None
+        # Each result is saved as it arrives, so that the folds finished out of order are kept when the run stops.
+        arrivals = executor.as_completed([self._job(fold, features) for fold in pending]) if pending else None
+        arrived: dict[int, FoldResult] = {}
+        try:
+            for fold, done in zip(folds, finished):
+                if done:
+                    yield fold, self._read_fold(out / fold.name), True
+                    continue
+                index = position[fold.name]
+                while index not in arrived:
+                    i, result = next(arrivals)
+                    result.save(out / pending[i].name)
+                    arrived[i] = result
+                yield fold, arrived.pop(index), False
+        finally:
+            if arrivals is not None:
+                arrivals.close()
+            if own:
+                executor.close()
 
     def _parallel_folds(self, folds: list[Fold], finished: list[bool],
                         out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
@@ -698,9 +758,9 @@ class KFoldTrainer(StrategyTrainer):
         from .model_card import CVCardData, write_model_card
         from .plots import save_plots
 
-        for what, write in (("plots", lambda: save_plots(cv, out / PLOTS_DIR)),
-                            ("README.md", lambda: write_model_card(cv, out, CVCardData(
-                                dataset_name=self._dataset_name())))):
+        reports = (("plots", lambda: save_plots(cv, out / PLOTS_DIR)),
+                   ("README.md", lambda: write_model_card(cv, out, CVCardData(dataset_name=self._dataset_name()))))
+        for what, write in reports[0 if self.save_cv_plots else 1:]:
             try:
                 write()
             except Exception as exc:  # noqa: BLE001
@@ -711,6 +771,58 @@ class KFoldTrainer(StrategyTrainer):
 
     def _dataset_name(self) -> str | None:
         return getattr(self.raw_dataset.info, "dataset_name", None) or None
+
+    # ---- hyperparameter search (hf_tlcv.search) -------------------------------------------------------------------
+    def hyperparameter_search(self, hp_space: Callable | None = None, compute_objective: Callable | None = None,
+                              n_trials: int = 20, direction: str | None = None, backend="optuna",
+                              hp_name: Callable | None = None, **kwargs):
+        """Search hyperparameters with Optuna or Ray Tune, `Trainer`'s way, but every trial is a cross-validation on
+        this run's folds (`output_dir/folds.json`, the same folds for every trial) and its objective is the
+        cross-validated mean of `metric_for_best_model` (default: accuracy, or the first metric).
+
+        After each fold a trial reports its running mean (step = fold index), so pruners stop hopeless trials after
+        their first folds; pruned trials are recorded as pruned, never scored. Each trial is a [`KFoldTrainer`] run
+        in `output_dir/trials/<trial>/`, resumable like any cross-validation; the study lives in `output_dir`
+        (SQLite), so the same call after an interruption runs only what is missing (`n_trials` counts the study's
+        trials in total) and, once complete, returns the same best trial without training. The report (best
+        settings, trial table, best vs. runner-up on shared folds, pruning savings, plots) is written to
+        `output_dir/search_report.md` and `.json`. See `hf_tlcv.search` and docs/tuning.md.
+
+        Args:
+            hp_space (`Callable[[optuna.Trial], dict]`, *optional*): `KFoldConfig` overrides of a trial; default
+                [`hf_tlcv.search.default_hp_space`] bounded by the model's blocks (learning rate, strategy, freeze
+                depth, LoRA rank, layer-wise decay, epochs).
+            compute_objective (`Callable[[dict], float]`, *optional*): the objective from the folds' mean metrics
+                (`{"eval_accuracy": ..., "eval_loss": ...}`); needs `direction`.
+            n_trials (`int`, defaults to 20): the study's total number of trials.
+            direction (`str`, *optional*): `"maximize"` or `"minimize"`; default: the metric's own.
+            backend (`str`, defaults to `"optuna"`): `"optuna"` (trials one after the other here; their folds on Ray
+                with `parallel_folds=True`) or `"ray"` (Ray Tune trials: Optuna's sampler, an ASHA scheduler on the
+                fold reports).
+            hp_name (`Callable[[optuna.Trial], str]`, *optional*): the run name of a trial.
+            kwargs: `storage` (None: `output_dir/search.db`; `"journal"`; a database URL; an optuna storage),
+                `study_name`, `sampler` (default: TPE seeded with `args.seed`), `pruner` (default: Optuna's median
+                pruner), `timeout`, `catch`, `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
+                nested estimate); `executor` (a `RayExecutor` for the folds), `save_fold_models` (default False);
+                with `backend="ray"`: `resources_per_trial`, `scheduler`, `max_concurrent_trials`, `ray_address`.
+
+        Returns:
+            `transformers.trainer_utils.BestRun`: `run_id` (the trial number), `objective`, `hyperparameters` (the
+            best trial's `KFoldConfig` overrides) and `run_summary` (the [`hf_tlcv.search_report.SearchReport`]).
+
+        Example:
+        ```python
+        >>> best = trainer.hyperparameter_search(n_trials=20)
+        >>> best.hyperparameters, best.objective
+        >>> print(best.run_summary.to_markdown())
+        ```
+        """
+        from .search import run_search
+
+        folds = self._prepare_output_dir()
+        self._release_model()  # every trial builds its own models
+        return run_search(self, folds, hp_space=hp_space, compute_objective=compute_objective, n_trials=n_trials,
+                          direction=direction, backend=backend, hp_name=hp_name, **kwargs)
 
     # ---- Hub ---------------------------------------------------------------------------------------------
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
