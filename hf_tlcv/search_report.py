@@ -277,6 +277,9 @@ class SearchReport:
         if pruned:
             x, y = zip(*pruned)
             ax.scatter(x, y, marker="x", color="#969696", s=30, label="pruned (running mean when stopped)", zorder=3)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial")
         ax.set_ylabel(f"cross-validated {self.metric}")
         ax.set_title("Optimisation history")

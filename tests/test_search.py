@@ -410,3 +410,41 @@ def test_a_nested_search_never_lets_a_trial_see_its_outer_eval_rows(tmp_path):
     assert nested["estimate"]["mean"] == pytest.approx(np.mean(scores))
     assert nested["optimism"] == pytest.approx(best.objective - np.mean(scores))
     assert "## Nested search" in (out / "search_report.md").read_text()
+
+
+# ---- the recipes ---------------------------------------------------------------------------------------------------
+def test_the_text_recipe_takes_the_tuning_options():
+    from conftest import load_recipe
+
+    script_args, config = load_recipe("text_kfold").make_parser().parse_args_into_dataclasses(args=[
+        "--tune", "30", "--tune_backend", "ray", "--tune_nested", "true", "--tune_inner_folds", "4",
+        "--tune_storage", "journal", "--tune_strategies", "linear_probe,lora"])
+    assert (script_args.tune, script_args.tune_backend, script_args.tune_nested, script_args.tune_inner_folds) == (
+        30, "ray", True, 4)
+    assert script_args.tune_storage == "journal" and config.finetune_strategy == "linear_probe"
+
+
+@pytest.mark.slow
+def test_the_image_recipe_tunes_a_real_model_on_the_folds(tmp_path, capsys):
+    from conftest import load_recipe
+
+    recipe = load_recipe("vit_kfold")
+    out = tmp_path / "tune"
+    common = ["--dataset_name", "builtin:digits", "--max_samples", "60", "--n_folds", "2", "--image_size", "32",
+              "--disable_tqdm", "true", "--tune", "3", "--tune_pruner", "none"]
+    script_args, config = recipe.make_parser().parse_args_into_dataclasses(
+        args=[*common, "--output_dir", str(out), "--tune_strategies", "linear_probe,freeze"])
+    best = recipe.main(script_args, config)
+    printed = capsys.readouterr().out
+    assert "each a 2-fold cross-validation on the same folds" in printed and f"Best: trial {best.run_id}" in printed
+    report = json.loads((out / "search_report.json").read_text())
+    assert [r["state"] for r in report["trials"]] == ["complete"] * 3
+    for r in report["trials"]:  # the default space, bounded by EfficientNet-Lite0's 16 blocks
+        assert r["settings"]["finetune_strategy"] in ("linear_probe", "freeze")
+        assert 0 <= r["settings"]["freeze_layers"] <= 15
+        assert (r["settings"]["freeze_layers"] > 0) == (r["settings"]["finetune_strategy"] == "freeze")
+    assert best.objective == max(r["value"] for r in report["trials"])
+    script_args, config = recipe.make_parser().parse_args_into_dataclasses(
+        args=[*common, "--output_dir", str(tmp_path / "bad"), "--tune_strategies", "linear_probe,frozen"])
+    with pytest.raises(ValueError, match="--tune_strategies must list strategies among"):
+        recipe.main(script_args, config)
