@@ -148,7 +148,7 @@ class SearchReport:
         report.comparison = _compare_best(rows, runner, report.direction)
         report.importance, report.importance_note = _importance(study)
         if nested is not None:
-            report.nested = _nested_summary(nested, best_row, report.direction)
+            report.nested = _nested_summary(nested, best_row, report.direction, metric)
         return report
 
     # ---- output ------------------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ class SearchReport:
                  f"(fingerprint `{str(self.folds_fingerprint)[:12]}`"
                  + ("" if self.same_folds else ", **but some trials ran on other folds**")
                  + f"); objective: cross-validated mean of {self.metric} ({arrow} is better). Intervals: "
-                   "Nadeau-Bengio corrected t.", ""]
+                   f"corrected for the overlapping training sets ({self._ci_method()}; see docs/statistics.md).", ""]
         lines += ["## Best trial", ""]
         if self.best is None:
             lines += ["No trial finished unpruned.", ""]
@@ -238,6 +238,11 @@ class SearchReport:
         if self.nested is not None:
             lines += ["", *self._nested_markdown()]
         return "\n".join(lines)
+
+    def _ci_method(self) -> str:
+        """How the trials' intervals were computed (`hf_tlcv.stats.summarize`'s `ci_method`)."""
+        methods = {(r["summary"] or {}).get("ci_method") for r in self.trials} - {None}
+        return ", ".join(sorted(methods)) or "corrected_t"
 
     def _nested_markdown(self) -> list[str]:
         n = self.nested
@@ -361,14 +366,14 @@ def _importance(study: "optuna.Study") -> tuple[dict, str | None]:
         return {}, f"Not computed: {exc}"
 
 
-def _nested_summary(nested: dict, best_row: dict | None, direction: str) -> dict:
-    from .stats import summarize
+def _nested_summary(nested: dict, best_row: dict | None, direction: str, metric: str) -> dict:
+    from .stats import is_bounded_metric, summarize
 
     rows = nested["outer_folds"]
     scores = [r["outer_score"] for r in rows]
     n_train = float(np.mean([r["n_train"] for r in rows]))
     n_eval = float(np.mean([r["n_eval"] for r in rows]))
-    estimate = summarize(scores, n_train=n_train, n_eval=n_eval)
+    estimate = summarize(scores, n_train=n_train, n_eval=n_eval, bounded=is_bounded_metric(metric, scores))
     selected = best_row["value"] if best_row is not None else None
     sign = 1 if direction == "maximize" else -1
     return {**nested, "estimate": estimate, "inner_mean": float(np.mean([r["inner_best"] for r in rows])),
