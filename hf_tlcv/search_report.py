@@ -184,8 +184,22 @@ class SearchReport:
         return pd.DataFrame([{"trial": r["trial"], "state": r["state"], "value": r["value"],
                               "folds": len(r["fold_scores"]), **r["settings"]} for r in self.trials])
 
-    def to_markdown(self, plots_dir: str = PLOTS_DIR) -> str:
-        """The report as markdown (for the run's README and the Hub card), plots linked as `plots_dir/...`."""
+    def card_section(self) -> str:
+        """The report as a section of a model card (`study_report=` of `CVResults.push_to_hub`): headings one level
+        down, under the card's "Study", and no plots (they live in the search's folder, not in the pushed run's).
+
+        Example:
+        ```python
+        >>> best = trainer.hyperparameter_search(n_trials=20)
+        >>> run = CVResults.load(f"{args.output_dir}/trials/{best.run_summary.best['run']}")   # the winner's folds
+        >>> run.push_to_hub("me/tuned-run", study_report=best.run_summary.card_section())
+        ```
+        """
+        lines = self.to_markdown(plots_dir=None).splitlines()
+        return "\n".join("#" + line if line.startswith("#") else line for line in lines)
+
+    def to_markdown(self, plots_dir: str | None = PLOTS_DIR) -> str:
+        """The report as markdown (`search_report.md`), plots linked as `plots_dir/...` (`None`: no plots)."""
         done = [r for r in self.trials if r["state"] in ("complete", "pruned")]
         arrow = "higher" if self.direction == "maximize" else "lower"
         lines = ["# Hyperparameter search on cross-validation", "",
@@ -232,9 +246,10 @@ class SearchReport:
             lines += [f"- {k}: {v:.3f}" for k, v in self.importance.items()]
         else:
             lines.append(self.importance_note or "Not computed.")
-        lines += ["", f"![optimisation history]({plots_dir}/{PLOT_FILES['history']})"]
-        if self.importance:
-            lines.append(f"![parameter importance]({plots_dir}/{PLOT_FILES['importance']})")
+        if plots_dir is not None:
+            lines += ["", f"![optimisation history]({plots_dir}/{PLOT_FILES['history']})"]
+            if self.importance:
+                lines.append(f"![parameter importance]({plots_dir}/{PLOT_FILES['importance']})")
         if self.nested is not None:
             lines += ["", *self._nested_markdown()]
         return "\n".join(lines)

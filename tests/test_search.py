@@ -23,6 +23,8 @@ from transformers import TrainerCallback
 import hf_tlcv.trainer
 from hf_tlcv import KFoldConfig, KFoldTrainer
 from hf_tlcv.folds import load_folds
+from hf_tlcv.model_card import CVCardData, build_model_card
+from hf_tlcv.results import CVResults
 from hf_tlcv.search import (
     INTERRUPTED_ATTR,
     OWNER_ATTR,
@@ -277,6 +279,11 @@ def test_pruned_trials_are_never_scored_and_shared_caches_are_reused(tmp_path):
     assert "| 2 | pruned | – |" in text and "2 saved" in text
     assert (out / "plots" / "search_history.png").stat().st_size > 1000
     assert SearchReport.load(out).to_dict() == report.to_dict()
+    # in the winner's card: the report under "Study", its headings one level down, without the search's plots
+    winner = CVResults.load(out / "trials" / str(report.best["run"]))
+    card = str(build_model_card(winner, CVCardData(study_report=report.card_section()), winner.directory))
+    assert "## Study\n\n## Hyperparameter search on cross-validation" in card and "\n### Best trial\n" in card
+    assert "| 2 | pruned | – |" in card and "search_history.png" not in card
 
 
 class PruneTrial(optuna.pruners.BasePruner):
