@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_search.py            # the full set (about 40 min of 2 free CPU cores)
     .venv/bin/python benchmarks/bench_search.py --quick    # tiny sizes, a few minutes: checks that it all runs
+    .venv/bin/python benchmarks/bench_search.py --medium   # smaller searches, Ray at full size (~30 min shared)
     .venv/bin/python benchmarks/bench_search.py --only ray # one part: pruning, cache or ray
 
 1. **pruning**: the same search (space, sampler seed, trial budget) with Optuna's median pruner on the fold-level
@@ -17,7 +18,7 @@ Each variant runs in its own subprocess with one torch thread per process (`OMP_
 the embedded EfficientNet-Lite0 (`builtin:efficientnet-lite0`, 16 blocks) on `builtin:animal-mnist` for the
 searches; a 4-layer ViT built from a config on synthetic 32 px images for Ray (compute-bound folds). Absolute times
 on shared cores are noisy; the ratios measured within one run are the numbers to read. Results go to
-`benchmarks/results/search.{json,md}` (`quick_search.*` with `--quick`).
+`benchmarks/results/search.{json,md}` (`quick_search.*` with `--quick`, `medium_search.*` with `--medium`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ FULL = dict(
                 min_freeze=8),
     cache=dict(n_rows=300, image_size=64, n_folds=5, n_trials=6),
     ray=dict(n_per_class=160, n_folds=4, epochs=3),
+)
+# Between the two, for shared machines: the pruning search at 4 folds x 10 trials, Ray at the full size.
+MEDIUM = dict(
+    search=dict(n_rows=120, image_size=32, n_folds=4, n_trials=10, startup_trials=3, lr=(1e-4, 3e-2), epochs=(1, 2),
+                min_freeze=12),
+    cache=dict(n_rows=120, image_size=32, n_folds=4, n_trials=4),
+    ray=FULL["ray"],
 )
 QUICK = dict(
     search=dict(n_rows=90, image_size=32, n_folds=3, n_trials=6, startup_trials=2, lr=(1e-4, 3e-2), epochs=(1, 2),
@@ -241,10 +249,11 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
+    parser.add_argument("--medium", action="store_true", help="smaller searches, Ray at full size (shared machines)")
     parser.add_argument("--only", choices=["pruning", "cache", "ray"], action="append",
                         help="run only these parts (repeatable)")
     opts = parser.parse_args()
-    specs = QUICK if opts.quick else FULL
+    specs = QUICK if opts.quick else MEDIUM if opts.medium else FULL
     parts = opts.only or ["pruning", "cache", "ray"]
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "when": time.strftime("%Y-%m-%d %H:%M"), "load_start": os.getloadavg()[0]}}
@@ -256,7 +265,7 @@ def main() -> None:
             results[part] = {"pruning": bench_pruning, "cache": bench_cache, "ray": bench_ray}[part](spec, workdir)
     results["machine"]["load_end"] = os.getloadavg()[0]
     RESULTS.mkdir(exist_ok=True)
-    name = ("quick_" if opts.quick else "") + "search" + ("_" + "_".join(parts) if opts.only else "")
+    name = ("quick_" if opts.quick else "medium_" if opts.medium else "") + "search" + ("_" + "_".join(parts) if opts.only else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
     text = markdown(results)
     (RESULTS / f"{name}.md").write_text(text + "\n")
