@@ -265,7 +265,8 @@ def main() -> None:
             results[part] = {"pruning": bench_pruning, "cache": bench_cache, "ray": bench_ray}[part](spec, workdir)
     results["machine"]["load_end"] = os.getloadavg()[0]
     RESULTS.mkdir(exist_ok=True)
-    name = ("quick_" if opts.quick else "medium_" if opts.medium else "") + "search" + ("_" + "_".join(parts) if opts.only else "")
+    size = "quick_" if opts.quick else "medium_" if opts.medium else ""
+    name = size + "search" + ("_" + "_".join(parts) if opts.only else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
     text = markdown(results)
     (RESULTS / f"{name}.md").write_text(text + "\n")
