@@ -264,7 +264,7 @@ class CVResults:
                      "95% interval: Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)")
         if self.nested:
             nested = self.nested
-            lines.append(f"  nested CV interval (Bates, Hastie & Tibshirani) for {', '.join(nested['metrics'])}, for "
+            lines.append(f"  nested CV interval (Bates, Hastie & Tibshirani) for {' and '.join(nested['metrics'])}, for "
                          f"the model trained on all rows: {nested['extra_fits']} extra fits, "
                          f"{nested['fit_seconds']:.1f} s of training (the folds: {nested['fold_seconds']:.1f} s)")
         for name, s in self.summary.items():
