@@ -311,6 +311,8 @@ def build_model_card(cv: CVResults, data: CVCardData, directory: Path | None = N
     """The `huggingface_hub.ModelCard` of a run, rendered from `templates/model_card.md`."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    from ._markdown import escape_markdown
+
     config = cv.config
     strategy = config.get("finetune_strategy", "full")
     base_model = config.get("model_name_or_path")
@@ -372,7 +374,8 @@ def build_model_card(cv: CVResults, data: CVCardData, directory: Path | None = N
         label_column=meta.get("label_column", "label"),
         n_rows=meta.get("n_rows"),
         n_fold_results=len(cv.folds),
-        label_names=cv.label_names,
+        # Class names are folder names of an upload or labels of a stranger's dataset: shown as text, never markup.
+        label_names=[escape_markdown(name) for name in cv.label_names] if cv.label_names else cv.label_names,
         metrics=metrics,
         fold_rows=fold_rows,
         summary_rows=summary_rows,
