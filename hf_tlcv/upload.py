@@ -227,7 +227,7 @@ def open_image(source: bytes | str | os.PathLike | BinaryIO, limits: UploadLimit
                           "resize it and try again.") from None
     except UnidentifiedImageError:
         raise UploadError(f"{name} is not an image in a supported format ({', '.join(IMAGE_FORMATS)}).") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on a stranger's bytes means "damaged"
         raise UploadError(f"{name} could not be decoded ({type(exc).__name__}: the file is damaged or truncated); "
                           "re-save it as PNG or JPEG.") from None
     return image
