@@ -49,6 +49,9 @@ TOKEN = "hf_SpaceTestToken0123456789abcdef"
 REPO_ID = "tester/animal-mnist-kfold"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), requires_chromium]
+# In the browser: whether the element's centre shows the element itself (nothing drawn over it).
+UNCOVERED = ("e => { const r = e.getBoundingClientRect(); "
+             "return e.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)); }")
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +155,10 @@ def test_a_second_visitor_waits_in_the_queue_and_a_run_can_be_cancelled(page, sp
     expect(place).to_be_visible(timeout=60_000)
     # The queue place is drawn beside the buttons, not over the table; the status line stays readable, not greyed.
     assert not boxes_overlap(place.bounding_box(), other.locator("#fold-table").bounding_box())
-    assert place.evaluate("e => { const r = e.getBoundingClientRect(); "
-                          "return e.contains(document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)); }")
+    assert place.evaluate(UNCOVERED)  # and nothing is drawn over it
     expect(other.locator("#run-status")).to_contain_text("Queued")
     assert other.locator("#run-status").evaluate("e => getComputedStyle(e).opacity") == "1"
+    assert other.locator("#run-status [data-testid=status-tracker]:visible").count() == 0  # no loading overlay
     shot(other, "06_second_visitor_queued", full_page=False)
 
     page.locator("#cancel-button").click()
@@ -199,7 +202,10 @@ def test_cancel_while_queued_says_the_run_will_not_start(page, space):
 
 def test_small_cross_validation_from_the_page_shows_the_saved_numbers_readably(page, space):
     small_run(page)
-    expect(page.locator("#run-status")).to_contain_text("(48 images at 32 px)")  # how long it took, and on what
+    # How long it took, on what, and where the time went.
+    expect(page.locator("#run-status")).to_contain_text(
+        re.compile(r"2 folds in (\d+) s \(48 images at 32 px: (\d+) s to load the model and prepare the images, "
+                   r"(\d+) s to train and evaluate the folds\)"))
     expect(page.locator("#fold-table [role=gridcell]").first).to_be_visible()
     for plot in ("#plot-scores", "#plot-train", "#plot-confusion"):
         expect(page.locator(f"{plot} img")).to_be_visible(timeout=30_000)
