@@ -1,13 +1,50 @@
-"""hf_tlcv: honest k-fold cross-validation of transfer learning for the Hugging Face stack."""
+"""hf_tlcv: honest k-fold cross-validation of transfer learning for the Hugging Face stack.
 
-__version__ = "0.1.0"
+The public names load on first use (PEP 562), so `import hf_tlcv` costs no more than the names you touch.
+"""
 
-from .config import KFoldConfig  # noqa: E402
-from .ensemble import KFoldEnsemble  # noqa: E402
-from .report import StudyReport, Verdict  # noqa: E402
-from .results import CVResults  # noqa: E402
-from .study import TransferStudy  # noqa: E402
-from .trainer import KFoldTrainer  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["CVResults", "KFoldConfig", "KFoldEnsemble", "KFoldTrainer", "StudyReport", "TransferStudy", "Verdict",
-           "__version__"]
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "CVResults": ".results",
+    "FoldJob": ".fold_job",
+    "FoldResult": ".results",
+    "KFoldConfig": ".config",
+    "KFoldEnsemble": ".ensemble",
+    "KFoldTrainer": ".trainer",
+    "StudyReport": ".report",
+    "TransferStudy": ".study",
+    "Verdict": ".report",
+    "load_data": ".sources",
+    "run_fold": ".fold_job",
+}
+
+__all__ = [*sorted(_PUBLIC), "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs only
+    from .config import KFoldConfig
+    from .ensemble import KFoldEnsemble
+    from .fold_job import FoldJob, run_fold
+    from .report import StudyReport, Verdict
+    from .results import CVResults, FoldResult
+    from .sources import load_data
+    from .study import TransferStudy
+    from .trainer import KFoldTrainer
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_tlcv' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -43,9 +43,9 @@ from transformers import DataCollatorWithPadding, default_data_collator
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging
 
-from .assets import building, read_marker, write_marker
 from .config import FEATURE_CACHE_MODES
-from .strategies import ModelLayout, discover_layout
+from .run_dir import building, read_marker, write_marker
+from .strategies import BATCH_NORMS, ModelLayout, discover_layout
 
 logger = logging.get_logger(__name__)
 
@@ -162,6 +162,10 @@ def plan_feature_cache(model: nn.Module, args, *, dataset: datasets.Dataset, dat
     return CachePlan(strategy, tuple(bypass), capture, input_column, kind, text), ""
 
 
+_MODE_DEPENDENT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+                   *BATCH_NORMS)
+
+
 @functools.lru_cache(maxsize=None)
 def _depends_on_mode(cls: type) -> bool:
     """Whether modules of this class act differently in training mode (dropout, batch norm, drop path...).
@@ -169,7 +173,7 @@ def _depends_on_mode(cls: type) -> bool:
     Frozen layers are pinned to eval mode by `strategies.pin_eval`, but parameter-free modules such as an
     activation may be left in training mode, where they act the same; only those that read `self.training`
     would make the frozen output random."""
-    if issubclass(cls, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)):
+    if issubclass(cls, _MODE_DEPENDENT):
         return True
     try:
         return "self.training" in inspect.getsource(cls.forward)
@@ -381,7 +385,7 @@ class FeatureCache:
     @classmethod
     def build(cls, model: nn.Module, plan: CachePlan, dataset: datasets.Dataset, *, model_fingerprint: str,
               collator: Callable | None = None, batch_size: int = 64, mode: str = "auto",
-              cache_root: str | os.PathLike | None = None) -> tuple[FeatureCache | None, str]:
+              cache_root: str | os.PathLike | None = None, progress: bool = False) -> tuple[FeatureCache | None, str]:
         """Run the frozen part of `model` once over `dataset` and keep its output.
 
         Args:
@@ -393,28 +397,47 @@ class FeatureCache:
             batch_size: rows per forward pass.
             mode: `"auto"`, `"memory"` or `"disk"`.
             cache_root: folder of disk caches (default: [`default_cache_root`]).
+            progress: show a progress bar over the rows.
 
         Returns:
             `(cache, "")`, or `(None, reason)` when the cached path does not reproduce the model's outputs.
         """
         collator = collator or default_data_collator
-        key = cache_key(plan, model_fingerprint, dataset._fingerprint)
-        folder = (Path(cache_root) if cache_root is not None else default_cache_root()) / key
-        was_training = model.training
-        model.eval()
-        try:
+        with _eval_mode(model):
             # A few real rows are enough to tell whether the cached path reproduces the model.
             first = _batch(dataset, 0, min(_SELF_CHECK_ROWS, len(dataset)), collator)
             feature = cls._check_exact(model, plan, first)
-            if feature is False:
-                return None, (f"the cached path does not reproduce the outputs of {type(model).__name__} "
-                              f"(cut at {plan.capture}), so it cannot stand in for it exactly")
-            meta = read_marker(folder) if mode != "memory" else None
-            if meta is not None:
-                table = datasets.Dataset.from_file(str(folder / _DATA_FILE))
-                return cls(plan, feature, table.with_format("torch"), meta["bytes"], str(folder), key,
-                           reused=True), ""
-            batches = cls._compute(model, plan, feature, dataset, collator, batch_size)
+        if feature is False:
+            return None, (f"the cached path does not reproduce the outputs of {type(model).__name__} "
+                          f"(cut at {plan.capture}), so it cannot stand in for it exactly")
+        cache = cls(plan, feature, dataset, 0, "memory", "")
+        rows, nbytes, location, key, reused = cache._encode(model, dataset, model_fingerprint, collator, batch_size,
+                                                            mode, cache_root, progress)
+        cache.dataset, cache.nbytes, cache.location, cache.key, cache.reused = rows, nbytes, location, key, reused
+        return cache, ""
+
+    def encode(self, model: nn.Module, dataset: datasets.Dataset, *, model_fingerprint: str,
+               collator: Callable | None = None, batch_size: int = 64, mode: str = "auto",
+               cache_root: str | os.PathLike | None = None, progress: bool = False) -> datasets.Dataset:
+        """The frozen part's output for other rows (a held-out test set), in the cache's columns, so that fold
+        models can score them through the same bypass."""
+        return self._encode(model, dataset, model_fingerprint, collator or default_data_collator, batch_size, mode,
+                            cache_root, progress)[0]
+
+    def _encode(self, model, dataset, model_fingerprint, collator, batch_size, mode, cache_root, progress):
+        """`(rows, nbytes, location, key, reused)`: computed in memory, or streamed to / reused from disk."""
+        from datasets.fingerprint import Hasher
+
+        plan, feature = self.plan, self.feature
+        data_fingerprint = Hasher.hash(dataset)
+        key = cache_key(plan, model_fingerprint, data_fingerprint)
+        folder = (Path(cache_root) if cache_root is not None else default_cache_root()) / key
+        meta = read_marker(folder) if mode != "memory" else None
+        if meta is not None:
+            return datasets.Dataset.from_file(str(folder / _DATA_FILE)).with_format("torch"), meta["bytes"], \
+                str(folder), key, True
+        with _eval_mode(model):
+            batches = _compute(model, plan, feature, dataset, collator, batch_size, progress)
             columns, features, row_bytes = next(batches)
             nbytes = row_bytes * len(dataset)  # rows of a batch have the size of the first batch's rows
             if mode == "auto":
@@ -423,18 +446,16 @@ class FeatureCache:
                 # Streamed batch by batch to a memory-mapped Arrow file: a cache larger than memory never has
                 # to fit in it.
                 meta = {"plan": asdict(plan), "feature": feature, "bytes": nbytes, "rows": len(dataset),
-                        "model_fingerprint": model_fingerprint, "data_fingerprint": dataset._fingerprint}
+                        "model_fingerprint": model_fingerprint, "data_fingerprint": data_fingerprint}
                 _write_atomic(folder, features, itertools.chain([columns], (c for c, _, _ in batches)), meta)
-                table = datasets.Dataset.from_file(str(folder / _DATA_FILE))
-                return cls(plan, feature, table.with_format("torch"), nbytes, str(folder), key), ""
+                return datasets.Dataset.from_file(str(folder / _DATA_FILE)).with_format("torch"), nbytes, \
+                    str(folder), key, False
             for more, _, _ in batches:
                 for name, values in more.items():
                     columns[name].extend(values)
-        finally:
-            model.train(was_training)
         nbytes = sum(row.nbytes for row in columns[plan.input_column])
-        table = datasets.Dataset.from_dict(columns, features=features)
-        return cls(plan, feature, table.with_format("torch"), nbytes, "memory", key), ""
+        rows = datasets.Dataset.from_dict(columns, features=features).with_format("torch")
+        return rows, nbytes, "memory", key, False
 
     @staticmethod
     def _check_exact(model: nn.Module, plan: CachePlan, batch: dict) -> str | None | bool:
@@ -461,28 +482,6 @@ class FeatureCache:
                     return feature
         return False
 
-    @staticmethod
-    def _compute(model, plan, feature, dataset, collator, batch_size) -> Iterator[tuple[dict, Any, int]]:
-        """The cached columns batch by batch: `(columns, arrow features, bytes per row)`."""
-        module = model.get_submodule(plan.capture)
-        label_feature = dataset.features.get("label", datasets.Value("int64"))
-        labels = np.asarray(list(dataset.with_format(None)["label"]))
-        for start in range(0, len(dataset), batch_size):
-            stop = min(start + batch_size, len(dataset))
-            batch = _batch(dataset, start, stop, collator)
-            box: list = []
-            with torch.no_grad(), contextlib.suppress(_StopForward), _capture(module, box):
-                model(**_model_inputs(model, batch))
-            out = box[0] if feature is None else _probe_feature(box[0], feature)
-            lengths = _row_lengths(batch) if plan.text and plan.kind == "blocks" else None
-            rows = _to_rows(out, lengths)
-            columns: dict[str, list] = {plan.input_column: rows, "label": labels[start:stop].tolist()}
-            features = {plan.input_column: _arrow_feature(rows[0].shape, lengths is not None), "label": label_feature}
-            if lengths is not None:
-                columns["attention_mask"] = [np.ones(n, dtype=np.int64) for n in lengths]
-                features["attention_mask"] = datasets.Sequence(datasets.Value("int64"))
-            yield columns, datasets.Features(features), sum(r.nbytes for r in rows) // len(rows)
-
     # -- training on it --
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """Batch cached rows: stack the activations (text: pad them to the longest row with a zero attention
@@ -507,6 +506,34 @@ class FeatureCache:
         return install_bypass(model, self.plan, self.feature)
 
 
+def _compute(model, plan, feature, dataset, collator, batch_size, progress=False) -> Iterator[tuple[dict, Any, int]]:
+    """The cached columns batch by batch: `(columns, arrow features, bytes per row)`."""
+    module = model.get_submodule(plan.capture)
+    label_feature = dataset.features.get("label", datasets.Value("int64"))
+    labels = np.asarray(list(dataset.with_format(None)["label"]))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(dataset), desc="Frozen-feature cache (frozen layers, once for all folds)", unit="row",
+               disable=not progress)
+    for start in range(0, len(dataset), batch_size):
+        stop = min(start + batch_size, len(dataset))
+        batch = _batch(dataset, start, stop, collator)
+        box: list = []
+        with torch.no_grad(), contextlib.suppress(_StopForward), _capture(module, box):
+            model(**_model_inputs(model, batch))
+        out = box[0] if feature is None else _probe_feature(box[0], feature)
+        lengths = _row_lengths(batch) if plan.text and plan.kind == "blocks" else None
+        rows = _to_rows(out, lengths)
+        columns: dict[str, list] = {plan.input_column: rows, "label": labels[start:stop].tolist()}
+        features = {plan.input_column: _arrow_feature(rows[0].shape, lengths is not None), "label": label_feature}
+        if lengths is not None:
+            columns["attention_mask"] = [np.ones(n, dtype=np.int64) for n in lengths]
+            features["attention_mask"] = datasets.Sequence(datasets.Value("int64"))
+        bar.update(stop - start)
+        yield columns, datasets.Features(features), sum(r.nbytes for r in rows) // len(rows)
+    bar.close()
+
+
 def cache_key(plan: CachePlan, model_fingerprint: str, data_fingerprint: str) -> str:
     """The name of a cache: model weights, cut and data, plus the versions whose numerics could differ."""
     payload = json.dumps({"plan": asdict(plan), "model": model_fingerprint, "data": data_fingerprint,
@@ -524,16 +551,33 @@ def _memory_budget() -> int:
 
 
 def _write_atomic(folder: Path, features: datasets.Features, batches: Iterator[dict], meta: dict) -> None:
-    """Stream the cache into a folder that appears complete or not at all (`hf_tlcv.assets.building`): a run killed
-    half-way leaves no cache that looks finished, and of two processes writing the same cache, one copy wins."""
-    from datasets.arrow_writer import ArrowWriter
+    """Stream the cache into a folder that appears complete or not at all (`hf_tlcv.run_dir.building`): a run killed
+    half-way leaves no cache that looks finished, and of two processes writing the same cache, one copy wins.
 
+    Each batch becomes an Arrow record batch of a `datasets.Dataset.from_dict` with the cache's features, written to
+    an Arrow stream file that `datasets.Dataset.from_file` memory-maps."""
     with building(folder) as tmp:
-        with ArrowWriter(features=features, path=str(tmp / _DATA_FILE)) as writer:
+        writer = None
+        try:
             for columns in batches:
-                writer.write_batch(columns)
-            writer.finalize()
+                table = datasets.Dataset.from_dict(columns, features=features).data.table
+                if writer is None:
+                    writer = pa.ipc.new_stream(str(tmp / _DATA_FILE), table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
         write_marker(tmp, meta)  # last: its presence marks a complete cache
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 __all__ = ["FEATURE_CACHE_MODES", "CachePlan", "FeatureCache", "bypassed", "cache_key", "default_cache_root",

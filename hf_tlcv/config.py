@@ -12,62 +12,30 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
 from .folds import FOLD_STRATEGIES, validate_fold_inputs
+from .options import option
 
 FINETUNE_STRATEGIES = ("full", "freeze", "linear_probe", "lora")
 FEATURE_CACHE_MODES = ("auto", "memory", "disk", "off")
 PUSH_FOLD_MODELS = ("none", "trainable", "full")
 METRIC_AVERAGES = ("macro", "micro", "weighted")
 
-# Fields that change where or how a run is reported, never what it computes. They are left out of the
-# fingerprint that decides whether an output directory can be resumed.
-_NON_RESULT_FIELDS = frozenset(
-    {
-        "output_dir",
-        "overwrite_output_dir",
-        "run_name",
-        "project",
-        "report_to",
-        "disable_tqdm",
-        "log_level",
-        "log_level_replica",
-        "log_on_each_node",
-        "logging_strategy",
-        "logging_steps",
-        "logging_first_step",
-        "logging_nan_inf_filter",
-        "save_strategy",
-        "save_steps",
-        "save_total_limit",
-        "save_only_model",
-        "save_on_each_node",
-        "save_fold_models",
-        "push_fold_models",
-        "push_to_hub",
-        "hub_token",
-        "hub_private_repo",
-        "hub_model_id",
-        "hub_strategy",
-        "hub_always_push",
-        "hub_revision",
-        "resume_from_checkpoint",
-        "do_train",
-        "do_eval",
-        "do_predict",
-        "local_rank",
-        "dataloader_num_workers",
-        "dataloader_pin_memory",
-        "dataloader_persistent_workers",
-        "dataloader_prefetch_factor",
-        "per_device_eval_batch_size",
-        "skip_memory_metrics",
-        "trackio_space_id",
-        "trackio_bucket_id",
-        "trackio_static_space_id",
-        "ddp_timeout",
-        "feature_cache",
-        "parallel_folds",
-    }
+# The settings that change what a run computes: a run folder can be resumed only by a run that agrees on all of them.
+# An allow-list, so that a transformers release that adds or drops a TrainingArguments field never makes finished runs
+# impossible to resume (fields missing from the installed transformers are simply not recorded).
+TRAINING_RESULT_SETTINGS = (
+    "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "num_train_epochs",
+    "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "full_determinism", "fp16",
+    "bf16", "optim", "optim_args", "label_smoothing_factor", "group_by_length", "length_column_name",
+    "dataloader_drop_last", "eval_strategy", "eval_steps", "load_best_model_at_end", "metric_for_best_model",
+    "greater_is_better", "neftune_noise_alpha",
 )
+CV_RESULT_SETTINGS = (
+    "n_folds", "fold_strategy", "n_repeats", "fold_seed", "label_column", "group_column", "finetune_strategy",
+    "freeze_layers", "layerwise_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "metrics",
+    "metric_average", "eval_on_train", "image_column", "text_column", "image_size", "max_length",
+)
+RESULT_SETTINGS = TRAINING_RESULT_SETTINGS + CV_RESULT_SETTINGS
 
 
 @dataclass
@@ -253,37 +221,39 @@ class KFoldConfig(TrainingArguments):
         validate_fold_inputs(strategy=self.fold_strategy, n_folds=self.n_folds, n_repeats=self.n_repeats,
                              label_column=self.label_column, group_column=self.group_column)
         if self.finetune_strategy not in FINETUNE_STRATEGIES:
-            raise ValueError(
-                f"Unknown finetune_strategy {self.finetune_strategy!r}; "
-                f"choose one of {', '.join(FINETUNE_STRATEGIES)}."
-            )
+            raise ValueError(f"Unknown {option('finetune_strategy', self.finetune_strategy)}; choose one of "
+                             f"{', '.join(FINETUNE_STRATEGIES)}.")
         if self.freeze_layers < 0:
-            raise ValueError(f"freeze_layers must be >= 0 (got {self.freeze_layers}).")
+            raise ValueError(f"freeze_layers must be >= 0 (got {option('freeze_layers', self.freeze_layers)}).")
         if self.freeze_layers and self.finetune_strategy != "freeze":
             raise ValueError(
-                f"freeze_layers={self.freeze_layers} only applies with finetune_strategy='freeze' "
-                f"(got {self.finetune_strategy!r}); set finetune_strategy='freeze' or drop freeze_layers."
+                f"{option('freeze_layers', self.freeze_layers)} only applies with "
+                f"{option('finetune_strategy', 'freeze')} (got {self.finetune_strategy!r}); set "
+                f"{option('finetune_strategy', 'freeze')} or drop {option('freeze_layers')}."
             )
         if self.layerwise_lr_decay is not None and not 0 < self.layerwise_lr_decay <= 1:
-            raise ValueError(f"layerwise_lr_decay must be in (0, 1] (got {self.layerwise_lr_decay}), e.g. 0.75.")
+            raise ValueError(f"layerwise_lr_decay must be in (0, 1] (got {self.layerwise_lr_decay}), e.g. "
+                             f"{option('layerwise_lr_decay', 0.75)}.")
         if self.metric_average not in METRIC_AVERAGES:
-            raise ValueError(f"metric_average must be one of {', '.join(METRIC_AVERAGES)} (got {self.metric_average!r}).")
+            raise ValueError(f"metric_average must be one of {', '.join(METRIC_AVERAGES)} (got "
+                             f"{option('metric_average', self.metric_average)}).")
         if not self.metrics:
-            raise ValueError("metrics is empty: name at least one evaluate module, e.g. ['accuracy'].")
+            raise ValueError(f"metrics is empty: name at least one evaluate module, e.g. {option('metrics', ['accuracy'])}.")
         if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image_size must be at least 8 pixels (got {self.image_size}).")
+            raise ValueError(f"image_size must be at least 8 pixels (got {option('image_size', self.image_size)}).")
         if self.feature_cache not in FEATURE_CACHE_MODES:
             raise ValueError(f"feature_cache must be one of {', '.join(FEATURE_CACHE_MODES)} "
-                             f"(got {self.feature_cache!r}); use 'off' to train without the frozen-feature cache.")
+                             f"(got {self.feature_cache!r}); use {option('feature_cache', 'off')} to train without the "
+                             "frozen-feature cache.")
         if self.push_fold_models not in PUSH_FOLD_MODELS:
             raise ValueError(f"push_fold_models must be one of {', '.join(PUSH_FOLD_MODELS)} (got "
-                             f"{self.push_fold_models!r}); 'trainable' pushes adapters or trained heads, 'full' "
-                             "full weights, 'none' no fold models.")
+                             f"{self.push_fold_models!r}); {option('push_fold_models', 'trainable')} pushes adapters "
+                             "or trained heads, 'full' full weights, 'none' no fold models.")
         if self.parallel_folds and (self.deepspeed or self.fsdp or self.parallelism_config is not None):
             raise ValueError(
                 "parallel_folds trains each fold whole on one process, which cannot be combined with DeepSpeed, "
-                "FSDP or a parallelism_config (they shard one model across processes); drop --parallel_folds to "
-                "train each fold with them, or drop them to train folds in parallel."
+                f"FSDP or a parallelism_config (they shard one model across processes); drop {option('parallel_folds')} "
+                "to train each fold with them, or drop them to train folds in parallel."
             )
         super().__post_init__()
         if self.load_best_model_at_end:
@@ -294,12 +264,47 @@ class KFoldConfig(TrainingArguments):
             )
 
     def result_fingerprint_dict(self) -> dict[str, Any]:
-        """The settings that change results: what a resumed run must share with the run it resumes."""
-        return {
-            f.name: _jsonable(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if f.name not in _NON_RESULT_FIELDS and not f.name.startswith("_")
-        }
+        """The settings that change results (`RESULT_SETTINGS`): what a resumed run must share with the run it
+        resumes."""
+        names = {f.name for f in dataclasses.fields(self)}
+        return {name: _jsonable(getattr(self, name)) for name in RESULT_SETTINGS if name in names}
+
+    @classmethod
+    def from_training_arguments(cls, args: TrainingArguments, **kfold_settings) -> "KFoldConfig":
+        """A `KFoldConfig` with the fields of a plain `TrainingArguments` (the token included, which `to_dict()`
+        masks) and the cross-validation settings given here (the others at their defaults)."""
+        own = {f.name for f in dataclasses.fields(cls)} - {f.name for f in dataclasses.fields(TrainingArguments)}
+        unknown = sorted(set(kfold_settings) - own)
+        if unknown:
+            raise TypeError(f"Not KFoldConfig settings: {', '.join(unknown)}.")
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name not in own}
+        return cls(**values, **kfold_settings)
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]) -> tuple[list, list]:
+    """Compare the result settings a run folder recorded with the current ones.
+
+    Returns:
+        `(changed, unknown)`: settings that differ (a setting the folder predates counts as changed only when the
+        current value is not its default), and settings the folder records that this version does not know (they
+        cannot be compared: the caller warns).
+    """
+    changed = sorted(k for k in current if k in saved and saved[k] != current[k])
+    changed += sorted(k for k in current if k not in saved and current[k] != defaults.get(k))
+    unknown = sorted(k for k in saved if k not in current)
+    return changed, unknown
+
+
+def default_result_settings() -> dict[str, Any]:
+    """`RESULT_SETTINGS` at their defaults (what a folder written before a setting existed implicitly used)."""
+    out = {}
+    for f in dataclasses.fields(KFoldConfig):
+        if f.name in RESULT_SETTINGS:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = _jsonable(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = _jsonable(f.default_factory())
+    return out
 
 
 def _jsonable(value: Any) -> Any:

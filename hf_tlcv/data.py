@@ -36,12 +36,60 @@ def label_names(dataset: Dataset, label_column: str) -> list[str] | None:
     return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
+_CATEGORICAL_DTYPES = ("string", "large_string", "bool")
+
+
+def encode_labels(dataset: Dataset, label_column: str) -> Dataset:
+    """Turn a label column of strings (or booleans) into a `ClassLabel` whose names are the sorted distinct values, so
+    that a CSV or pandas dataset trains as it is. `ClassLabel` and integer columns are returned unchanged.
+
+    Raises:
+        ValueError: the column has missing labels.
+    """
+    feature = dataset.features.get(label_column)
+    if not (isinstance(feature, Value) and feature.dtype in _CATEGORICAL_DTYPES) or not len(dataset):
+        return dataset
+    values = dataset.with_format(None)[label_column]
+    missing = sum(v is None for v in values)
+    if missing:
+        raise ValueError(f"label_column {label_column!r} has {missing} missing label(s); drop or fill those rows "
+                         "(dataset.filter(lambda row: row[label_column] is not None)) before cross-validating.")
+    if feature.dtype == "bool":
+        dataset = dataset.cast_column(label_column, Value("string"))
+    return dataset.class_encode_column(label_column)
+
+
 def num_labels(dataset: Dataset, label_column: str) -> int:
     names = label_names(dataset, label_column)
     if names is not None:
         return len(names)
     values = np.asarray(dataset[label_column])
     return int(values.max()) + 1
+
+
+def needs_preprocessing(dataset: Dataset) -> bool:
+    """Whether the rows still have to be turned into model inputs (no `pixel_values` / `input_ids` column yet)."""
+    return not any(c in dataset.column_names for c in MODEL_INPUT_COLUMNS)
+
+
+def describe_dataset(dataset: Dataset) -> dict:
+    """What a run records about its data: the name (a builtin or Hub id, or the path a recipe loaded), the
+    configuration, the revision and data files `datasets` downloaded or read, the row count and a content fingerprint
+    (`datasets.fingerprint.Hasher`)."""
+    from datasets.fingerprint import Hasher
+
+    info = dataset.info
+    files = list((info.download_checksums or {}).keys())
+    revision = None
+    for url in files:  # hf://datasets/<id>@<revision>/... records the exact Hub revision
+        if "@" in url and url.startswith("hf://"):
+            revision = url.split("@", 1)[1].split("/", 1)[0]
+            break
+    if not files:
+        files = sorted({c["filename"] for c in dataset.cache_files})
+    return {"name": info.dataset_name or None, "config": info.config_name or None, "revision": revision,
+            "split": str(dataset.split) if dataset.split is not None else None, "data_files": files[:50],
+            "n_rows": len(dataset), "fingerprint": Hasher.hash(dataset)}
 
 
 def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "label",
@@ -66,7 +114,7 @@ def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "
         if "label" in dataset.column_names:
             dataset = dataset.remove_columns("label")
         dataset = dataset.rename_column(label_column, "label")
-    if any(c in dataset.column_names for c in MODEL_INPUT_COLUMNS):
+    if not needs_preprocessing(dataset):
         return dataset
     image_col = find_column(dataset, "image", image_column) if text_column is None else None
     text_col = None if image_col else find_column(dataset, "text", text_column)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hub import FOLD_MODEL_DIR, FOLD_MODEL_INFO, TRAINABLE_WEIGHTS, read_fold_model_info
-from .results import RESULTS_FILE
+from .fold_models import FOLD_MODEL_INFO, load_fold_model, read_fold_model_info
+from .run_dir import FOLD_DIR_GLOB, FOLD_MODEL_DIR, FOLD_PREDICTIONS_FILE, RESULTS_FILE, read_json
+from .utils import softmax
 
 
 @dataclass
@@ -110,10 +109,9 @@ class KFoldEnsemble:
         if not results_path.exists():
             raise FileNotFoundError(f"No {RESULTS_FILE} in {repo_id_or_path}: KFoldEnsemble loads the output_dir of a "
                                     "finished cross-validation run, or a Hub repository pushed by hf_tlcv.")
-        with open(results_path) as fh:
-            saved = json.load(fh)
+        saved = read_json(results_path)
         config, label_names = saved.get("config", {}), saved.get("label_names")
-        fold_dirs = sorted(p for p in directory.glob("fold_*") if (p / FOLD_MODEL_DIR / FOLD_MODEL_INFO).exists())
+        fold_dirs = sorted(p for p in directory.glob(FOLD_DIR_GLOB) if (p / FOLD_MODEL_DIR / FOLD_MODEL_INFO).exists())
         if folds is not None:
             fold_dirs = [p for p in fold_dirs if p.name in set(folds)]
         if not fold_dirs:
@@ -133,7 +131,7 @@ class KFoldEnsemble:
             from .modeling import load_classifier
 
             base = load_classifier(base_name, label_names, n_labels)
-        models = [_load_fold_model(p / FOLD_MODEL_DIR, info, base, label_names, n_labels)
+        models = [load_fold_model(p / FOLD_MODEL_DIR, info, base, label_names, n_labels)
                   for p, info in zip(fold_dirs, infos)]
         from .modeling import load_processor
 
@@ -205,10 +203,7 @@ class KFoldEnsemble:
             device = next(model.parameters()).device
             logits = [model(**{k: torch.as_tensor(v).to(device) for k, v in batch.items()}).logits
                       for batch in batches]
-            logits = torch.cat(logits).double().cpu().numpy()
-            shifted = logits - logits.max(axis=-1, keepdims=True)
-            probs = np.exp(shifted)
-            fold_probs.append(probs / probs.sum(axis=-1, keepdims=True))
+            fold_probs.append(softmax(torch.cat(logits).double().cpu().numpy()))
         fold_probs = np.stack(fold_probs)
         mean = fold_probs.mean(axis=0)
         predictions = mean.argmax(axis=-1)
@@ -232,31 +227,5 @@ def _n_labels_from_predictions(fold_dir: Path) -> int:
     """Number of classes of a run without class names: the probability columns of its predictions."""
     import pyarrow.parquet as pq
 
-    from .results import FOLD_PREDICTIONS_FILE
-
     schema = pq.read_schema(fold_dir / FOLD_PREDICTIONS_FILE)
     return sum(1 for name in schema.names if name.startswith("prob_"))
-
-
-def _load_fold_model(directory: Path, info: dict, base: nn.Module | None, label_names, n_labels) -> nn.Module:
-    kind = info["format"]
-    if kind == "full":
-        from .modeling import load_classifier
-
-        return load_classifier(str(directory), label_names, n_labels)
-    model = copy.deepcopy(base)
-    if kind == "adapter":
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(model, str(directory)).eval()
-    if kind == "trainable":
-        from safetensors.torch import load_file
-
-        state = load_file(str(directory / TRAINABLE_WEIGHTS))
-        missing = set(state) - set(model.state_dict())
-        if missing:
-            raise ValueError(f"{directory} holds weights the base model {info.get('base_model')} does not have "
-                             f"({sorted(missing)[:3]}...): it was saved from a different architecture.")
-        model.load_state_dict(state, strict=False)
-        return model.eval()
-    raise ValueError(f"Unknown fold model format {kind!r} in {directory / FOLD_MODEL_INFO}.")

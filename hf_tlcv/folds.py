@@ -1,10 +1,10 @@
 """Fold splitting: datasets in, persisted fold indices out.
 
 Everything here is pure: no Trainer, no model, no process group. The indices come from scikit-learn
-splitters run on ``np.zeros(n_rows)`` plus the labels and/or groups, so the same inputs give the same
+splitters run on `np.zeros(n_rows)` plus the labels and/or groups, so the same inputs give the same
 folds in every process and on every machine. That is what lets several ranks (or several variants in a
-study) train on identical folds: compute them once, :func:`save_folds`, and compare
-:func:`folds_fingerprint` wherever they are used.
+study) train on identical folds: compute them once, [`save_folds`], and compare
+[`folds_fingerprint`] wherever they are used.
 
 Example:
 
@@ -23,22 +23,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+from transformers.utils import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from ._io import write_json_atomic
+from .options import option
+from .run_dir import write_json_atomic
 
 if TYPE_CHECKING:  # datasets is heavy to import; only the type is needed here
     from datasets import Dataset
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 FOLD_STRATEGIES = ("auto", "kfold", "stratified", "group", "stratified_group", "timeseries")
-"""Accepted values of ``strategy``; ``"auto"`` is resolved by :func:`resolve_strategy`."""
+"""Accepted values of `strategy`; `"auto"` is resolved by [`resolve_strategy`]."""
 
 _STRATIFIED = ("stratified", "stratified_group")
 _GROUPED = ("group", "stratified_group")
@@ -52,8 +53,8 @@ class Fold:
     Args:
         repeat (`int`): Zero-based repeat number (repeated k-fold reshuffles once per repeat).
         fold (`int`): Zero-based fold number within the repeat.
-        train_indices (`np.ndarray`): Row positions to train on, sorted, ``int64``.
-        eval_indices (`np.ndarray`): Row positions to evaluate on, sorted, ``int64``.
+        train_indices (`np.ndarray`): Row positions to train on, sorted, `int64`.
+        eval_indices (`np.ndarray`): Row positions to evaluate on, sorted, `int64`.
 
     The index arrays are stored as read-only copies, so a fold cannot be changed after it is made.
     Two folds are equal when their repeat, fold and indices are equal.
@@ -74,7 +75,7 @@ class Fold:
 
     @property
     def name(self) -> str:
-        """``fold_{repeat}_{fold}``, e.g. ``fold_0_3``: unique across repeats, used for folders and logs."""
+        """`fold_{repeat}_{fold}`, e.g. `fold_0_3`: unique across repeats, used for folders and logs."""
         return f"fold_{self.repeat}_{self.fold}"
 
     def __eq__(self, other: object) -> bool:
@@ -104,32 +105,37 @@ class Fold:
 def _check_settings(strategy: str, n_folds: int, n_repeats: int) -> None:
     """Checks that need no data, so a config can run them before any dataset is loaded."""
     if strategy not in FOLD_STRATEGIES:
-        raise ValueError(f"Unknown fold strategy {strategy!r}; use one of {', '.join(map(repr, FOLD_STRATEGIES))}.")
+        raise ValueError(f"Unknown fold strategy: {option('fold_strategy', strategy)}; use one of "
+                         f"{', '.join(map(repr, FOLD_STRATEGIES))}.")
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
         raise ValueError(
-            f"n_folds must be an integer of at least 2, got {n_folds!r}; set n_folds=2 or more (5 is usual)."
+            f"n_folds must be an integer of at least 2, got {n_folds!r}; set {option('n_folds', 2)} or more (5 is "
+            "usual)."
         )
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
         raise ValueError(
-            f"n_repeats must be an integer of at least 1, got {n_repeats!r}; set n_repeats=1 for plain k-fold."
+            f"n_repeats must be an integer of at least 1, got {n_repeats!r}; set {option('n_repeats', 1)} for plain "
+            "k-fold."
         )
     if strategy == "timeseries" and n_repeats > 1:
         raise ValueError(
-            f"strategy='timeseries' keeps rows in time order, so there is nothing to reshuffle and n_repeats must be 1 "
-            f"(got {n_repeats}); set n_repeats=1, or use strategy='kfold' for repeated cross-validation."
+            f"{option('fold_strategy', 'timeseries')} keeps rows in time order, so there is nothing to reshuffle and "
+            f"n_repeats must be 1 (got {n_repeats}); set {option('n_repeats', 1)}, or use "
+            f"{option('fold_strategy', 'kfold')} for repeated cross-validation."
         )
 
 
 def _check_group_setting(strategy: str, group_column: Optional[str]) -> None:
     if strategy in _GROUPED and group_column is None:
         raise ValueError(
-            f"strategy={strategy!r} needs to know which rows belong together; set group_column to the column "
-            f"that identifies the groups (for example a patient or speaker id)."
+            f"{option('fold_strategy', strategy)} needs to know which rows belong together; set "
+            f"{option('group_column')} to the column that identifies the groups (for example a patient or speaker id)."
         )
     if group_column is not None and strategy not in (*_GROUPED, "auto"):
         raise ValueError(
-            f"group_column={group_column!r} is set but strategy={strategy!r} ignores groups, so a group could land in "
-            f"both train and eval; use strategy='group' or 'stratified_group', or drop group_column."
+            f"{option('group_column', group_column)} is set but {option('fold_strategy', strategy)} ignores groups, so "
+            f"a group could land in both train and eval; use {option('fold_strategy', 'group')} or "
+            f"{option('fold_strategy', 'stratified_group')}, or drop {option('group_column')}."
         )
 
 
@@ -149,12 +155,12 @@ def _check_arrays(
     if n_folds > n_rows:
         raise ValueError(
             f"n_folds={n_folds} is larger than the number of rows ({n_rows}); "
-            f"lower n_folds to at most {n_rows} or add rows."
+            f"lower {option('n_folds')} to at most {n_rows} or add rows."
         )
     if strategy == "timeseries" and n_folds + 1 > n_rows:
         raise ValueError(
-            f"strategy='timeseries' with n_folds={n_folds} needs at least {n_folds + 1} rows (the first block only "
-            f"ever trains), got {n_rows}; lower n_folds to at most {n_rows - 1}."
+            f"{option('fold_strategy', 'timeseries')} with n_folds={n_folds} needs at least {n_folds + 1} rows (the "
+            f"first block only ever trains), got {n_rows}; lower {option('n_folds')} to at most {n_rows - 1}."
         )
 
     if strategy in _STRATIFIED:
@@ -165,7 +171,7 @@ def _check_arrays(
         if labels.ndim != 1:
             raise ValueError(
                 f"{label_name} has shape {labels.shape} (multi-label?), which cannot be stratified; "
-                f"use strategy='kfold' or stratify on a single-label column."
+                f"use {option('fold_strategy', 'kfold')} or stratify on a single-label column."
             )
         if labels.dtype.kind == "f":
             finite = labels[np.isfinite(labels)]
@@ -173,7 +179,7 @@ def _check_arrays(
                 example = next((v for v in labels.tolist() if not float(v).is_integer()), None)
                 raise ValueError(
                     f"{label_name} holds continuous values (e.g. {example}), which cannot be stratified; "
-                    f"use strategy='kfold' or bin the values into classes first."
+                    f"use {option('fold_strategy', 'kfold')} or bin the values into classes first."
                 )
         values, counts = np.unique(labels, return_counts=True)
         smallest = int(np.argmin(counts))
@@ -184,7 +190,8 @@ def _check_arrays(
             shown = class_names[value] if named else value
             raise ValueError(
                 f"Class {shown!r} has only {smallest_count} rows, fewer than n_folds={n_folds}, so stratified "
-                f"folds cannot all contain it; lower n_folds to at most {smallest_count} or use strategy='kfold'."
+                f"folds cannot all contain it; lower {option('n_folds')} to at most {smallest_count} or use "
+                f"{option('fold_strategy', 'kfold')}."
             )
 
     if strategy in _GROUPED:
@@ -196,7 +203,7 @@ def _check_arrays(
         if n_groups < n_folds:
             raise ValueError(
                 f"{group_name} has only {n_groups} distinct groups, fewer than n_folds={n_folds}; "
-                f"lower n_folds to at most {n_groups} or use finer groups."
+                f"lower {option('n_folds')} to at most {n_groups} or use finer groups."
             )
 
 
@@ -208,19 +215,19 @@ def _column(dataset: "Dataset", column: str) -> np.ndarray:
 def _missing_column(kind: str, column: str, dataset: "Dataset", argument: str) -> ValueError:
     return ValueError(
         f"{kind} column {column!r} is not in the dataset (columns: {', '.join(dataset.column_names)}); "
-        f"set {argument} to one of them."
+        f"set {option(argument)} to one of them."
     )
 
 
 def resolve_strategy(
     strategy: str, dataset: "Dataset", label_column: str = "label", group_column: Optional[str] = None
 ) -> str:
-    """Turn ``"auto"`` into a concrete strategy; any other strategy is returned unchanged.
+    """Turn `"auto"` into a concrete strategy; any other strategy is returned unchanged.
 
-    ``"auto"`` means ``"stratified"`` when ``dataset.features[label_column]`` is a `datasets.ClassLabel`
-    and ``"kfold"`` otherwise (continuous targets, plain integer or string columns, or no label column).
-    When ``group_column`` is given, ``"auto"`` picks the grouped variant (``"stratified_group"`` or
-    ``"group"``) so that groups are never split between train and eval.
+    `"auto"` means `"stratified"` when `dataset.features[label_column]` is a `datasets.ClassLabel`
+    and `"kfold"` otherwise (continuous targets, plain integer or string columns, or no label column).
+    When `group_column` is given, `"auto"` picks the grouped variant (`"stratified_group"` or
+    `"group"`) so that groups are never split between train and eval.
 
     Args:
         strategy (`str`): One of `FOLD_STRATEGIES`.
@@ -229,7 +236,7 @@ def resolve_strategy(
         group_column (`str`, *optional*): Column holding group ids.
 
     Returns:
-        `str`: A strategy other than ``"auto"``.
+        `str`: A strategy other than `"auto"`.
     """
     if strategy not in FOLD_STRATEGIES:
         raise ValueError(f"Unknown fold strategy {strategy!r}; use one of {', '.join(map(repr, FOLD_STRATEGIES))}.")
@@ -261,9 +268,9 @@ def validate_fold_inputs(
     """Check fold settings (and, when given, the dataset) before any training starts.
 
     Every problem raises a `ValueError` whose one sentence names what is wrong and what to do instead.
-    Without a dataset only the settings are checked (unknown strategy, ``n_folds < 2``, ``n_repeats < 1``,
-    ``"timeseries"`` with repeats, a grouped strategy without ``group_column``), which is what a config's
-    ``__post_init__`` can do. With a dataset the data is checked too: empty dataset, more folds than rows,
+    Without a dataset only the settings are checked (unknown strategy, `n_folds < 2`, `n_repeats < 1`,
+    `"timeseries"` with repeats, a grouped strategy without `group_column`), which is what a config's
+    `__post_init__` can do. With a dataset the data is checked too: empty dataset, more folds than rows,
     missing label/group columns, fewer groups than folds, a class with fewer rows than folds and continuous
     labels under a stratified strategy.
 
@@ -273,7 +280,7 @@ def validate_fold_inputs(
         n_folds (`int`, defaults to 5): Number of folds per repeat.
         n_repeats (`int`, defaults to 1): Number of repeats, each with a fresh shuffle.
         label_column (`str`, defaults to `"label"`): Column holding the labels; required only by the
-            stratified strategies (``"auto"`` reads its type to decide).
+            stratified strategies (`"auto"` reads its type to decide).
         group_column (`str`, *optional*): Column holding group ids; required by the grouped strategies.
 
     Returns:
@@ -298,7 +305,7 @@ def validate_fold_inputs(
 def _check_dataset(
     dataset: "Dataset", strategy: str, n_folds: int, label_column: str, group_column: Optional[str]
 ) -> tuple[str, Optional[np.ndarray], Optional[np.ndarray]]:
-    """Data checks of :func:`validate_fold_inputs`; returns the resolved strategy and the arrays it read."""
+    """Data checks of [`validate_fold_inputs`]; returns the resolved strategy and the arrays it read."""
     if len(dataset) == 0:
         raise ValueError("The dataset is empty (0 rows); pass a dataset with at least n_folds rows.")
     if group_column is not None and group_column not in dataset.column_names:
@@ -362,25 +369,25 @@ def split_indices(
     labels: Optional[Sequence[Any]] = None,
     groups: Optional[Sequence[Any]] = None,
 ) -> list[Fold]:
-    """Split ``range(n_rows)`` into folds with an already resolved strategy.
+    """Split `range(n_rows)` into folds with an already resolved strategy.
 
-    For ``"kfold"``, ``"stratified"``, ``"group"`` and ``"stratified_group"`` the eval parts of one repeat
+    For `"kfold"`, `"stratified"`, `"group"` and `"stratified_group"` the eval parts of one repeat
     are disjoint and together cover every row; train is the complement. Each repeat reshuffles with its
-    own seed derived from ``seed``, and repeat 0 uses ``seed`` itself (so it matches the sklearn splitter
-    with ``shuffle=True, random_state=seed``). ``"timeseries"`` assumes rows are in time order: fold ``i``
+    own seed derived from `seed`, and repeat 0 uses `seed` itself (so it matches the sklearn splitter
+    with `shuffle=True, random_state=seed`). `"timeseries"` assumes rows are in time order: fold `i`
     trains on a prefix and evaluates on the block right after it, so the first block is never evaluated.
 
     Args:
         n_rows (`int`): Number of rows.
-        strategy (`str`): ``"kfold"``, ``"stratified"``, ``"group"``, ``"stratified_group"`` or ``"timeseries"``.
+        strategy (`str`): `"kfold"`, `"stratified"`, `"group"`, `"stratified_group"` or `"timeseries"`.
         n_folds (`int`): Folds per repeat.
-        n_repeats (`int`, defaults to 1): Repeats; must be 1 for ``"timeseries"``.
+        n_repeats (`int`, defaults to 1): Repeats; must be 1 for `"timeseries"`.
         seed (`int`, defaults to 42): Seed of the shuffles; same inputs give the same folds everywhere.
         labels (`Sequence`, *optional*): One label per row; required by the stratified strategies.
         groups (`Sequence`, *optional*): One group id per row; required by the grouped strategies.
 
     Returns:
-        `list[Fold]`: ``n_folds * n_repeats`` folds, ordered by repeat then fold.
+        `list[Fold]`: `n_folds * n_repeats` folds, ordered by repeat then fold.
 
     Example:
 
@@ -426,11 +433,11 @@ def make_folds(
     label_column: str = "label",
     group_column: Optional[str] = None,
 ) -> list[Fold]:
-    """Validate the inputs, then split a `datasets.Dataset` into ``n_folds * n_repeats`` folds.
+    """Validate the inputs, then split a `datasets.Dataset` into `n_folds * n_repeats` folds.
 
     Args:
         dataset (`datasets.Dataset`): The dataset to split (row positions refer to it as it is now).
-        strategy (`str`, defaults to `"auto"`): One of `FOLD_STRATEGIES`; see :func:`resolve_strategy`.
+        strategy (`str`, defaults to `"auto"`): One of `FOLD_STRATEGIES`; see [`resolve_strategy`].
         n_folds (`int`, defaults to 5): Folds per repeat.
         n_repeats (`int`, defaults to 1): Repeats, each with a fresh shuffle.
         seed (`int`, defaults to 42): Seed of the shuffles.
@@ -438,7 +445,7 @@ def make_folds(
         group_column (`str`, *optional*): Column holding group ids.
 
     Returns:
-        `list[Fold]`: Ordered by repeat then fold; use ``dataset.select(fold.train_indices)``.
+        `list[Fold]`: Ordered by repeat then fold; use `dataset.select(fold.train_indices)`.
     """
     _check_settings(strategy, n_folds, n_repeats)
     _check_group_setting(strategy, group_column)
@@ -468,7 +475,7 @@ def folds_fingerprint(folds: Sequence[Fold]) -> str:
 def save_folds(folds: Sequence[Fold], path: str | os.PathLike, metadata: Optional[dict] = None) -> None:
     """Write folds and their metadata to a JSON file, atomically.
 
-    The file is ``{"version": 1, **metadata, "folds": [{"repeat", "fold", "eval", "train"}, ...]}``. It is
+    The file is `{"version": 1, **metadata, "folds": [{"repeat", "fold", "eval", "train"}, ...]}`. It is
     written to a temporary file in the same folder and moved into place with `os.replace`, so a reader
     (or a rank that crashed mid-write) never sees half a file.
 
@@ -498,11 +505,11 @@ def save_folds(folds: Sequence[Fold], path: str | os.PathLike, metadata: Optiona
 
 
 def load_folds(path: str | os.PathLike) -> tuple[list[Fold], dict]:
-    """Read folds written by :func:`save_folds`.
+    """Read folds written by [`save_folds`].
 
     Returns:
         `tuple[list[Fold], dict]`: The folds, and the metadata that was saved with them (without
-        ``"version"`` and ``"folds"``).
+        `"version"` and `"folds"`).
     """
     with open(path, encoding="utf-8") as f:
         payload = json.load(f)

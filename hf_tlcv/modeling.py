@@ -1,31 +1,56 @@
-"""Loading a pretrained classifier and its processor from a Hub id, a local folder or a `builtin:` name."""
+"""Loading a pretrained classifier and its processor from a Hub id, a local folder or a source name (`builtin:`)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import torch
 from torch import nn
 from transformers import (
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoTokenizer,
 )
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+from transformers.utils import logging
 
-from .assets import hub_errors, resolve_model_path
+from .compat import held_load_report
+from .sources import hub_errors, hub_is_reachable, resolve_model_path
+
+logger = logging.get_logger(__name__)
 
 
-def _is_image_model(config) -> bool:
-    return config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+def is_image_model(config) -> bool:
+    """Whether transformers' image-classification auto class has a model for this config."""
+    return type(config) in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+
+def _hub_kwargs(path: str) -> dict:
+    # A Hub id while the Hub is unreachable: use the local cache only (at once, instead of ~30 s of retries); a model
+    # that is not cached then fails fast with hub_errors' message.
+    return {"local_files_only": True} if not os.path.isdir(path) and not hub_is_reachable() else {}
 
 
 def load_config(name_or_path: str):
     path = resolve_model_path(name_or_path)
     with hub_errors("model", name_or_path):
-        return path, AutoConfig.from_pretrained(path)
+        return path, AutoConfig.from_pretrained(path, **_hub_kwargs(path))
+
+
+def _head_keys(model: nn.Module) -> tuple[str, ...]:
+    from .strategies import discover_layout
+
+    try:
+        return tuple(f"{name}." for name in discover_layout(model).head)
+    except ValueError:
+        return ()
+
+
+def _is_local_main_process() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) == 0
 
 
 def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels: int,
@@ -36,26 +61,42 @@ def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels
     same head. Image models load through `AutoModelForImageClassification`, the others through
     `AutoModelForSequenceClassification`. With `pretrained=False` the same architecture is built from its
     config with random weights: the "from scratch" baseline that tells whether pretraining helps.
+
+    Replacing the checkpoint's head is the point, so transformers' report of it is replaced by one line; any other
+    loading problem (missing or unexpected backbone weights) is shown in full.
     """
     path, config = load_config(name_or_path)
     names = label_names or [str(i) for i in range(num_labels)]
-    labels = dict(num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    auto = AutoModelForImageClassification if _is_image_model(config) else AutoModelForSequenceClassification
+    config.num_labels = num_labels  # set on the config first: no "num_labels vs id2label" warning
+    config.id2label = dict(enumerate(names))
+    config.label2id = {n: i for i, n in enumerate(names)}
+    auto = AutoModelForImageClassification if is_image_model(config) else AutoModelForSequenceClassification
     if not pretrained:
-        for key, value in labels.items():
-            setattr(config, key, value)
         return auto.from_config(config)
-    with hub_errors("model", name_or_path):
-        return auto.from_pretrained(path, ignore_mismatched_sizes=True, **labels)
+    with hub_errors("model", name_or_path), held_load_report() as hold:
+        model, info = auto.from_pretrained(path, config=config, ignore_mismatched_sizes=True,
+                                           output_loading_info=True, **_hub_kwargs(path))
+    head = _head_keys(model)
+    replaced = [k for k in [*info.get("missing_keys", ()), *(m[0] if isinstance(m, tuple) else m
+                                                             for m in info.get("mismatched_keys", ()))]]
+    only_head = bool(head) and all(k.startswith(head) for k in replaced) and not info.get("unexpected_keys")
+    if only_head:
+        if replaced and _is_local_main_process():
+            logger.warning(f"hf_tlcv: {name_or_path} gets a new classification head for {num_labels} classes "
+                           f"({', '.join(sorted({k.split('.')[0] for k in replaced}))} replaced on purpose; the "
+                           "backbone loads with its pretrained weights).")
+    else:
+        hold.release()
+    return model
 
 
 def load_processor(name_or_path: str):
     """The image processor of an image model, or the tokenizer of a text model."""
     path, config = load_config(name_or_path)
     with hub_errors("processor", name_or_path):
-        if _is_image_model(config):
-            return AutoImageProcessor.from_pretrained(path)
-        return AutoTokenizer.from_pretrained(path)
+        if is_image_model(config):
+            return AutoImageProcessor.from_pretrained(path, **_hub_kwargs(path))
+        return AutoTokenizer.from_pretrained(path, **_hub_kwargs(path))
 
 
 def state_fingerprint(model: nn.Module) -> str:

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
+from sklearn.metrics import confusion_matrix
 
-matplotlib.use("Agg")  # files only: no display is needed, or wanted, on a training machine
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix  # noqa: E402
-
-from .results import CVResults  # noqa: E402
+from .results import CVResults
 
 PLOT_FILES = {
     "fold_scores": "fold_scores.png",
@@ -29,11 +25,12 @@ def _score_metrics(results: CVResults) -> list[str]:
     return [m for m in results.summary if m != "loss"]
 
 
-def plot_fold_scores(results: CVResults) -> plt.Figure:
+def plot_fold_scores(results: CVResults) -> Figure:
     """Every fold's eval score per metric (dots), the mean (bar) and the corrected 95% interval (whiskers)."""
     metrics = _score_metrics(results)
     summary = results.summary
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics), 4))
+    fig = Figure(figsize=(1.6 + 1.4 * len(metrics), 4))
+    ax = fig.subplots()
     rng = np.random.default_rng(0)
     for i, name in enumerate(metrics):
         values = [f.eval_metrics[name] for f in results.folds]
@@ -56,12 +53,13 @@ def plot_fold_scores(results: CVResults) -> plt.Figure:
     return fig
 
 
-def plot_train_vs_eval(results: CVResults, metric: str | None = None) -> plt.Figure:
+def plot_train_vs_eval(results: CVResults, metric: str | None = None) -> Figure:
     """Per fold, the score (and loss) on the training rows beside the eval rows: the overfitting gap."""
     names = [f"{f.repeat}/{f.fold}" for f in results.folds]
     metric = metric or next(iter(_score_metrics(results)), "loss")
     panels = [m for m in (metric, "loss") if m in results.summary]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 + 0.5 * len(names) * len(panels), 3.6), squeeze=False)
+    fig = Figure(figsize=(4 + 0.5 * len(names) * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     x = np.arange(len(names))
     for ax, name in zip(axes[0], panels):
         train = [f.train_metrics.get(name, np.nan) for f in results.folds]
@@ -78,7 +76,7 @@ def plot_train_vs_eval(results: CVResults, metric: str | None = None) -> plt.Fig
     return fig
 
 
-def plot_confusion_matrix(results: CVResults) -> plt.Figure:
+def plot_confusion_matrix(results: CVResults) -> Figure:
     """Confusion matrix of all out-of-fold predictions pooled, rows normalised, counts written in."""
     oof = results.oof_predictions
     n_classes = oof.filter(like="prob_").shape[1]
@@ -86,7 +84,8 @@ def plot_confusion_matrix(results: CVResults) -> plt.Figure:
     counts = confusion_matrix(oof["label"], oof["prediction"], labels=list(range(n_classes)))
     share = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
     size = 2.5 + 0.45 * n_classes
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     if n_classes <= 20:
         for i in range(n_classes):
@@ -121,6 +120,5 @@ def save_plots(results: CVResults, directory: str | Path) -> dict[str, Path]:
         fig = make(results)
         path = directory / PLOT_FILES[name]
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         written[name] = path
     return written

@@ -12,12 +12,13 @@ import torch
 from transformers import HfArgumentParser
 from transformers.trainer_utils import set_seed
 
-from .assets import BUILTIN_DATASETS, BUILTIN_MODELS, load_dataset
 from .config import KFoldConfig
-from .data import label_names, num_labels, subsample
+from .data import encode_labels, label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
+from .options import command_line_options
 from .results import CVResults
+from .sources import load_data, offline_options
 from .trainer import KFoldTrainer
 
 
@@ -27,12 +28,12 @@ class ScriptArguments:
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Hub id, local folder, or one of: " + ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS)},
+        metadata={"help": "Hub id, local folder, or an offline model: " + ", ".join(offline_options("model"))},
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub dataset id, local folder or file, or one of: "
-                          + ", ".join(f"builtin:{n}" for n in BUILTIN_DATASETS)},
+        metadata={"help": "Hub dataset id, local folder or file, or an offline dataset: "
+                          + ", ".join(offline_options("dataset"))},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     dataset_split: str = field(default="train", metadata={"help": "Split holding the labelled rows."})
@@ -95,6 +96,21 @@ def make_parser(**defaults) -> HfArgumentParser:
     return parser
 
 
+def cli(make_recipe_parser, argv: list[str] | None = None) -> int:
+    """A recipe's command line: parse, run, and return the exit status.
+
+    Messages name the options as typed on the command line (`--fold_strategy kfold`); Ctrl-C ends the run with the
+    library's one line on what is kept and how to resume, and exit status 130, instead of a traceback.
+    """
+    with command_line_options():
+        script_args, config = make_recipe_parser().parse_args_into_dataclasses(args=argv)
+        try:
+            run(script_args, config)
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
 def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyReport:
     """Load the data and model named in `script_args`, cross-validate, print the table, return the results.
 
@@ -102,10 +118,12 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyR
     if not script_args.model_name_or_path or not script_args.dataset_name:
         raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
     extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
-    dataset = load_dataset(script_args.dataset_name, split=script_args.dataset_split, **extra)
+    dataset = load_data(script_args.dataset_name, split=script_args.dataset_split, **extra)
+    # String labels become a ClassLabel first, so that the subset below is stratified by class too.
+    dataset = encode_labels(dataset, config.label_column)
     dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
-    if not dataset.info.dataset_name:  # builtin and local data: the name the model card and reports show
-        dataset.info.dataset_name = script_args.dataset_name
+    # What the user named (a builtin, a Hub id, a file path) is what the results, the card and the reports record.
+    dataset.info.dataset_name = script_args.dataset_name
     auto_group = script_args.auto_group_column
     # Only when the user left the fold strategy to us: an explicit non-grouped strategy is respected.
     if (config.group_column is None and auto_group and auto_group in dataset.column_names

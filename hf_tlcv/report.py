@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_path, write_json_atomic
-from .results import CVResults, FoldResult, _plain
+from .results import CVResults
+from .run_dir import PLOTS_DIR, write_json_atomic, write_text_atomic
+from .utils import fmt, to_plain
 
 REPORT_FILE = "report.md"
 REPORT_JSON = "study_report.json"
-PLOTS_DIR = "plots"
 
 QUESTION_TITLES = {
     "pretrained": "Pretrained vs. from scratch",
@@ -49,23 +49,13 @@ class Verdict:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
+    return fmt(value, digits, missing="–")
 
 
 def _interval(ci) -> str:
     if not ci or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in ci):
         return "–"
     return f"[{ci[0]:.4f}, {ci[1]:.4f}]"
-
-
-def _cv_from_dict(data: dict) -> CVResults:
-    folds = [FoldResult(**{k: v for k, v in fd.items() if k != "predictions"}) for fd in data["folds"]]
-    return CVResults(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
-                     label_names=data.get("label_names"), metadata=data.get("metadata"))
 
 
 class StudyReport:
@@ -204,7 +194,7 @@ class StudyReport:
         runs = {}
         for name, info in self.variant_info.items():
             runs.setdefault(info.get("run", name), name)
-        return _plain({
+        return to_plain({
             "metric": self.metric,
             "settings": self.settings,
             "questions": self.questions,
@@ -224,8 +214,7 @@ class StudyReport:
 
             save_study_plots(self, directory / PLOTS_DIR)
         write_json_atomic(directory / REPORT_JSON, self.to_dict(), indent=2)
-        with atomic_path(directory / REPORT_FILE) as tmp:
-            tmp.write_text(self.to_markdown() + "\n", encoding="utf-8")
+        write_text_atomic(directory / REPORT_FILE, self.to_markdown() + "\n")
         return directory / REPORT_FILE
 
     @classmethod
@@ -235,7 +224,7 @@ class StudyReport:
         if not path.exists():
             raise FileNotFoundError(f"No {REPORT_JSON} in {directory}: is it the output_dir of a finished study?")
         data = json.loads(path.read_text(encoding="utf-8"))
-        runs = {run: _cv_from_dict(d) for run, d in data["runs"].items()}
+        runs = {run: CVResults.from_dict(d, str(path)) for run, d in data["runs"].items()}
         variants = {name: runs[info["run"]] for name, info in data["variant_info"].items() if info["run"] in runs}
         return cls([Verdict(**v) for v in data["verdicts"]], variants, data["questions"], data["variant_info"],
                    data["metric"], data.get("overfitting"), data.get("nested"), data.get("settings"))

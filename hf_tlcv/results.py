@@ -2,51 +2,53 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_path, write_json_atomic
-from .stats import summarize
-
-RESULTS_FILE = "cv_results.json"
-OOF_FILE = "oof_predictions.parquet"
-FOLD_RESULT_FILE = "fold_result.json"
-FOLD_PREDICTIONS_FILE = "predictions.parquet"
-
-
-def _plain(value: Any) -> Any:
-    """numpy / torch scalars and containers -> JSON-safe Python values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+from .run_dir import (
+    FOLD_PREDICTIONS_FILE,
+    FOLD_RESULT_FILE,
+    FOLD_TEST_PREDICTIONS_FILE,
+    FORMAT_VERSION,
+    OOF_FILE,
+    RESULTS_FILE,
+    atomic_path,
+    fold_is_complete,
+    format_version,
+    read_json,
+    write_json_atomic,
+)
+from .stats import is_bounded_metric, summarize
+from .utils import fmt, to_plain
 
 
-def predictions_frame(rows: np.ndarray, repeat: int, fold: int, labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
-    """Out-of-fold predictions of one fold: row index, fold, label, predicted class and class probabilities."""
-    frame = pd.DataFrame(
-        {
-            "row": np.asarray(rows, dtype=np.int64),
-            "repeat": np.int64(repeat),
-            "fold": np.int64(fold),
-            "label": np.asarray(labels, dtype=np.int64),
-            "prediction": probs.argmax(axis=-1).astype(np.int64),
-        }
-    )
+def predictions_frame(rows: np.ndarray, repeat: int, fold: int, labels: np.ndarray | None,
+                      probs: np.ndarray) -> pd.DataFrame:
+    """Predictions of one fold: row index, fold, label (when known), predicted class and class probabilities."""
+    columns = {"row": np.asarray(rows, dtype=np.int64), "repeat": np.int64(repeat), "fold": np.int64(fold)}
+    if labels is not None:
+        columns["label"] = np.asarray(labels, dtype=np.int64)
+    columns["prediction"] = probs.argmax(axis=-1).astype(np.int64)
+    frame = pd.DataFrame(columns)
     for c in range(probs.shape[-1]):
         frame[f"prob_{c}"] = probs[:, c].astype(np.float64)
     return frame
+
+
+def _known_fields(cls, data: dict, where: str) -> dict:
+    """`data` restricted to the fields of dataclass `cls`; fields this version does not know are reported once."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names - {"format_version"})
+    if unknown:
+        warnings.warn(f"{where} has fields this hf_tlcv version does not know ({', '.join(unknown)}); they are "
+                      "ignored. It was probably written by a newer version.", stacklevel=3)
+    return {k: v for k, v in data.items() if k in names}
 
 
 @dataclass
@@ -60,6 +62,8 @@ class FoldResult:
         train_metrics: the same metrics on the training rows (empty when `eval_on_train=False`).
         log_history: the Trainer's log history of the fold (losses per logging step, learning rate, ...).
         predictions: out-of-fold predictions of the fold's eval rows (see [`predictions_frame`]).
+        test_metrics: the fold model's metrics on the held-out test set (`eval_dataset`), when one was given.
+        test_predictions: the fold model's predictions on the test set (`row` indexes the test set).
     """
 
     repeat: int
@@ -70,33 +74,56 @@ class FoldResult:
     train_metrics: dict[str, float] = field(default_factory=dict)
     log_history: list[dict] = field(default_factory=list)
     predictions: pd.DataFrame | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    test_predictions: pd.DataFrame | None = None
+
+    @property
+    def name(self) -> str:
+        return f"fold_{self.repeat}_{self.fold}"
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("predictions")
-        return _plain(out)
+        out.pop("test_predictions")
+        return to_plain(out)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Save into `directory`; `fold_result.json` is written last, so its presence marks a finished fold."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if self.predictions is not None:
-            with atomic_path(directory / FOLD_PREDICTIONS_FILE) as tmp:
-                self.predictions.to_parquet(tmp, index=False)
-        write_json_atomic(directory / FOLD_RESULT_FILE, self.to_dict(), indent=2)
+        for frame, name in ((self.predictions, FOLD_PREDICTIONS_FILE),
+                            (self.test_predictions, FOLD_TEST_PREDICTIONS_FILE)):
+            if frame is not None:
+                with atomic_path(directory / name) as tmp:
+                    frame.to_parquet(tmp, index=False)
+        write_json_atomic(directory / FOLD_RESULT_FILE, {"format_version": FORMAT_VERSION, **self.to_dict()},
+                          indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "a fold result") -> "FoldResult":
+        return cls(**_known_fields(cls, data, where))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "FoldResult":
         directory = Path(directory)
-        with open(directory / FOLD_RESULT_FILE) as fh:
-            data = json.load(fh)
-        preds = directory / FOLD_PREDICTIONS_FILE
-        data["predictions"] = pd.read_parquet(preds) if preds.exists() else None
-        return cls(**data)
+        data = read_json(directory / FOLD_RESULT_FILE)
+        for name, key in ((FOLD_PREDICTIONS_FILE, "predictions"), (FOLD_TEST_PREDICTIONS_FILE, "test_predictions")):
+            path = directory / name
+            data[key] = pd.read_parquet(path) if path.exists() else None
+        return cls.from_dict(data, str(directory / FOLD_RESULT_FILE))
 
     @staticmethod
     def is_complete(directory: str | os.PathLike) -> bool:
-        return (Path(directory) / FOLD_RESULT_FILE).exists()
+        return fold_is_complete(directory)
+
+
+def fold_sizes(folds: list[FoldResult]) -> tuple[float, float, float]:
+    """Training and evaluation rows per fold (averages) and rows evaluated per repeat (every row, for k-fold).
+
+    The first two set the Nadeau–Bengio correction, the third the binomial / McNemar floor of `hf_tlcv.stats`.
+    """
+    return (float(np.mean([f.n_train for f in folds])), float(np.mean([f.n_eval for f in folds])),
+            sum(f.n_eval for f in folds) / len({f.repeat for f in folds}))
 
 
 class CVResults:
@@ -104,21 +131,28 @@ class CVResults:
 
     Attributes:
         folds: one [`FoldResult`] per fold, in fold order (repeat-major).
-        summary: per eval metric, `{"mean", "std", "ci95": [low, high]}`. `std` is the sample standard deviation
-            over folds; `ci95` is the Nadeau–Bengio corrected 95% interval
-            `mean ± t_{0.975, J-1} * sqrt(s² * (1/J + n_eval/n_train))` over the J = k * r fold scores, wider than
-            the naive `s / sqrt(J)` interval because the training sets of different folds overlap.
+        summary: per eval metric, `{"mean", "std", "ci95": [low, high], "ci_method"}`. `std` is the sample standard
+            deviation over folds; `ci95` is built on the Nadeau–Bengio corrected variance
+            `s² * (1/J + n_eval/n_train)` of the J = k * r fold scores, wider than the naive `s² / J` because the
+            training sets of different folds overlap: for metrics in [0, 1] (accuracy, precision, recall, F1) a
+            Wilson-type interval that stays in [0, 1] and is never narrower than the Wilson interval of the
+            evaluated rows (`ci_method="corrected_wilson"`), for the others (the loss) `mean ± t_{0.975, J-1} * se`
+            (`"corrected_t"`). See `hf_tlcv.stats` and docs/statistics.md.
         train_summary: the same over the training-part metrics (when computed).
+        test_summary: the same over every fold model's score on the held-out test set (when `eval_dataset` was
+            given); `test_metrics` holds the fold ensemble's score on it (mean of the fold models' probabilities).
         oof_predictions: every fold's eval predictions in one frame (`row`, `repeat`, `fold`, `label`,
             `prediction`, `prob_<class id>`).
         oof_metrics: the metrics computed once on all out-of-fold predictions pooled.
         config: the settings of the run. label_names: class names, when the labels are a `ClassLabel`.
+        metadata: how the folds were made (`fold_strategy`, `n_rows`, fingerprints...), the `data` and `model`
+            records (what was cross-validated), and `processes` (process count, processes per fold, global batch).
 
     Example:
     ```python
     >>> results = trainer.cross_validate()
     >>> results.summary["accuracy"]
-    {'mean': 0.93, 'std': 0.012, 'ci95': [0.91, 0.95]}
+    {'mean': 0.93, 'std': 0.012, 'ci95': [0.91, 0.95], 'ci_method': 'corrected_wilson'}
     >>> results.to_pandas()  # one row per fold
     >>> results.save("cv-out"); CVResults.load("cv-out")
     ```
@@ -126,7 +160,7 @@ class CVResults:
 
     def __init__(self, folds: list[FoldResult], oof_metrics: dict[str, float] | None = None,
                  config: dict | None = None, label_names: list[str] | None = None,
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, test_metrics: dict[str, float] | None = None):
         if not folds:
             raise ValueError("CVResults needs at least one finished fold.")
         self.folds = list(folds)
@@ -134,19 +168,20 @@ class CVResults:
         self.config = dict(config or {})
         self.label_names = label_names
         self.metadata = dict(metadata or {})
+        self.test_metrics = dict(test_metrics or {})
         self.directory: Path | None = None  # where save() wrote / load() read the run; push_to_hub uploads it
 
     # ---- aggregation -------------------------------------------------------------------------------------
     @staticmethod
     def _summarize(folds: list[FoldResult], attr: str) -> dict[str, dict]:
-        n_train = float(np.mean([f.n_train for f in folds]))
-        n_eval = float(np.mean([f.n_eval for f in folds]))
+        n_train, n_eval, n_rows = fold_sizes(folds)
         keys = [k for k in getattr(folds[0], attr) if all(k in getattr(f, attr) for f in folds)]
         out = {}
         for key in keys:
             values = [getattr(f, attr)[key] for f in folds]
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                out[key] = summarize(values, n_train=n_train, n_eval=n_eval)
+                out[key] = summarize(values, n_train=n_train, n_eval=n_eval, bounded=is_bounded_metric(key, values),
+                                     n_rows=n_rows)
         return out
 
     @property
@@ -158,6 +193,10 @@ class CVResults:
         return self._summarize(self.folds, "train_metrics") if self.folds[0].train_metrics else {}
 
     @property
+    def test_summary(self) -> dict[str, dict]:
+        return self._summarize(self.folds, "test_metrics") if self.folds[0].test_metrics else {}
+
+    @property
     def fold_metrics(self) -> list[dict[str, float]]:
         return [dict(f.eval_metrics) for f in self.folds]
 
@@ -166,35 +205,68 @@ class CVResults:
         frames = [f.predictions for f in self.folds if f.predictions is not None]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    @property
+    def test_predictions(self) -> pd.DataFrame:
+        """Every fold model's predictions on the held-out test set (`row` indexes the test set)."""
+        frames = [f.test_predictions for f in self.folds if f.test_predictions is not None]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    @property
+    def processes(self) -> dict:
+        """`world_size` (processes of the launch), `fold_processes` (processes training one fold together: 1 with
+        `parallel_folds`), and `global_train_batch_size` (rows per optimisation step of a fold)."""
+        return dict(self.metadata.get("processes", {}))
+
     def to_pandas(self) -> pd.DataFrame:
-        """One row per fold: `repeat`, `fold`, `n_train`, `n_eval`, the eval metrics and `train_<metric>`."""
+        """One row per fold: `repeat`, `fold`, `n_train`, `n_eval`, the eval metrics, `train_<metric>` and
+        `test_<metric>`."""
         rows = []
         for f in self.folds:
             row = {"repeat": f.repeat, "fold": f.fold, "n_train": f.n_train, "n_eval": f.n_eval}
             row.update(f.eval_metrics)
             row.update({f"train_{k}": v for k, v in f.train_metrics.items()})
+            row.update({f"test_{k}": v for k, v in f.test_metrics.items()})
             rows.append(row)
         return pd.DataFrame(rows)
 
     # ---- display -----------------------------------------------------------------------------------------
+    def header(self) -> str:
+        """One line: folds, repeats, and how training was laid out over processes."""
+        k = self.config.get("n_folds", len({f.fold for f in self.folds}))
+        r = self.config.get("n_repeats", 1)
+        line = f"{len(self.folds)} folds ({k}-fold x {r} repeat(s))"
+        procs = self.processes
+        if procs:
+            per_fold = procs.get("fold_processes", 1)
+            layout = "1 process" if procs.get("world_size", 1) == 1 else (
+                f"{procs['world_size']} processes, " + ("whole folds per process (parallel_folds)" if per_fold == 1
+                                                        else f"each fold on {per_fold} processes (DDP)"))
+            line += f"; {layout}; global train batch {procs.get('global_train_batch_size')}"
+        return line
+
     def format_table(self) -> str:
         """The per-fold table and the summary as plain text."""
         frame = self.to_pandas()
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
-        k = self.config.get("n_folds", len({f.fold for f in self.folds}))
-        r = self.config.get("n_repeats", 1)
-        lines.append(f"Summary over {len(self.folds)} folds ({k}-fold x {r} repeat(s)); "
-                     "95% interval: Nadeau-Bengio corrected t")
+        lines.append(f"Summary over {self.header()}; "
+                     "95% interval: Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)")
         for name, s in self.summary.items():
             lo, hi = s["ci95"]
-            line = f"  {name:<12} {s['mean']:.4f} ± {s['std']:.4f}   95% CI [{lo:.4f}, {hi:.4f}]"
+            line = f"  {name:<12} {fmt(s['mean'])} ± {fmt(s['std'])}   95% CI [{fmt(lo)}, {fmt(hi)}]"
             train = self.train_summary.get(name)
             if train is not None:
-                line += f"   train {train['mean']:.4f}"
+                line += f"   train {fmt(train['mean'])}"
             lines.append(line)
         if self.oof_metrics:
-            pooled = ", ".join(f"{k}={v:.4f}" for k, v in self.oof_metrics.items() if isinstance(v, float))
+            pooled = ", ".join(f"{k}={fmt(v)}" for k, v in self.oof_metrics.items() if isinstance(v, float))
             lines.append(f"  pooled out-of-fold: {pooled}")
+        if self.test_summary:
+            n_test = self.metadata.get("n_test_rows")
+            lines.append(f"Held-out test set ({n_test} rows, never used to choose anything): mean of the fold models "
+                         "| fold ensemble")
+            for name, s in self.test_summary.items():
+                ensemble = self.test_metrics.get(name)
+                lines.append(f"  {name:<12} {fmt(s['mean'])} ± {fmt(s['std'])}   | {fmt(ensemble)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -203,8 +275,9 @@ class CVResults:
 
     # ---- persistence -------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return _plain(
+        return to_plain(
             {
+                "format_version": FORMAT_VERSION,
                 "config": self.config,
                 "label_names": self.label_names,
                 "metadata": self.metadata,
@@ -212,6 +285,8 @@ class CVResults:
                 "summary": self.summary,
                 "train_summary": self.train_summary,
                 "oof_metrics": self.oof_metrics,
+                "test_summary": self.test_summary,
+                "test_metrics": self.test_metrics,
             }
         )
 
@@ -227,25 +302,38 @@ class CVResults:
         self.directory = directory
 
     @classmethod
+    def from_dict(cls, data: dict, where: str = "cross-validation results") -> "CVResults":
+        """Results from [`to_dict`]'s output (fold predictions, when wanted, added to each fold's dict first)."""
+        folds = [FoldResult.from_dict(fd, where) for fd in data["folds"]]
+        return cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
+                   label_names=data.get("label_names"), metadata=data.get("metadata"),
+                   test_metrics=data.get("test_metrics"))
+
+    @classmethod
     def load(cls, directory: str | os.PathLike) -> "CVResults":
-        """Load what [`save`] wrote (the summary is recomputed from the per-fold metrics)."""
+        """Load what [`save`] wrote (the summaries are recomputed from the per-fold metrics).
+
+        Reads every format version of `cv_results.json` (see `hf_tlcv.run_dir.FORMAT_VERSION`); fields written by a
+        newer version are ignored with a warning."""
         directory = Path(directory)
         path = directory / RESULTS_FILE
         if not path.exists():
             raise FileNotFoundError(f"No {RESULTS_FILE} in {directory}: is it the output_dir of a finished run?")
-        with open(path) as fh:
-            data = json.load(fh)
+        data = read_json(path)
+        if format_version(data) > FORMAT_VERSION:
+            warnings.warn(f"{path} was written in format {format_version(data)} by a newer hf_tlcv (this one reads up "
+                          f"to {FORMAT_VERSION}); what it cannot read is ignored.", stacklevel=2)
         oof_path = directory / OOF_FILE
         oof = pd.read_parquet(oof_path) if oof_path.exists() else None
-        folds = []
+        data["folds"] = [dict(fd) for fd in data["folds"]]
         for fd in data["folds"]:
-            fd = dict(fd)
             if oof is not None:
                 mask = (oof["repeat"] == fd["repeat"]) & (oof["fold"] == fd["fold"])
                 fd["predictions"] = oof[mask].reset_index(drop=True)
-            folds.append(FoldResult(**fd))
-        results = cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
-                      label_names=data.get("label_names"), metadata=data.get("metadata"))
+            test_path = directory / f"fold_{fd['repeat']}_{fd['fold']}" / FOLD_TEST_PREDICTIONS_FILE
+            if test_path.exists():
+                fd["test_predictions"] = pd.read_parquet(test_path)
+        results = cls.from_dict(data, str(path))
         results.directory = directory
         return results
 
@@ -255,27 +343,35 @@ class CVResults:
         """Push the run these results were saved in / loaded from to the Hub repository `repo_id`, with its card.
 
         The whole run directory is uploaded (results, plots, fold folders with their models as `push_fold_models`
-        allows; default: the run's setting), and `README.md` is written into it first. Files the Hub already has are
-        skipped, so this also completes an interrupted push.
+        allows; default: the run's setting), and `README.md` (the card, rendered for `repo_id`) is written into it
+        first. Files the Hub already has are skipped, so this also completes an interrupted push.
 
         Args:
             repo_id: `"namespace/name"`.
             token: write token (`None`: `HF_TOKEN` or the login cache).
             private, revision, commit_message: as in `HfApi.create_repo` / `create_commit`.
             push_fold_models: `"none"`, `"trainable"` or `"full"`.
-            card_kwargs: `dataset_name`, `task`, `study_report`, `license`, `language` (see `hf_tlcv.hub.push_cv`).
+            card_kwargs: `dataset_name`, `task`, `study_report`, `license`, `language`, `extra_tags` (see
+                `hf_tlcv.model_card.CVCardData`).
+
+        Raises:
+            hf_tlcv.hub.HubPushError: the push failed; the message says why and how to retry.
 
         Example:
         ```python
         >>> CVResults.load("outputs/vit_kfold").push_to_hub("me/vit-kfold-animal-mnist")
         ```
         """
-        from .hub import push_cv
+        from .hub import push_run
+        from .model_card import CVCardData, build_model_card
 
         if self.directory is None:
             raise ValueError("These results have no run directory to push: save() them into the run's output_dir "
                              "or load them with CVResults.load(output_dir) first.")
-        return push_cv(self.directory, repo_id, token=token, private=private, revision=revision,
-                       push_fold_models=push_fold_models or self.config.get("push_fold_models", "trainable"),
-                       commit_message=commit_message, results=self, **card_kwargs)
-
+        card = build_model_card(self, CVCardData(repo_id=repo_id, **card_kwargs), self.directory)
+        if commit_message is None:
+            means = ", ".join(f"{k} {v['mean']:.4f}" for k, v in self.summary.items() if k != "loss")
+            commit_message = f"Cross-validation results ({len(self.folds)} folds: {means})"
+        return push_run(self.directory, repo_id, card=str(card), token=token, private=private, revision=revision,
+                        push_fold_models=push_fold_models or self.config.get("push_fold_models", "trainable"),
+                        commit_message=commit_message)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from torch import nn
 
 _ATTENTION_QV = ("query", "value", "q_proj", "v_proj", "q", "v", "q_lin", "v_lin")
+# Modules whose output depends on training mode through running statistics (the lazy variants become these).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ def apply_strategy(model: nn.Module, args, peft_config=None) -> nn.Module:
         # Batch-norm statistics live outside the adapters: updating them would make the saved adapter
         # disagree with the base model it is loaded onto, so they stay fixed as under freezing.
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if isinstance(module, BATCH_NORMS):
                 pin_eval(module)
     return model
 

@@ -6,15 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only, as in plots.py
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .overfitting import loss_curves  # noqa: E402
+from .overfitting import loss_curves
 
 
 def _scores(report, name: str) -> tuple[list[float], dict]:
@@ -22,11 +18,12 @@ def _scores(report, name: str) -> tuple[list[float], dict]:
     return [f.eval_metrics.get(report.metric, math.nan) for f in cv.folds], cv.summary.get(report.metric, {})
 
 
-def plot_variant_scores(report, question: str) -> plt.Figure:
+def plot_variant_scores(report, question: str) -> Figure:
     """Mean and corrected 95% interval per variant, every fold as a dot, the same fold joined across variants
     (the comparison is paired: a fold that is hard for one variant tends to be hard for all)."""
     names = [n for n in report.questions[question] if n in report.variants]
-    fig, ax = plt.subplots(figsize=(max(6.0, 2 + 1.1 * len(names)), 4))  # wide enough for the title
+    fig = Figure(figsize=(max(6.0, 2 + 1.1 * len(names)), 4))  # wide enough for the title
+    ax = fig.subplots()
     per_fold = []
     for i, name in enumerate(names):
         values, s = _scores(report, name)
@@ -50,13 +47,14 @@ def plot_variant_scores(report, question: str) -> plt.Figure:
     return fig
 
 
-def _curve(report, question: str, log_x: bool, xlabel: str) -> plt.Figure:
+def _curve(report, question: str, log_x: bool, xlabel: str) -> Figure:
     names = [n for n in report.questions[question]
              if n in report.variants and report.variant_info[n].get("x") is not None]
     others = [n for n in report.questions[question] if n in report.variants and n not in names]
     names.sort(key=lambda n: report.variant_info[n]["x"])
     xs = np.array([report.variant_info[n]["x"] for n in names], dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     means, lows, highs, folds = [], [], [], []
     for name in names:
         values, s = _scores(report, name)
@@ -84,7 +82,7 @@ def _curve(report, question: str, log_x: bool, xlabel: str) -> plt.Figure:
     return fig
 
 
-def plot_freeze_curve(report) -> plt.Figure:
+def plot_freeze_curve(report) -> Figure:
     """Score against the number of frozen bottom blocks (linear probe at the right end), layer-wise decay as a
     dashed line."""
     fig = _curve(report, "freeze", log_x=False, xlabel="frozen bottom blocks (embeddings included when > 0)")
@@ -93,7 +91,7 @@ def plot_freeze_curve(report) -> plt.Figure:
     return fig
 
 
-def plot_lr_curve(report) -> plt.Figure:
+def plot_lr_curve(report) -> Figure:
     """Score against the learning rate (log axis)."""
     fig = _curve(report, "lr", log_x=True, xlabel="learning rate")
     fig.axes[0].set_title("Learning-rate curve")
@@ -101,13 +99,14 @@ def plot_lr_curve(report) -> plt.Figure:
     return fig
 
 
-def plot_learning_curves(report, run: str) -> plt.Figure:
+def plot_learning_curves(report, run: str) -> Figure:
     """Per fold, train loss (solid) and eval loss (dashed) per epoch; where a fold overfits, its onset epoch is
     marked with a vertical line."""
     name = next(n for n, info in report.variant_info.items() if info.get("run", n) == run)
     cv = report.variants[name]
     diagnoses = {d["fold"]: d for d in report.overfitting.get(run, [])}
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     for i, fold in enumerate(cv.folds):
         label = f"fold_{fold.repeat}_{fold.fold}"
         curves = loss_curves(fold.log_history)
@@ -146,6 +145,5 @@ def save_study_plots(report, directory: str | Path) -> dict[str, Path]:
         fig = make()
         path = directory / f"{stem}.png"
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         written[stem] = path
     return written

@@ -1,113 +1,103 @@
 """`KFoldTrainer`: k-fold cross-validation of fine-tuning, as a `transformers.Trainer`.
 
-The trainer orchestrates; focused modules do the work: `folds` splits rows, `strategies` decides what trains,
-`data` preprocesses once, `metrics` scores, `results` aggregates and persists.
+The trainer orchestrates; focused modules do the work: `folds` splits rows, `data` preprocesses once, `cache` runs
+the frozen layers once, `fold_job` trains one fold with a fresh `Trainer`, `execution` runs fold jobs in worker
+processes, `results` aggregates and persists, `model_card` and `hub` report and share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import gc
 import shutil
-import weakref
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 import datasets
 import numpy as np
-from tqdm.auto import tqdm
-from transformers import EvalPrediction, Trainer, TrainerCallback
-from transformers.trainer_callback import ProgressCallback
+from transformers import EvalPrediction, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import set_seed
 from transformers.utils import logging
 
 from . import __version__
-from ._distributed import DATA_PARALLEL_TYPES, deal_folds, single_process_view, wait_for_processes
-from .cache import FeatureCache, plan_feature_cache, remove_bypass
-from .config import KFoldConfig
+from .config import KFoldConfig, changed_settings, default_result_settings
+from .data import describe_dataset, encode_labels, needs_preprocessing, preprocess
 from .data import label_names as dataset_label_names
 from .data import num_labels as dataset_num_labels
-from .data import preprocess
+from .execution import DATA_PARALLEL_TYPES, FoldExchange, WorkerProcess, deal_folds
+from .fold_job import FoldJob, ModelSource, StrategyTrainer, fold_settings, run_fold
 from .folds import Fold, load_folds, make_folds, save_folds, validate_fold_inputs
-from .hub import FOLD_MODEL_DIR, HubPushCallback, hub_repo_id, push_cv, save_fold_model
-from .metrics import build_compute_metrics
+from .hub import HubPushCallback, create_hub_repo, hub_repo_id
+from .metrics import build_compute_metrics, metrics_from_probabilities
 from .modeling import load_classifier, load_processor, state_fingerprint
-from .plots import save_plots
-from .results import OOF_FILE, RESULTS_FILE, CVResults, FoldResult, predictions_frame
-from .strategies import apply_strategy, discover_layout, layerwise_lr_groups
+from .options import option
+from .results import CVResults, FoldResult
+from .run_dir import FOLDS_FILE, FORMAT_VERSION, PLOTS_DIR, clear_run, fold_is_complete, format_version
+from .strategies import apply_strategy
+from .utils import task_of_columns, to_plain
 
-FOLDS_FILE = "folds.json"
-PLOTS_DIR = "plots"
 logger = logging.get_logger(__name__)
-_TIMING_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def _strip_metrics(metrics: dict, prefix: str) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        name = key.removeprefix(f"{prefix}_")
-        if name not in _TIMING_KEYS:
-            out[name] = float(value) if isinstance(value, (int, float, np.floating)) else value
-    return out
-
-
-class KFoldTrainer(Trainer):
+class KFoldTrainer(StrategyTrainer):
     r"""
     A [`~transformers.Trainer`] that cross-validates fine-tuning: [`cross_validate`] shards `train_dataset` into
     folds, trains a fresh copy of the pretrained model on each and aggregates the metrics into [`CVResults`].
 
-    Every fold starts from the same pretrained weights and the same seeded head: the model (or what `model_init`
-    returns) is copied for each fold and never trained itself, and a finished fold's model is released before the
-    next one is built. Folds are computed once, saved to `output_dir/folds.json`, and a run started again on the
-    same `output_dir` resumes: finished folds are read back, an interrupted fold is trained again from its start
-    (so the results equal those of an uninterrupted run).
+    Each fold is a self-contained job ([`FoldJob`]: settings, fold indices, rows, model source) run by a fresh inner
+    `Trainer` built from a copy of `args` with the fold's own `output_dir` and `run_name`; the same job gives the same
+    result here, in a worker process, or on another machine. Every fold starts from the same pretrained weights and
+    the same seeded head. Folds are computed once and saved to `output_dir/folds.json`; a run started again on the
+    same `output_dir` resumes: finished folds are read back, an interrupted fold is trained again from its start (so
+    the results equal those of an uninterrupted run).
 
-    `train()` keeps its `Trainer` meaning: it trains one model on the whole `train_dataset`, from the same
-    pretrained start and with the same fine-tuning strategy, writing to `output_dir` — the model to ship once
-    cross-validation has estimated how well it works.
+    Everything else keeps its `Trainer` meaning: `train()` trains one model on the whole `train_dataset` (with the
+    same strategy) into `output_dir` — the model to ship once cross-validation has said how well it works —, and
+    `evaluate()`, `predict()` and `push_to_hub()` act on that model. `eval_dataset` is a held-out test set: every fold
+    model and the fold ensemble are scored on it, beside the cross-validated estimate, and it is never used to choose
+    anything.
 
     Args:
         model (`str` or `PreTrainedModel`, *optional*): a Hub id, a local folder or a `builtin:` name (loaded once,
             with a new head sized to the label column), or a built classifier. Exclusive with `model_init`.
-        args ([`KFoldConfig`]): training and cross-validation settings.
-        train_dataset (`datasets.Dataset`): all the labelled rows; folds are cut from it.
+        args ([`KFoldConfig`] or `TrainingArguments`): training and cross-validation settings; a plain
+            `TrainingArguments` is converted, with the cross-validation settings at their defaults.
+        data_collator: as in `Trainer`.
+        train_dataset (`datasets.Dataset`): all the labelled rows; folds are cut from it. A label column of strings
+            becomes a `ClassLabel` (sorted class names).
+        eval_dataset (`datasets.Dataset`, *optional*): a held-out test set with the same columns.
+        processing_class: image processor or tokenizer; loaded with the model when `model` is a name and the rows
+            still need preprocessing.
         model_init (`Callable[[], PreTrainedModel]`, *optional*): builds a fresh model; called once per fold after
             seeding with `args.seed`.
-        processing_class: image processor or tokenizer; loaded with the model when `model` is a name.
-        data_collator, callbacks: as in `Trainer`.
+        compute_loss_func, callbacks, optimizer_cls_and_kwargs, preprocess_logits_for_metrics: as in `Trainer`; a
+            callback class is instantiated per fold, an instance is shared by every fold that runs in this process.
         compute_metrics (`Callable[[EvalPrediction], dict]`, *optional*): replaces the `evaluate` metrics named in
             `args.metrics`.
+        optimizers: kept for `Trainer`'s argument order; an optimizer instance trains one model, so it is refused:
+            choose the optimizer of every fold (and of `train()`) with `optimizer_cls_and_kwargs`.
         peft_config (`peft.PeftConfig`, *optional*): the adapter configuration with `finetune_strategy="lora"`.
 
     Example:
     ```python
-    >>> from hf_tlcv import KFoldConfig, KFoldTrainer
-    >>> from hf_tlcv.assets import load_dataset
+    >>> from hf_tlcv import KFoldConfig, KFoldTrainer, load_data
     >>> args = KFoldConfig(output_dir="cv", n_folds=5, finetune_strategy="linear_probe", image_size=112)
-    >>> trainer = KFoldTrainer("builtin:efficientnet-lite0", args, train_dataset=load_dataset("builtin:animal-mnist"))
+    >>> trainer = KFoldTrainer("builtin:efficientnet-lite0", args, train_dataset=load_data("builtin:animal-mnist"))
     >>> results = trainer.cross_validate()
     ```
     """
 
     _tag_names = ["hf_tlcv", "cross-validation", "k-fold"]
 
-    def __init__(self, model=None, args: KFoldConfig | None = None, train_dataset: datasets.Dataset | None = None,
-                 model_init: Callable | None = None, processing_class=None, data_collator=None,
-                 compute_metrics: Callable[[EvalPrediction], dict] | None = None, peft_config=None,
-                 callbacks: list[TrainerCallback] | None = None, **kwargs):
-        if args is None:
-            args = KFoldConfig(output_dir="hf_tlcv_output")
-        if not isinstance(args, KFoldConfig):
-            raise TypeError(
-                f"args must be a KFoldConfig, got {type(args).__name__}; build one with the same fields, "
-                "e.g. KFoldConfig(**training_args.to_dict()) plus the cross-validation settings."
-            )
+    def __init__(self, model=None, args: KFoldConfig | TrainingArguments | None = None, data_collator=None,
+                 train_dataset: datasets.Dataset | None = None, eval_dataset: datasets.Dataset | None = None,
+                 processing_class=None, model_init: Callable | None = None, compute_loss_func: Callable | None = None,
+                 compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+                 callbacks: list[TrainerCallback] | None = None, optimizers=(None, None),
+                 optimizer_cls_and_kwargs=None, preprocess_logits_for_metrics=None, peft_config=None):
+        args = self._config(args)
         if model is not None and model_init is not None:
             raise ValueError("Pass either model or model_init to KFoldTrainer, not both: each fold needs one "
                              "source of fresh weights.")
@@ -115,30 +105,30 @@ class KFoldTrainer(Trainer):
             raise ValueError("KFoldTrainer needs a model (Hub id, local path, builtin: name or built model) or a "
                              "model_init.")
         self._check_peft_config(peft_config, args)
-        if train_dataset is None:
-            raise ValueError("KFoldTrainer needs train_dataset: all the labelled rows, which it splits into folds.")
-        if not isinstance(train_dataset, datasets.Dataset):
-            raise TypeError(f"train_dataset must be a datasets.Dataset (got {type(train_dataset).__name__}); "
-                            "convert it with datasets.Dataset.from_dict / from_pandas.")
+        if any(o is not None for o in optimizers):
+            raise ValueError("An optimizer instance (optimizers=...) trains one model, but KFoldTrainer builds a fresh "
+                             "model per fold (and for train()); pass optimizer_cls_and_kwargs=(OptimizerClass, "
+                             "kwargs) to choose their optimizer.")
+        train_dataset = self._checked_dataset(train_dataset, args, "train_dataset")
         # Everything about the data is checked before a model is loaded or a step is taken.
-        if len(train_dataset) and args.label_column not in train_dataset.column_names:
-            raise ValueError(
-                f"label_column {args.label_column!r} is not in the dataset (columns: "
-                f"{', '.join(train_dataset.column_names)}); set label_column to the column holding the labels."
-            )
         self.fold_strategy = validate_fold_inputs(train_dataset, strategy=args.fold_strategy, n_folds=args.n_folds,
                                                   n_repeats=args.n_repeats, label_column=args.label_column,
                                                   group_column=args.group_column)
         self.raw_dataset = train_dataset
         self.class_names = dataset_label_names(train_dataset, args.label_column)
         n_labels = dataset_num_labels(train_dataset, args.label_column)
+        test_raw = None
+        if eval_dataset is not None:
+            test_raw = self._aligned_test_set(self._checked_dataset(eval_dataset, args, "eval_dataset", test=True),
+                                              args.label_column)
+        self.raw_test_dataset = test_raw
 
         self.model_name_or_path = model if isinstance(model, str) else None
         if isinstance(model, str):
             set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
             model = load_classifier(model, self.class_names, n_labels)
             if processing_class is None:
-                processing_class = load_processor(self.model_name_or_path)
+                processing_class = self._processor(self.model_name_or_path, [train_dataset, test_raw])
         if model is not None:
             model_labels = getattr(getattr(model, "config", None), "num_labels", n_labels)
             if model_labels != n_labels:
@@ -147,31 +137,100 @@ class KFoldTrainer(Trainer):
                     f"load it with num_labels={n_labels} (and ignore_mismatched_sizes=True for a pretrained head)."
                 )
             model = model.to("cpu")
-        self._template = model
-        self._user_model_init = model_init
+        self.model_source = ModelSource(template=model, model_init=model_init,
+                                        name_or_path=self.model_name_or_path)
         self.peft_config = peft_config
+        self._user_callbacks = list(callbacks or [])
+        self._user_collator = data_collator
 
         with args.main_process_first(desc="preprocessing"):
-            self.cv_dataset = preprocess(
-                train_dataset, processing_class, label_column=args.label_column, image_column=args.image_column,
-                text_column=args.text_column, image_size=args.image_size, max_length=args.max_length,
-            )
+            self.cv_dataset = self._preprocess(train_dataset, processing_class, args)
+            self.test_dataset = self._preprocess(test_raw, processing_class, args) if test_raw is not None else None
         if compute_metrics is None:
             compute_metrics = build_compute_metrics(args.metrics, average=args.metric_average)
-        eval_placeholder = self.cv_dataset if args.eval_strategy != "no" else None
+        # The folds evaluate on their own eval rows during training; train() has held-out rows to evaluate on only
+        # when an eval_dataset is given, so without one its copy of the settings evaluates nothing.
+        self.cv_args = args
+        if args.eval_strategy != "no" and self.test_dataset is None:
+            args = dataclasses.replace(args, eval_strategy="no", load_best_model_at_end=False)
         super().__init__(model=None, args=args, data_collator=data_collator, train_dataset=self.cv_dataset,
-                         eval_dataset=eval_placeholder, processing_class=processing_class,
-                         model_init=self._fresh_model, compute_metrics=compute_metrics, callbacks=callbacks,
-                         **kwargs)
+                         eval_dataset=self.test_dataset, processing_class=processing_class,
+                         model_init=self._fresh_model, compute_loss_func=compute_loss_func,
+                         compute_metrics=compute_metrics, callbacks=callbacks, optimizers=optimizers,
+                         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+                         preprocess_logits_for_metrics=preprocess_logits_for_metrics)
         self.model_fingerprint = state_fingerprint(self.model)
         self.cv_results: CVResults | None = None
+        self._features = None
         if args.push_to_hub:
-            # Each fold goes to the Hub as it finishes, then the summary and card (hf_tlcv.hub); the Trainer's own
-            # per-checkpoint pushes are switched off (init_hf_repo / _push_from_checkpoint below).
+            # Each fold goes to the Hub as it finishes, then the summary and card (hf_tlcv.hub).
             self.add_callback(HubPushCallback(task=self._task(), dataset_name=self._dataset_name()))
         self._check_parallel_folds()
 
-    # ---- model per fold ----------------------------------------------------------------------------------
+    # ---- inputs ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _config(args) -> KFoldConfig:
+        if args is None:
+            return KFoldConfig(output_dir="hf_tlcv_output")
+        if isinstance(args, KFoldConfig):
+            return args
+        if isinstance(args, TrainingArguments):
+            logger.info("KFoldTrainer got a plain TrainingArguments: converted to a KFoldConfig with the "
+                        "cross-validation settings at their defaults (5 folds, full fine-tuning).")
+            return KFoldConfig.from_training_arguments(args)
+        raise TypeError(f"args must be a KFoldConfig (or a TrainingArguments), got {type(args).__name__}.")
+
+    @staticmethod
+    def _checked_dataset(dataset, args: KFoldConfig, name: str, test: bool = False) -> datasets.Dataset:
+        if dataset is None:
+            raise ValueError(f"KFoldTrainer needs {name}: all the labelled rows, which it splits into folds.")
+        if not isinstance(dataset, datasets.Dataset):
+            raise TypeError(f"{name} must be a datasets.Dataset (got {type(dataset).__name__}); "
+                            "convert it with datasets.Dataset.from_dict / from_pandas.")
+        if len(dataset) and args.label_column not in dataset.column_names and not test:
+            raise ValueError(
+                f"{option('label_column', args.label_column)} is not in the dataset (columns: "
+                f"{', '.join(dataset.column_names)}); set {option('label_column')} to the column holding the labels."
+            )
+        return encode_labels(dataset, args.label_column) if not test else dataset
+
+    def _aligned_test_set(self, dataset: datasets.Dataset, label_column: str) -> datasets.Dataset:
+        """The test set with the training set's class ids (strings or another class order are mapped by name)."""
+        if label_column not in dataset.column_names:
+            return dataset  # unlabelled: fold models predict it, nothing is scored
+        feature = dataset.features[label_column]
+        names = self.class_names
+        if names is None:
+            return dataset
+        if isinstance(feature, datasets.ClassLabel):
+            if list(feature.names) == names:
+                return dataset
+            return dataset.align_labels_with_mapping({n: i for i, n in enumerate(names)}, label_column)
+        unknown = sorted(set(map(str, dataset.unique(label_column))) - set(names))
+        if unknown:
+            raise ValueError(f"eval_dataset has labels the training rows do not have ({', '.join(unknown[:5])}); a "
+                             "held-out test set must use the training classes.")
+        return dataset.cast_column(label_column, datasets.Value("string")).cast_column(
+            label_column, datasets.ClassLabel(names=names))
+
+    @staticmethod
+    def _processor(name_or_path: str, rows: list[datasets.Dataset | None]):
+        """The model's image processor or tokenizer. A model folder without one is fine when the rows already hold
+        model inputs (it is kept with full fold models when it exists)."""
+        try:
+            return load_processor(name_or_path)
+        except (OSError, ValueError) as exc:
+            if any(d is not None and needs_preprocessing(d) for d in rows):
+                raise
+            logger.info(f"No image processor or tokenizer in {name_or_path} ({type(exc).__name__}); none is needed: "
+                        "the rows already hold model inputs.")
+            return None
+
+    @staticmethod
+    def _preprocess(dataset, processing_class, args: KFoldConfig) -> datasets.Dataset:
+        return preprocess(dataset, processing_class, label_column=args.label_column, image_column=args.image_column,
+                          text_column=args.text_column, image_size=args.image_size, max_length=args.max_length)
+
     @staticmethod
     def _check_peft_config(peft_config, args: KFoldConfig) -> None:
         if peft_config is None:
@@ -183,105 +242,103 @@ class KFoldTrainer(Trainer):
         if not isinstance(peft_config, PeftConfig):
             raise TypeError(f"peft_config must be a peft.PeftConfig, got {type(peft_config).__name__}.")
         if args.finetune_strategy != "lora":
-            raise ValueError(f"A peft_config was given but finetune_strategy={args.finetune_strategy!r}; set "
-                             "finetune_strategy='lora' to train adapters, or drop peft_config.")
+            raise ValueError(f"A peft_config was given but {option('finetune_strategy', args.finetune_strategy)}; "
+                             f"set {option('finetune_strategy', 'lora')} to train adapters, or drop peft_config.")
 
     def _fresh_model(self):
-        """The model for one fold: a copy of the pretrained template (or a new `model_init` model), with the
+        """The model `train()` trains: a copy of the pretrained template (or a new `model_init` model) with the
         fine-tuning strategy applied. The Trainer seeds with `args.seed` before calling this."""
-        if self._user_model_init is not None:
-            model = self._user_model_init()
-        else:
-            model = copy.deepcopy(self._template)
-        model = apply_strategy(model, self.args, self.peft_config)
-        cache = getattr(self, "_cache_in_use", None)
-        return cache.install(model) if cache is not None else model
+        source = self.model_source
+        model = source.model_init() if source.model_init is not None else copy.deepcopy(source.template)
+        return apply_strategy(model, self.args, self.peft_config)
+
+    def _release_model(self) -> None:
+        """Drop the model `Trainer.__init__` built (cross-validation builds one per fold, and releases it)."""
+        from accelerate.utils import release_memory
+
+        self.model = self.model_wrapped = None
+        self.optimizer = self.lr_scheduler = None
+        release_memory()
+
+    # ---- fold jobs -----------------------------------------------------------------------------------------
+    def fold_jobs(self, folds: list[Fold] | None = None) -> list[FoldJob]:
+        """The fold jobs of this run: the given folds, or every fold of `output_dir/folds.json` not finished yet.
+
+        A job is self-contained: `hf_tlcv.run_fold(job)` trains it here, `hf_tlcv.execution.run_in_worker(job)` in
+        a fresh process; both give the result `cross_validate()` would.
+        """
+        out = Path(self.cv_args.output_dir)
+        if folds is None:
+            folds = [f for f in self._prepare_output_dir() if not fold_is_complete(out / f.name)]
+        features = self._feature_cache() if folds else None
+        return [self._job(fold, features) for fold in folds]
+
+    def _job(self, fold: Fold, features, worker_of_rank: int | None = None) -> FoldJob:
+        """The job of one fold; `worker_of_rank`: it runs in the one-process worker of that rank (`parallel_folds`)."""
+        args = self.cv_args
+        settings = fold_settings(args)
+        if worker_of_rank is not None:
+            # A one-process run: no process-group backend to set up, and one progress bar on the console.
+            settings.update(ddp_backend=None, disable_tqdm=args.disable_tqdm or worker_of_rank != 0)
+        cache, test_rows = features if features is not None else (None, self.test_dataset)
+        return FoldJob(
+            settings=settings, fold=fold, dataset=cache.dataset if cache is not None else self.cv_dataset,
+            model=self.model_source, output_dir=str(args.output_dir), test_dataset=test_rows, features=cache,
+            data_collator=self._user_collator if cache is None else None, compute_metrics=self.compute_metrics,
+            callbacks=self._user_callbacks, peft_config=self.peft_config, processing_class=self.processing_class,
+            compute_loss_func=self.compute_loss_func, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
+            save_fold_model=args.save_fold_models or (args.push_to_hub and args.push_fold_models != "none"),
+            run_name=args.run_name,
+        )
 
     # ---- frozen-feature cache ----------------------------------------------------------------------------
-    def _feature_cache(self) -> FeatureCache | None:
-        """The frozen-feature cache of this run, built at its first fold (`None` when it cannot be exact; the log
-        says why, once). See `hf_tlcv.cache`."""
-        if hasattr(self, "_cache_built"):
-            return self._cache_built
-        self._cache_built = None
-        args = self.args
+    @property
+    def feature_cache(self):
+        """The run's frozen-feature cache ([`hf_tlcv.cache.FeatureCache`]), built on first use, or `None` when the
+        cache cannot be exact for this run (`feature_cache_reason` says why)."""
+        features = self._feature_cache()
+        return features[0] if features is not None else None
+
+    def _feature_cache(self):
+        """`(cache, test rows)` of this run, built once (`None` when it cannot be exact; the log says why, once).
+        See `hf_tlcv.cache`."""
+        if self._features is not None:
+            return self._features or None
+        from .cache import FeatureCache, plan_feature_cache
+
+        args = self.cv_args
+        self._features = False
+        source = self.model_source
         # Only the strategies with a frozen part need a strategy-applied copy to plan on (and to build from).
         cacheable = (args.feature_cache != "off" and args.finetune_strategy in ("freeze", "linear_probe")
-                     and self._user_model_init is None)
-        model = apply_strategy(copy.deepcopy(self._template), args, self.peft_config) if cacheable else None
+                     and source.model_init is None)
+        model = apply_strategy(source.build(args.seed), args, self.peft_config) if cacheable else None
         plan, reason = plan_feature_cache(
-            model if model is not None else self._template, args, dataset=self.cv_dataset,
-            data_collator=self.data_collator, user_model_init=self._user_model_init is not None)
+            model if model is not None else source.template, args, dataset=self.cv_dataset,
+            data_collator=self.data_collator, user_model_init=source.model_init is not None)
+        cache = None
         if plan is not None:
+            show = self.is_local_process_zero() and not args.disable_tqdm
+            if show:
+                logger.warning(f"Frozen-feature cache: running the frozen layers of the model once over "
+                               f"{len(self.cv_dataset)} rows; every fold and epoch then trains on their output.")
+            # The collator of the uncached path: the user's, or the Trainer's default for this processing class.
+            settings = dict(model_fingerprint=self.model_fingerprint, collator=self.data_collator,
+                            batch_size=args.per_device_eval_batch_size, mode=args.feature_cache, progress=show)
             with args.main_process_first(desc="frozen-feature cache"):
-                self._cache_built, reason = FeatureCache.build(
-                    model, plan, self.cv_dataset, model_fingerprint=self.model_fingerprint,
-                    collator=self.data_collator, batch_size=args.per_device_eval_batch_size,
-                    mode=args.feature_cache)
-        if self._cache_built is not None:
-            logger.info(self._cache_built.describe())
+                cache, reason = FeatureCache.build(model, plan, self.cv_dataset, **settings)
+                test_rows = cache.encode(model, self.test_dataset, **settings) \
+                    if cache is not None and self.test_dataset is not None else None
+        if cache is not None:
+            logger.info(cache.describe())
+            self._features = (cache, test_rows)
         elif reason and args.feature_cache != "off":
             log = logger.info if args.finetune_strategy in ("full", "lora") else logger.warning
             log(f"Frozen-feature cache off: {reason}.")
         self.feature_cache_reason = reason
-        return self._cache_built
+        return self._features or None
 
-    def _freeze_long_lived_objects(self) -> None:
-        """Keep the per-fold garbage collections cheap.
-
-        Every fold ends with full garbage collections (`_release_model`, `accelerator.free_memory`) that walk every
-        object of the process: about 0.5 M after importing torch and transformers, measured 0.2-0.8 s each, several
-        per fold — seconds per fold that the naive loop does not pay. What is alive when the first fold starts
-        (modules, the pretrained template, the datasets) lives as long as the run, so it is moved once to the
-        permanent generation (`gc.freeze`); fold models are created later and are still collected. The objects are
-        given back to the collector (`gc.unfreeze`) when this trainer is garbage-collected.
-        """
-        if getattr(self, "_gc_frozen", False):
-            return
-        gc.collect()
-        gc.freeze()
-        self._gc_frozen = True
-        weakref.finalize(self, gc.unfreeze)
-
-    @contextmanager
-    def _training_on_cache(self, cache: FeatureCache | None) -> Iterator[None]:
-        """Within the block, fold models read cached activations (`_fresh_model` bypasses their frozen part) and
-        batches come from the cache's collator; on leaving it `self.model` is a normal model again."""
-        if cache is None:
-            yield
-            return
-        saved_collator = self.data_collator
-        self._cache_in_use, self.data_collator = cache, cache.collate
-        try:
-            yield
-        finally:
-            self._cache_in_use, self.data_collator = None, saved_collator
-            remove_bypass(self.model)
-
-    def create_optimizer(self, model=None):
-        if self.args.layerwise_lr_decay is None or self.optimizer is not None:
-            return super().create_optimizer(model)
-        opt_model = model if model is not None else self.model_wrapped if self.model_wrapped is not None else self.model
-        base = opt_model.get_base_model() if hasattr(opt_model, "get_base_model") else opt_model
-        layout = discover_layout(getattr(base, "module", base))
-        decayed = set(self.get_decay_parameter_names(opt_model))
-        no_decay = {n for n, _ in opt_model.named_parameters() if n not in decayed}
-        groups = layerwise_lr_groups(opt_model, layout, self.args.learning_rate, self.args.layerwise_lr_decay,
-                                     self.args.weight_decay, no_decay)
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-        return self.optimizer
-
-    def _release_model(self) -> None:
-        """Drop every reference to the last fold's model and optimizer before the next fold builds its own."""
-        self.model = self.model_wrapped = None
-        self.optimizer = self.lr_scheduler = None
-        handler = self.callback_handler
-        handler.model = handler.optimizer = handler.lr_scheduler = None
-        handler.train_dataloader = handler.eval_dataloader = None
-        self.accelerator.free_memory()  # one gc.collect() and the device cache emptied (about 0.5 s on a big heap)
-
-    # ---- folds -------------------------------------------------------------------------------------------
+    # ---- the output folder ---------------------------------------------------------------------------------
     def _broadcast(self, obj):
         """The main process's `obj` on every process (identity with one process)."""
         if self.accelerator.num_processes == 1:
@@ -292,9 +349,21 @@ class KFoldTrainer(Trainer):
         broadcast_object_list(box, from_process=0)
         return box[0]
 
+    def _processes(self) -> dict:
+        """How a fold's training is laid out: processes of the launch, processes per fold, rows per step."""
+        args = self.cv_args
+        per_fold = 1 if args.world_size == 1 or args.parallel_folds else args.world_size
+        devices = 1 if args.parallel_folds else max(1, args.n_gpu)
+        return {"world_size": args.world_size, "fold_processes": per_fold, "parallel_folds": bool(args.parallel_folds),
+                "global_train_batch_size": args.per_device_train_batch_size * devices
+                * args.gradient_accumulation_steps * per_fold}
+
     def _fold_metadata(self) -> dict:
-        args = self.args
+        """What `folds.json` records and a resumed run must agree with."""
+        args = self.cv_args
+        processes = self._processes()
         return {
+            "format_version": FORMAT_VERSION,
             "fold_strategy": self.fold_strategy,
             "n_folds": args.n_folds,
             "n_repeats": args.n_repeats,
@@ -302,14 +371,22 @@ class KFoldTrainer(Trainer):
             "label_column": args.label_column,
             "group_column": args.group_column,
             "n_rows": len(self.raw_dataset),
-            "data_fingerprint": self.raw_dataset._fingerprint,
+            "data_fingerprint": self._data_record["fingerprint"],
             "model_fingerprint": self.model_fingerprint,
+            "processes": {"fold_processes": processes["fold_processes"],
+                          "global_train_batch_size": processes["global_train_batch_size"]},
             "config": args.result_fingerprint_dict(),
         }
 
+    @property
+    def _data_record(self) -> dict:
+        if not hasattr(self, "_data_record_cache"):
+            self._data_record_cache = describe_dataset(self.raw_dataset)
+        return self._data_record_cache
+
     def _prepare_output_dir(self) -> list[Fold]:
         """Compute (or, when resuming, reload) the folds on the main process and give them to every process."""
-        out = Path(self.args.output_dir)
+        out = Path(self.cv_args.output_dir)
         payload: tuple[list[Fold] | None, str | None] = (None, None)
         if self.is_world_process_zero():
             try:
@@ -324,34 +401,46 @@ class KFoldTrainer(Trainer):
     def _main_process_folds(self, out: Path) -> list[Fold]:
         meta = self._fold_metadata()
         folds_path = out / FOLDS_FILE
-        if self.args.overwrite_output_dir and out.exists():
-            for item in [folds_path, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR, *out.glob("fold_*")]:
-                if item.is_dir():
-                    shutil.rmtree(item)
-                elif item.exists():
-                    item.unlink()
+        if self.cv_args.overwrite_output_dir and out.exists():
+            clear_run(out)
         if folds_path.exists():
             folds, saved = load_folds(folds_path)
-            changed = sorted(
-                k for k in set(meta) | set(saved) if k not in ("config", "version") and saved.get(k) != meta.get(k)
-            )
-            changed += sorted(
-                f"config.{k}" for k in set(meta["config"]) | set(saved.get("config", {}))
-                if saved.get("config", {}).get(k) != meta["config"].get(k)
-            )
-            if changed:
-                raise ValueError(
-                    f"{out} holds a cross-validation run with different settings or data ({', '.join(changed)} "
-                    f"changed), so it cannot be resumed. Use a new output_dir, or set overwrite_output_dir=True "
-                    f"(--overwrite_output_dir) to delete those results and start fresh."
-                )
+            self._check_resumable(out, meta, saved)
             return folds
-        folds = make_folds(self.raw_dataset, strategy=self.fold_strategy, n_folds=self.args.n_folds,
-                           n_repeats=self.args.n_repeats, seed=self.args.fold_seed,
-                           label_column=self.args.label_column, group_column=self.args.group_column)
+        folds = make_folds(self.raw_dataset, strategy=self.fold_strategy, n_folds=self.cv_args.n_folds,
+                           n_repeats=self.cv_args.n_repeats, seed=self.cv_args.fold_seed,
+                           label_column=self.cv_args.label_column, group_column=self.cv_args.group_column)
         out.mkdir(parents=True, exist_ok=True)
         save_folds(folds, folds_path, meta)
         return folds
+
+    def _check_resumable(self, out: Path, meta: dict, saved: dict) -> None:
+        """Refuse to mix results of different settings, data or process layouts in one folder."""
+        old_format = format_version(saved) < 2
+        compared = ["fold_strategy", "n_folds", "n_repeats", "fold_seed", "label_column", "group_column", "n_rows",
+                    "model_fingerprint"]
+        if not old_format:  # hf_tlcv 0.1 fingerprinted data and processes differently: not comparable
+            compared += ["data_fingerprint", "processes"]
+        changed = [k for k in compared if saved.get(k) != meta.get(k)]
+        settings_changed, unknown = changed_settings(saved.get("config", {}), meta["config"], default_result_settings())
+        changed += [f"config.{k}" for k in settings_changed]
+        if changed:
+            detail = ""
+            if "processes" in changed:
+                detail = (f" (the folds in it were trained {saved['processes']}, this launch would train "
+                          f"{meta['processes']}: the number of processes per fold changes the global batch and so "
+                          "the results)")
+            raise ValueError(
+                f"{out} holds a cross-validation run with different settings, data or process layout "
+                f"({', '.join(changed)} changed){detail}, so it cannot be resumed. Use a new output_dir, or set "
+                f"{option('overwrite_output_dir', True)} to delete those results and start fresh."
+            )
+        if unknown:
+            logger.warning(f"{out} records settings this hf_tlcv version does not know ({', '.join(unknown)}); they "
+                           "are not compared. Resuming with the ones it knows.")
+        if old_format:
+            logger.warning(f"{out} was written by hf_tlcv 0.1: its data fingerprint cannot be compared with this "
+                           "version's, so only the row count, folds and settings were checked before resuming.")
 
     # ---- the cross-validation ----------------------------------------------------------------------------
     def cross_validate(self) -> CVResults:
@@ -361,132 +450,185 @@ class KFoldTrainer(Trainer):
         what is missing.
 
         With several processes, every fold is trained by all of them together (DDP), or, with
-        `parallel_folds=True`, each process trains whole folds on its own (see [`KFoldConfig`]); either way every
-        process returns the same results, and the main process saves them.
+        `parallel_folds=True`, each process hands whole folds to a one-process worker of its own (see
+        [`KFoldConfig`]); either way every process returns the same results, and the main process saves them.
         """
         folds = self._prepare_output_dir()
         self._release_model()  # the copy Trainer.__init__ built is not needed any more
-        out = Path(self.args.output_dir)
-        finished = self._broadcast([FoldResult.is_complete(out / f.name) for f in folds]
+        out = Path(self.cv_args.output_dir)
+        finished = self._broadcast([fold_is_complete(out / f.name) for f in folds]
                                    if self.is_world_process_zero() else None)
-        if self.args.parallel_folds and self.args.world_size > 1:
-            steps = self._parallel_folds(folds, finished, out)
-        else:
-            steps = self._sequential_folds(folds, finished, out)
+        self._announce(folds, finished, out)
         results: list[FoldResult] = []
-        bar = tqdm(total=len(folds), desc="Cross-validation folds", unit="fold", position=0, leave=True,
-                   disable=self.args.disable_tqdm or not self.is_world_process_zero())
-        for fold, result, resumed in steps:
-            results.append(result)
-            self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
-            bar.update(1)
-            score = result.eval_metrics.get("accuracy", result.eval_metrics.get("loss"))
-            if score is not None:
-                bar.set_postfix({"last": f"{score:.4f}"})
-        bar.close()
+        with self._run_scope(folds, finished, out):
+            from tqdm.auto import tqdm
+
+            if not all(finished):
+                self._feature_cache()  # its own step, with its own bar, before the folds' bar starts
+
+            steps = self._fold_steps(folds, finished, out)
+            bar = tqdm(total=len(folds), desc="Cross-validation folds", unit="fold", position=0, leave=True,
+                       disable=self.cv_args.disable_tqdm or not self.is_world_process_zero())
+            for fold, result, resumed in steps:
+                results.append(result)
+                self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
+                bar.update(1)
+                score = result.eval_metrics.get("accuracy", result.eval_metrics.get("loss"))
+                if score is not None:
+                    bar.set_postfix({"last": f"{score:.4f}"})
+            bar.close()
         cv = CVResults(results, oof_metrics=self._pooled_metrics(results), config=self._config_record(),
-                       label_names=self.class_names, metadata=self._fold_metadata() | {"hf_tlcv_version": __version__})
+                       label_names=self.class_names, metadata=self._results_metadata(),
+                       test_metrics=self._ensemble_test_metrics(results))
         if self.is_world_process_zero():
             cv.save(out)
-            self._save_plots(cv, out / PLOTS_DIR)
+            self._write_reports(cv, out)
         self.cv_results = cv
         self._fold_event("on_cross_validation_end", results=cv, output_dir=out)
         return cv
+
+    def _announce(self, folds: list[Fold], finished: list[bool], out: Path) -> None:
+        if not self.is_world_process_zero():
+            return
+        done = [f.name for f, d in zip(folds, finished) if d]
+        if done:
+            logger.warning(f"Resuming the cross-validation in {out}: {len(done)} finished fold(s) read back "
+                           f"({', '.join(done)}); {len(folds) - len(done)} to train.")
+        processes = self._processes()
+        if processes["fold_processes"] > 1:
+            args = self.cv_args
+            logger.warning(
+                f"Each fold trains on {processes['fold_processes']} processes (DDP): the global batch is "
+                f"{processes['global_train_batch_size']} rows ({args.per_device_train_batch_size} per device x "
+                f"{processes['fold_processes']} processes x {args.gradient_accumulation_steps} accumulation steps), so "
+                f"a fold takes {processes['fold_processes']}x fewer optimisation steps than a one-process run with the "
+                f"same settings and its results differ. For the results of a one-process run use "
+                f"{option('parallel_folds', True)}, or divide {option('per_device_train_batch_size')} by the number "
+                "of processes.")
+
+    @contextlib.contextmanager
+    def _run_scope(self, folds: list[Fold], finished: list[bool], out: Path) -> Iterator[None]:
+        """Around the folds: cheap garbage collections, and a clear word when the run is interrupted.
+
+        Every fold ends with a full garbage collection (its Trainer and model sit in reference cycles), which walks
+        every object of the process: about 0.5 M after importing torch and transformers, 0.2-0.8 s each. What is
+        alive when the folds start lives as long as the run, so it is moved to the permanent generation for the
+        run's duration (`gc.freeze`) and given back (`gc.unfreeze`) when the run ends, however it ends.
+        """
+        froze = gc.get_freeze_count() == 0
+        if froze:
+            gc.collect()
+            gc.freeze()
+        try:
+            yield
+        except KeyboardInterrupt:
+            if self.is_world_process_zero():
+                kept = sum(fold_is_complete(out / f.name) for f in folds)
+                logger.warning(f"Interrupted: the {kept} finished fold(s) are kept in {out}; run the same command "
+                               "again to resume from there.")
+            raise
+        finally:
+            if froze:
+                gc.unfreeze()
 
     def _read_fold(self, fold_dir: Path) -> FoldResult:
         """A fold finished in an earlier run, read by the main process and sent to every process."""
         return self._broadcast(FoldResult.load(fold_dir) if self.is_world_process_zero() else None)
 
-    def _sequential_folds(self, folds: list[Fold], finished: list[bool],
-                          out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
-        """Train the folds one after the other, every process on every fold (one process, or DDP)."""
+    def _fold_steps(self, folds: list[Fold], finished: list[bool],
+                    out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
+        if self.cv_args.parallel_folds and self.cv_args.world_size > 1:
+            yield from self._parallel_folds(folds, finished, out)
+            return
+        features = self._feature_cache() if not all(finished) else None
         for fold, done in zip(folds, finished):
-            yield fold, self._read_fold(out / fold.name) if done else self._run_fold(fold, out / fold.name), done
+            if done:
+                yield fold, self._read_fold(out / fold.name), True
+                continue
+            # A fold interrupted part-way is trained again from its start: resuming from its last checkpoint is not
+            # bit-identical to an uninterrupted fold, and a resumed run must give the results of an uninterrupted one.
+            if self.is_world_process_zero() and (out / fold.name).is_dir():
+                shutil.rmtree(out / fold.name)
+            self.accelerator.wait_for_everyone()
+            result = run_fold(self._job(fold, features))
+            if self.is_world_process_zero():
+                result.save(out / fold.name)
+            self.accelerator.wait_for_everyone()
+            yield fold, result, False
 
     def _parallel_folds(self, folds: list[Fold], finished: list[bool],
                         out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
-        """`parallel_folds`: each process trains whole folds alone; every process gets every result, in fold order.
+        """`parallel_folds`: each process trains whole folds in a one-process worker of its own; every process gets
+        every result, in fold order.
 
-        The folds still to train are dealt round-robin (round `r` gives the `p`-th of its folds to process `p`).
-        After each round the processes exchange the round's results and wait for each other, and the folds whose
-        results are then known are reported in fold order: `on_fold_end` comes once per round, for all the folds of
-        the round, on every process, after they are saved.
+        The folds still to train are dealt round-robin (round `r` gives the `p`-th of its folds to process `p`). After
+        each round the processes exchange the round's results, and the folds whose results are then known are
+        reported in fold order: `on_fold_end` comes once per round, for all the folds of the round, on every process,
+        after they are saved. Each process saves the folds it trains in `output_dir`; the main process also saves
+        those it does not find there (processes on other machines without a shared filesystem), so its `output_dir`
+        always holds every finished fold.
         """
+        rank, world = self.cv_args.process_index, self.cv_args.world_size
+        rounds = deal_folds([i for i, done in enumerate(finished) if not done], world)
+        # What every fold shares (the frozen-feature cache) is built here, by all processes together, so that
+        # main_process_first orders its disk writes.
+        features = self._feature_cache() if rounds else None
+        exchange = FoldExchange()
+        worker = None
         trained: dict[int, FoldResult] = {}
-        rounds = deal_folds([i for i, done in enumerate(finished) if not done], self.args.world_size)
-        if rounds:
-            # What every fold shares (the frozen-feature cache) is built here, by all processes together, so that
-            # main_process_first orders its disk writes; inside a fold's one-process view it could not.
-            self._feature_cache()
         reported = 0
-        for step in range(len(rounds) + 1):
-            while reported < len(folds) and (finished[reported] or reported in trained):
-                fold = folds[reported]
-                result = self._read_fold(out / fold.name) if finished[reported] else trained.pop(reported)
-                yield fold, result, finished[reported]
-                reported += 1
-            if step < len(rounds):
-                trained.update(self._train_round(folds, rounds[step], out))
-
-    def _train_round(self, folds: list[Fold], round_folds: list[int], out: Path) -> list[tuple[int, FoldResult]]:
-        """Train this process's fold of the round alone, then exchange the round's results with every process.
-
-        Each process saves the folds it trains in `output_dir`; the main process also saves those it does not
-        find there (processes on other machines without a shared filesystem), so its `output_dir` always holds
-        every finished fold. Fold models (`save_fold_models`) stay where the process that trained them saved them.
-        """
-        from accelerate.utils import gather_object
-
-        rank = self.args.process_index
-        index = round_folds[rank] if rank < len(round_folds) else None
-        outcome, failure = (index, None, None), None
-        if index is not None:
-            fold = folds[index]
-            try:
-                with single_process_view(), self._progress_on_main_process_only(rank == 0):
-                    outcome = (index, self._run_fold(fold, out / fold.name), None)
-            except Exception as exc:  # noqa: BLE001 - reported to every process below, then raised
-                outcome, failure = (index, None, f"{type(exc).__name__}: {exc}"), exc
-            finally:
-                # TrainerState was filled inside the one-process view; callbacks must see this process's real rank.
-                self.state.is_world_process_zero = self.is_world_process_zero()
-                self.state.is_local_process_zero = self.is_local_process_zero()
-        # Every process joins the exchange, also one whose fold failed, so that no process waits forever; the
-        # exchange itself starts once all are there, so that a long fold cannot make it time out.
-        wait_for_processes(self.args.world_size)
-        gathered = gather_object([outcome])
-        errors = [(folds[i].name, message) for i, _, message in gathered if message is not None]
-        if failure is not None:
-            raise failure
-        if errors:
-            raise RuntimeError("Cross-validation stopped: " + "; ".join(f"fold {name} failed on another process "
-                                                                     f"({message})" for name, message in errors))
-        if self.is_world_process_zero():
-            for i, result, _ in gathered:
-                if i is not None and not FoldResult.is_complete(out / folds[i].name):
-                    result.save(out / folds[i].name)
-        self.accelerator.wait_for_everyone()
-        return [(i, result) for i, result, _ in gathered if i is not None]
-
-    @contextmanager
-    def _progress_on_main_process_only(self, is_main: bool):
-        """Keep the per-fold training bar of other processes off the console the main process draws on."""
-        removed = None if is_main else self.callback_handler.pop_callback(ProgressCallback)
         try:
-            yield
+            for step in range(len(rounds) + 1):
+                while reported < len(folds) and (finished[reported] or reported in trained):
+                    fold = folds[reported]
+                    result = self._read_fold(out / fold.name) if finished[reported] else trained.pop(reported)
+                    yield fold, result, finished[reported]
+                    reported += 1
+                if step == len(rounds):
+                    break
+                index = rounds[step][rank] if rank < len(rounds[step]) else None
+                outcome, failure = (index, None, None), None
+                if index is not None:
+                    fold = folds[index]
+                    try:
+                        if (out / fold.name).is_dir():
+                            shutil.rmtree(out / fold.name)
+                        worker = worker or WorkerProcess(self.cv_args.device)
+                        result = worker.run(self._job(fold, features, worker_of_rank=rank))
+                        result.save(out / fold.name)
+                        outcome = (index, result, None)
+                    except Exception as exc:  # noqa: BLE001 - reported to every process below, then raised
+                        outcome, failure = (index, None, f"{type(exc).__name__}: {exc}"), exc
+                # Every process joins the exchange, also one whose fold failed, so that no process waits forever.
+                gathered = exchange.all_gather(outcome)
+                errors = [(folds[i].name, message) for i, _, message in gathered if message is not None]
+                if errors:
+                    mine = folds[index].name if failure is not None else None
+                    message = "Cross-validation stopped: " + "; ".join(
+                        f"fold {name} failed {'here' if name == mine else 'on another process'} ({text})"
+                        for name, text in errors)
+                    # Said at once: the launcher may stop this process as soon as another one exits.
+                    logger.error(message)
+                    raise failure if failure is not None else RuntimeError(message)
+                if self.is_world_process_zero():
+                    for i, result, _ in gathered:
+                        if i is not None and not fold_is_complete(out / folds[i].name):
+                            result.save(out / folds[i].name)
+                exchange.barrier()
+                trained.update({i: result for i, result, _ in gathered if i is not None})
         finally:
-            if removed is not None:
-                self.callback_handler.add_callback(removed)
+            if worker is not None:
+                worker.close()
+            exchange.close()
 
     def _check_parallel_folds(self) -> None:
         """`parallel_folds` needs one whole model per process: refuse launches that spread one over several."""
-        if not self.args.parallel_folds or self.args.world_size == 1:
+        if not self.cv_args.parallel_folds or self.cv_args.world_size == 1:
             return
         sharded = [name for name, on in (
             ("DeepSpeed", self.is_deepspeed_enabled),
             ("FSDP", self.is_fsdp_enabled),
             ("a model split over several devices", self.is_model_parallel),
-            ("a model sharded at load time", getattr(self, "is_distributed_loading_by_transformers", False)),
             (f"distributed type {self.accelerator.distributed_type}",
              self.accelerator.distributed_type not in DATA_PARALLEL_TYPES),
         ) if on]
@@ -494,7 +636,7 @@ class KFoldTrainer(Trainer):
             raise ValueError(
                 f"parallel_folds=True trains each fold whole on one process, but this launch uses {sharded[0]}, "
                 "which spreads one model over several processes or devices. Launch plain data-parallel processes "
-                "(accelerate launch --multi_gpu, or torchrun), or drop --parallel_folds."
+                f"(accelerate launch --multi_gpu, or torchrun), or drop {option('parallel_folds')}."
             )
 
     def _fold_event(self, event: str, **kwargs) -> None:
@@ -510,125 +652,90 @@ class KFoldTrainer(Trainer):
         for callback in self.callback_handler.callbacks:
             handler = getattr(callback, event, None)
             if handler is not None:
-                handler(self.args, self.state, self.control, trainer=self, **kwargs)
+                handler(self.cv_args, self.state, self.control, trainer=self, **kwargs)
 
-    def _run_fold(self, fold: Fold, fold_dir: Path) -> FoldResult:
-        args = self.args
-        self._freeze_long_lived_objects()
-        cache = self._feature_cache()
-        rows = cache.dataset if cache is not None else self.cv_dataset
-        train_ds = rows.select(fold.train_indices)
-        eval_ds = rows.select(fold.eval_indices)
-        saved = (self.train_dataset, self.eval_dataset, args.output_dir, args.run_name)
-        base_name = args.run_name or Path(args.output_dir).name
-        self.train_dataset, self.eval_dataset = train_ds, eval_ds
-        # Each fold is its own run for trackers (report_to): own run name, own output/logging folder, and new
-        # tracker callbacks so that a fold never appends to the previous fold's run.
-        args.output_dir, args.run_name = str(fold_dir), f"{base_name}-{fold.name}"
-        self._renew_tracker_callbacks()
-        try:
-            # A fold interrupted part-way is trained again from its start: resuming from its last checkpoint is not
-            # bit-identical to an uninterrupted fold in transformers 5.24 (measured: probabilities off by 0.03),
-            # and a resumed run must give the results of an uninterrupted one.
-            if self.is_world_process_zero() and fold_dir.is_dir():
-                shutil.rmtree(fold_dir)
-            self.accelerator.wait_for_everyone()
-            with self._training_on_cache(cache):
-                self.train()
-                log_history = list(self.state.log_history)
-                prediction = self.predict(eval_ds, metric_key_prefix="eval")
-                eval_metrics = _strip_metrics(prediction.metrics, "eval")
-                train_metrics = {}
-                if args.eval_on_train:
-                    train_metrics = _strip_metrics(self.predict(train_ds, metric_key_prefix="train").metrics, "train")
-            logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-            probs = np.exp(_log_softmax(np.asarray(logits, dtype=np.float64)))
-            labels = np.asarray(eval_ds["label"])
-            result = FoldResult(
-                repeat=fold.repeat, fold=fold.fold, n_train=len(train_ds), n_eval=len(eval_ds),
-                eval_metrics=eval_metrics, train_metrics=train_metrics, log_history=log_history,
-                predictions=predictions_frame(fold.eval_indices, fold.repeat, fold.fold, labels, probs),
-            )
-            # The fold model in the form push_fold_models asks for (adapter / trained part / full weights); also
-            # when only a push needs it. Not Trainer.save_model: it writes training_args.bin, token included.
-            if (args.save_fold_models or (args.push_to_hub and args.push_fold_models != "none")) and args.should_save:
-                save_fold_model(self.model, fold_dir / FOLD_MODEL_DIR, push_fold_models=args.push_fold_models,
-                                finetune_strategy=args.finetune_strategy, base_model=self._restorable_base(),
-                                processing_class=self.processing_class)
-            if self.is_world_process_zero():
-                result.save(fold_dir)
-            self.accelerator.wait_for_everyone()
-        finally:
-            self.train_dataset, self.eval_dataset, args.output_dir, args.run_name = saved
-            self._release_model()
-        return result
-
-    @staticmethod
-    def _save_plots(cv: CVResults, directory: Path) -> None:
-        # The results are on disk already; a plotting problem must not turn a finished run into an error.
-        try:
-            save_plots(cv, directory)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning(f"Could not draw the cross-validation plots into {directory}: {exc}")
-
-    def _renew_tracker_callbacks(self) -> None:
-        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-        tracker_types = tuple(set(INTEGRATION_TO_CALLBACK.values()))
-        for callback in list(self.callback_handler.callbacks):
-            if isinstance(callback, tracker_types):
-                self.callback_handler.remove_callback(callback)
-                self.callback_handler.add_callback(type(callback))
-
+    # ---- what the run reports ------------------------------------------------------------------------------
     def _pooled_metrics(self, results: list[FoldResult]) -> dict[str, float]:
         """The metrics once over all out-of-fold predictions together (each repeat covers every row once)."""
         frames = [r.predictions for r in results if r.predictions is not None]
         if not frames or self.compute_metrics is None:
             return {}
-        oof = np.concatenate([f.filter(like="prob_").to_numpy() for f in frames])
+        probs = np.concatenate([f.filter(like="prob_").to_numpy() for f in frames])
         labels = np.concatenate([f["label"].to_numpy() for f in frames])
-        metrics = self.compute_metrics(EvalPrediction(predictions=np.log(np.clip(oof, 1e-300, None)),
-                                                      label_ids=labels))
-        return {k: float(v) if isinstance(v, (int, float, np.floating)) else v for k, v in metrics.items()}
+        return metrics_from_probabilities(probs, labels, self.compute_metrics)
+
+    def _ensemble_test_metrics(self, results: list[FoldResult]) -> dict[str, float]:
+        """The fold ensemble on the test set: the metrics of the mean of the fold models' probabilities."""
+        frames = [r.test_predictions for r in results if r.test_predictions is not None]
+        if not frames or "label" not in frames[0] or self.compute_metrics is None:
+            return {}
+        probs = np.mean([f.filter(like="prob_").to_numpy() for f in frames], axis=0)
+        return metrics_from_probabilities(probs, frames[0]["label"].to_numpy(), self.compute_metrics)
 
     def _config_record(self) -> dict:
-        record = self.args.to_dict()
+        record = self.cv_args.to_dict()
         record["model_name_or_path"] = self.model_name_or_path
         record["resolved_fold_strategy"] = self.fold_strategy
         return record
 
-    # ---- Hub ---------------------------------------------------------------------------------------------
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """No-op: hf_tlcv creates the repository at the first push (after the first fold), so a run never waits on
-        or fails because of the network before training (see `hf_tlcv.hub`)."""
+    def _results_metadata(self) -> dict:
+        template = self.model_source.template
+        model = {"name_or_path": self.model_name_or_path
+                 or (getattr(template, "name_or_path", None) if template is not None else None) or None,
+                 "class": type(template).__name__ if template is not None else "model_init",
+                 "fingerprint": self.model_fingerprint}
+        meta = self._fold_metadata()
+        meta.update({"processes": self._processes(), "data": self._data_record, "model": model,
+                     "task": self._task(), "hf_tlcv_version": __version__})
+        if self.raw_test_dataset is not None:
+            meta.update({"test_data": describe_dataset(self.raw_test_dataset),
+                         "n_test_rows": len(self.raw_test_dataset)})
+        return to_plain(meta)
 
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """No-op: Trainer checkpoints inside a fold are never pushed; finished folds are (`HubPushCallback`)."""
+    def _write_reports(self, cv: CVResults, out: Path) -> None:
+        """Plots and the run's README (its card). The results are on disk already: a problem drawing or rendering
+        them must not turn a finished run into an error."""
+        from .model_card import CVCardData, write_model_card
+        from .plots import save_plots
 
-    def _restorable_base(self) -> str | None:
-        """The name the frozen part of a fold model can be reloaded from, or `None` (a built model, `model_init`,
-        a from-scratch run): then fold models are saved with full weights."""
-        return self.model_name_or_path if self._user_model_init is None else None
+        for what, write in (("plots", lambda: save_plots(cv, out / PLOTS_DIR)),
+                            ("README.md", lambda: write_model_card(cv, out, CVCardData(
+                                dataset_name=self._dataset_name())))):
+            try:
+                write()
+            except Exception as exc:  # noqa: BLE001
+                logger.warning(f"Could not write the cross-validation {what} into {out}: {exc}")
 
     def _task(self) -> str:
-        return "image-classification" if "pixel_values" in self.cv_dataset.column_names else "text-classification"
+        return task_of_columns(self.cv_dataset.column_names)
 
     def _dataset_name(self) -> str | None:
         return getattr(self.raw_dataset.info, "dataset_name", None) or None
 
-    def push_to_hub(self, commit_message: str | None = None, blocking: bool = True, token: str | None = None,
-                    revision: str | None = None, private: bool | None = None, **kwargs):
+    # ---- Hub ---------------------------------------------------------------------------------------------
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Create the Hub repository `args.hub_model_id` (default: the `output_dir` name), as `Trainer` does, through
+        hf_tlcv's Hub transport (one clear error, token never shown)."""
+        if not self.is_world_process_zero():
+            return
+        args = self.args
+        self.hub_model_id = create_hub_repo(hub_repo_id(args), token=token if token is not None else args.hub_token,
+                                            private=private if private is not None else args.hub_private_repo)
+        self.push_in_progress = None
+
+    def push_cross_validation_to_hub(self, commit_message: str | None = None, token: str | None = None,
+                                     revision: str | None = None, private: bool | None = None, **kwargs):
         """Push the cross-validation run in `output_dir` to `args.hub_model_id` (default: the `output_dir` name).
 
-        One commit adds the model card (`README.md`, also written into `output_dir`), `cv_results.json`,
-        `folds.json`, `oof_predictions.parquet`, the plots and every fold folder with its model in the form
-        `push_fold_models` gives. Files already on the Hub with the same content are skipped, so pushing again
-        completes an interrupted push. With `KFoldConfig(push_to_hub=True)` this happens automatically: each fold is
-        pushed as it finishes, the rest when cross-validation ends. Only the main process pushes.
+        One commit adds the card (`README.md`), `cv_results.json`, `folds.json`, `oof_predictions.parquet`, the
+        plots and every fold folder with its model in the form `push_fold_models` gives. Files already on the Hub
+        with the same content are skipped, so pushing again completes an interrupted push. With
+        `KFoldConfig(push_to_hub=True)` this happens automatically: each fold is pushed as it finishes, the rest
+        when cross-validation ends. Only the main process pushes. (`push_to_hub()` keeps its `Trainer` meaning: it
+        pushes the model `train()` produced.)
 
         Args:
             commit_message: defaults to a summary of the scores.
-            blocking: kept for `Trainer` compatibility; pushes are always blocking.
             token: write token; default `args.hub_token`, else `HF_TOKEN` or the login cache.
             revision: branch; default `args.hub_revision` (`main`).
             private: create the repository private; default `args.hub_private_repo`.
@@ -645,12 +752,14 @@ class KFoldTrainer(Trainer):
         if not self.is_world_process_zero():
             return None
         args = self.args
-        kwargs.pop("model_name", None)  # Trainer.save_model passes Trainer-card arguments: not used by this card
         repo_id = kwargs.pop("hub_model_id", None) or hub_repo_id(args)
-        return push_cv(args.output_dir, repo_id, token=token if token is not None else args.hub_token,
-                       private=private if private is not None else args.hub_private_repo,
-                       revision=revision if revision is not None else args.hub_revision,
-                       push_fold_models=kwargs.pop("push_fold_models", args.push_fold_models),
-                       commit_message=commit_message, task=self._task(),
-                       dataset_name=kwargs.pop("dataset_name", self._dataset_name()),
-                       results=self.cv_results, **kwargs)
+        results = self.cv_results if self.cv_results is not None else CVResults.load(args.output_dir)
+        return results.push_to_hub(repo_id, token=token if token is not None else args.hub_token,
+                                   private=private if private is not None else args.hub_private_repo,
+                                   revision=revision if revision is not None else args.hub_revision,
+                                   push_fold_models=kwargs.pop("push_fold_models", args.push_fold_models),
+                                   commit_message=commit_message, task=self._task(),
+                                   dataset_name=kwargs.pop("dataset_name", self._dataset_name()), **kwargs)
+
+
+__all__ = ["KFoldTrainer"]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-from hf_tlcv.recipe import run
+from hf_tlcv.recipe import cli, run
 from hf_tlcv.recipe import make_parser as _make_parser
 
 # The embedded default: what runs when the recipe is given no arguments.
@@ -51,4 +51,4 @@ make_parser = partial(_make_parser, **RECIPE_DEFAULTS)
 main = run
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_into_dataclasses(args=sys.argv[1:]))
+    sys.exit(cli(make_parser, sys.argv[1:]))

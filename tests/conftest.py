@@ -119,3 +119,14 @@ def tiny_text_data():
 
 # A local Hub for tests that push and download (tests/hub_server.py).
 from hub_server import local_hub  # noqa: E402,F401
+
+
+def oof_cross_entropy(predictions) -> dict[tuple[int, int], float]:
+    """Per fold, the cross-entropy of the saved out-of-fold probabilities: -mean log p(label), in float64. An
+    independent recomputation of each fold's reported eval loss."""
+    out = {}
+    for (repeat, fold), rows in predictions.groupby(["repeat", "fold"]):
+        probs = rows.filter(like="prob_").to_numpy(dtype=np.float64)
+        picked = probs[np.arange(len(rows)), rows["label"].to_numpy()]
+        out[(int(repeat), int(fold))] = float(-np.mean(np.log(picked)))
+    return out

@@ -29,7 +29,7 @@ def _fast_runs(tmp_path, monkeypatch):
     # These tests compare numbers, not memory release or plots: a full gc.collect costs ~0.8 s in a pytest process
     # (every imported module is on the heap) and is called several times per fold, plots take 2 s per run.
     monkeypatch.setattr(gc, "collect", lambda generation=2: 0)
-    monkeypatch.setattr(KFoldTrainer, "_save_plots", staticmethod(lambda cv, directory: None))
+    monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda cv, directory: {})
 
 
 def _padded_text():
@@ -84,14 +84,14 @@ def _assert_same_results(cached, plain):
 def test_cached_results_equal_the_uncached_path(arch, strategy, extra, tmp_path):
     cached_trainer, cached = _run(tmp_path, "cached", arch, strategy, "memory", **extra)
     plain_trainer, plain = _run(tmp_path, "plain", arch, strategy, "off", **extra)
-    assert cached_trainer._feature_cache() is not None, cached_trainer.feature_cache_reason
-    assert plain_trainer._feature_cache() is None
+    assert cached_trainer.feature_cache is not None, cached_trainer.feature_cache_reason
+    assert plain_trainer.feature_cache is None
     _assert_same_results(cached, plain)
 
 
 def test_disk_cache_is_reused_and_the_fold_model_is_a_normal_model(tmp_path):
     trainer, disk = _run(tmp_path, "disk", "vit", "freeze", "disk", freeze_layers=1, save_fold_models=True)
-    cache = trainer._feature_cache()
+    cache = trainer.feature_cache
     assert cache.location != "memory" and cache.nbytes > 0 and not cache.reused
     # the saved fold model is the complete model: it loads and predicts from pixels like the uncached one
     saved = tf.ViTForImageClassification.from_pretrained(str(tmp_path / "disk" / "fold_0_0" / "model"))
@@ -100,7 +100,7 @@ def test_disk_cache_is_reused_and_the_fold_model_is_a_normal_model(tmp_path):
     assert saved.eval()(pixel_values=pixels).logits.shape == (4, 3)
 
     again, rerun = _run(tmp_path, "disk2", "vit", "freeze", "disk", freeze_layers=1)
-    assert again._feature_cache().reused and again._feature_cache().location == cache.location
+    assert again.feature_cache.reused and again.feature_cache.location == cache.location
     _assert_same_results(rerun, disk)
 
 
@@ -147,7 +147,7 @@ def test_cache_turns_itself_off_and_says_why(case, tmp_path):
                                                                    batch["pixel_values"]], "label": batch["label"]})
     model = None if "model_init" in kwargs else tiny_model("vit")
     trainer = KFoldTrainer(model=model, args=make_config(tmp_path, **settings), train_dataset=data, **kwargs)
-    assert trainer._feature_cache() is None
+    assert trainer.feature_cache is None
     assert message in trainer.feature_cache_reason
 
 

@@ -12,7 +12,7 @@ from conftest import IMAGE_SIZE, dataset_for, make_config, tiny_model
 from safetensors.torch import load_file
 
 from hf_tlcv import KFoldEnsemble, KFoldTrainer
-from hf_tlcv.hub import FOLD_MODEL_INFO, TRAINABLE_WEIGHTS
+from hf_tlcv.fold_models import FOLD_MODEL_INFO, TRAINABLE_WEIGHTS
 
 
 def save_base(directory, name: str = "vit") -> str:

@@ -19,7 +19,8 @@ from test_ensemble import save_base
 from transformers import TrainerCallback
 
 from hf_tlcv import CVResults, KFoldEnsemble, KFoldTrainer
-from hf_tlcv.hub import HubPushCallback, HubPushError, eval_results_for, repo_files
+from hf_tlcv.hub import HubPushCallback, HubPushError, repo_files
+from hf_tlcv.model_card import eval_results_for
 
 TOKEN = "hf_TESTtokenDoNotLeak0123456789"
 
@@ -184,7 +185,7 @@ def test_folds_are_pushed_as_they_finish_and_the_token_never_leaks(local_hub, tm
     assert len(messages) == 4 and messages[3].startswith("Cross-validation results (3 folds")
     assert local_hub.files("me/live") == _local_repo(out)
     # pushing again by hand is a no-op: nothing changed, so no new commit
-    info = trainer.push_to_hub()
+    info = trainer.push_cross_validation_to_hub()
     assert info.oid == local_hub.commits("me/live")[-1].oid and len(local_hub.commits("me/live")) == 4
 
     # the token went only into Authorization headers, never into a file, a log line or the output

@@ -75,7 +75,7 @@ def _overfitting_study(tmp_path, name, data, **overrides):
 
 def test_forced_overfitting_is_flagged_and_a_healthy_run_is_not(tmp_path, monkeypatch):
     # the runs' own cross-validation plots are not under test here
-    monkeypatch.setattr(KFoldTrainer, "_save_plots", staticmethod(lambda results, directory: None))
+    monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
     # Forced: 12 rows whose labels are shuffled (nothing to learn but the rows themselves), 8 epochs.
     noise = image_dataset(n_per_class=4)
     rng = np.random.default_rng(1)

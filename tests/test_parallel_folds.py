@@ -1,7 +1,7 @@
 """parallel_folds: whole folds per process under accelerate launch, with the results of a one-process run.
 
 The multi-process runs launch `tests/scripts/cv_run.py` (2 CPU ranks on gloo) and compare the digests each process
-writes; the rest checks the configuration field and the pieces in `hf_tlcv._distributed` in this process.
+writes; the rest checks the configuration field and the pieces in `hf_tlcv.execution` in this process.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import DistributedType
 from transformers import HfArgumentParser
 
-from conftest import image_dataset, load_recipe, make_config, tiny_model
+from conftest import image_dataset, load_recipe, make_config, oof_cross_entropy, tiny_model
 from hf_tlcv import KFoldConfig, KFoldTrainer
-from hf_tlcv._distributed import deal_folds, single_process_view
+from hf_tlcv.execution import deal_folds, one_device_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "cv_run.py"
@@ -76,25 +75,17 @@ def test_deal_folds_round_robin(pending, world_size, rounds):
     assert deal_folds(pending, world_size) == rounds
 
 
-def test_single_process_view_hides_the_other_processes_and_restores_them(tmp_path):
-    make_config(tmp_path)  # sets up accelerate's state for this (single) process
-    keys = ("distributed_type", "num_processes", "process_index", "local_process_index")
-    originals = [dict(state) for state in (PartialState._shared_state, AcceleratorState._shared_state)]
-    two_ranks = {"distributed_type": DistributedType.MULTI_CPU, "num_processes": 2, "process_index": 1,
-                 "local_process_index": 1}
-    try:
-        for state in (PartialState._shared_state, AcceleratorState._shared_state):
-            if state:
-                state.update(two_ranks)
-        with pytest.raises(KeyError), single_process_view():
-            assert PartialState().num_processes == 1 and PartialState().process_index == 0
-            assert PartialState().distributed_type == DistributedType.NO and PartialState().is_main_process
-            raise KeyError("a fold that fails")
-        assert {k: PartialState._shared_state[k] for k in keys} == two_ranks
-    finally:
-        for state, original in zip((PartialState._shared_state, AcceleratorState._shared_state), originals):
-            state.clear()
-            state.update(original)
+def test_worker_environment_is_a_one_process_run_on_one_device(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    environment = one_device_environment("cuda:1")
+    # every launch variable removed, only the process's own GPU visible (mapped through CUDA_VISIBLE_DEVICES)
+    assert all(environment[k] is None for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"))
+    assert environment["CUDA_VISIBLE_DEVICES"] == "6"
+    assert "CUDA_VISIBLE_DEVICES" not in one_device_environment("cpu")
 
 
 # ---- two processes under accelerate launch ----------------------------------------------------------------------
@@ -163,15 +154,21 @@ def test_parallel_folds_match_the_one_process_run_and_resume(tmp_path):
 
     # Resume, with rank 1 unable to see the shared folder (it saves its results elsewhere): the interrupted fold
     # is trained again from its start and the remaining ones are dealt round-robin; the main process saves what
-    # rank 1 sends. Rank 1's fold takes longer than the collectives' timeout (4 s here, ddp_timeout in real runs):
-    # rank 0 waits for it all the same.
+    # rank 1 sends. Rank 1's fold takes longer than the launch's collective timeout (ddp_timeout, 10 s here): rank 0
+    # waits for it all the same.
     private = tmp_path / "rank1_private"
-    _cv_run(out, tmp_path / "d_par", "--rank1_private_dir", str(private), "--pg_timeout", "4",
-            "--slow_fold", "fold_0_2", "--slow_seconds", "8")
+    _cv_run(out, tmp_path / "d_par", "--rank1_private_dir", str(private), "--ddp_timeout", "10",
+            "--slow_fold", "fold_0_2", "--slow_seconds", "14")
     rank0, rank1 = _digest(tmp_path / "d_par", 0), _digest(tmp_path / "d_par", 1)
     assert rank0["world_size"] == rank1["world_size"] == 2
     for digest in (rank0, rank1):
         _assert_same_results(sequential, digest)
+    # every reported loss is the cross-entropy of the saved predictions
+    entropy = oof_cross_entropy(pd.read_parquet(out / "oof_predictions.parquet"))
+    for i, metrics in enumerate(rank0["fold_metrics"]):
+        assert metrics["loss"] == pytest.approx(entropy[(0, i)], rel=1e-5)
+    assert rank0["processes"] == {"world_size": 2, "fold_processes": 1, "parallel_folds": True,
+                                  "global_train_batch_size": 4}
     # whole folds, each trained as in a one-process run: world size 1 and every step (24 rows, batch 4, 3 epochs
     # = 18; a DDP rank would take 9)
     assert _trained(rank0) == ["fold_0_1"] and _trained(rank1) == ["fold_0_2"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import oof_cross_entropy
 from sklearn.metrics import accuracy_score
 
 SCRIPT = Path(__file__).parent / "scripts" / "cv_run.py"
@@ -88,3 +89,56 @@ def test_two_ddp_processes_agree_and_only_the_main_one_writes(tmp_path):
     assert sorted(oof["row"]) == list(range(36))
     for fold_metrics, (_, rows) in zip(rank0["fold_metrics"], oof.groupby("fold")):
         assert fold_metrics["accuracy"] == pytest.approx(accuracy_score(rows["label"], rows["prediction"]))
+    # every reported eval loss is the cross-entropy of the saved predictions (not the 2x of a 2-process mean loss)
+    entropy = oof_cross_entropy(oof)
+    for i, fold_metrics in enumerate(rank0["fold_metrics"]):
+        assert fold_metrics["loss"] == pytest.approx(entropy[(0, i)], rel=1e-4)
+    # the layout is recorded: each fold on 2 processes, global batch 8 = 4 per device x 2
+    assert rank0["processes"] == {"world_size": 2, "fold_processes": 2, "parallel_folds": False,
+                                  "global_train_batch_size": 8}
+
+
+def test_two_ddp_processes_report_the_losses_of_a_one_process_run(tmp_path):
+    """With a learning rate of 0 no fold model changes, so every loss must be the same on 1 and 2 processes: the eval
+    and train-part losses of each fold (recomputed in neither run from the other), and the training loss logged over
+    the first epoch (every step's per-row mean, averaged) must match the model's loss on its training rows."""
+    launcher = Path(sys.executable).with_name("accelerate")
+    frozen = ["--n_folds", "2", "--learning_rate", "0", "--logging_steps", "1"]
+    _run([sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "one"), "--digest_dir", str(tmp_path / "d1"),
+          *frozen])
+    _run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+          str(SCRIPT), "--output_dir", str(tmp_path / "two"), "--digest_dir", str(tmp_path / "d2"), "--ddp", *frozen])
+    one, two = _digest(tmp_path / "d1"), _digest(tmp_path / "d2")
+    assert two["processes"]["fold_processes"] == 2
+    for a, b in zip(one["fold_metrics"], two["fold_metrics"]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)  # not 2x, and not the padded shards' mean
+    for a, b in zip(one["train_metrics"], two["train_metrics"]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    for history, train in zip(two["log_history"], two["train_metrics"]):
+        steps = [h["loss"] for h in history if "loss" in h and h["epoch"] <= 1.0]
+        assert len(steps) == 3  # 18 rows, 2 processes x 4 rows per step (the last step padded with repeated rows)
+        assert np.mean(steps) == pytest.approx(train["loss"], rel=0.05)
+        assert not np.mean(steps) == pytest.approx(2 * train["loss"], rel=0.3)  # what a doubled loss would be
+
+
+def test_the_recipe_default_path_on_two_processes_reports_the_loss_of_its_predictions(tmp_path):
+    """The README's 2-process command on the recipe's default path (linear probe, frozen-feature cache)."""
+    out = tmp_path / "run"
+    launcher = Path(sys.executable).with_name("accelerate")
+    proc = _run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+                 str(ROOT / "recipes" / "vit_kfold.py"), "--use_cpu", "--ddp_backend", "gloo",
+                 "--dataset_name", "builtin:digits", "--max_samples", "90", "--image_size", "32", "--n_folds", "3",
+                 "--num_train_epochs", "2", "--output_dir", str(out), "--disable_tqdm", "true",
+                 "--save_fold_models", "false"])
+    results = json.loads((out / "cv_results.json").read_text())
+    assert results["metadata"]["processes"] == {"world_size": 2, "fold_processes": 2, "parallel_folds": False,
+                                                "global_train_batch_size": 64}
+    entropy = oof_cross_entropy(pd.read_parquet(out / "oof_predictions.parquet"))
+    for fold in results["folds"]:
+        assert fold["eval_metrics"]["loss"] == pytest.approx(entropy[(fold["repeat"], fold["fold"])], rel=1e-4)
+    printed = proc.stdout + proc.stderr
+    assert "2 processes, each fold on 2 processes (DDP); global train batch 64" in printed
+    assert "the global batch is 64 rows (32 per device x 2 processes" in printed
+    assert printed.count("gets a new classification head") == 1  # said once, by the main process

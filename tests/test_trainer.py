@@ -182,11 +182,15 @@ def test_resume_skips_finished_folds_and_refuses_changed_settings(tmp_path):
 
 def test_settings_fingerprint_survives_a_json_round_trip(tmp_path):
     config = make_config(tmp_path, debug="underflow_overflow", lr_scheduler_type="cosine",
-                         lr_scheduler_kwargs={"num_cycles": 0.5})
+                         lr_scheduler_kwargs={"num_cycles": 0.5}, eval_strategy="epoch",
+                         metrics=["accuracy", "f1"])
     record = config.result_fingerprint_dict()
     assert json.loads(json.dumps(record)) == record
-    assert record["debug"] == ["underflow_overflow"] and record["lr_scheduler_type"] == "cosine"
+    assert record["lr_scheduler_type"] == "cosine" and record["eval_strategy"] == "epoch"
+    assert record["lr_scheduler_kwargs"] == {"num_cycles": 0.5} and record["metrics"] == ["accuracy", "f1"]
     assert "output_dir" not in record and "hub_token" not in record and record["learning_rate"] == 5e-3
+    # an allow-list: settings that cannot change results (debug output, logging) are not recorded
+    assert "debug" not in record and "logging_steps" not in record
 
 
 def test_layerwise_lr_decay_reaches_the_optimizer(tmp_path):
@@ -303,9 +307,9 @@ def test_config_parses_with_hf_argument_parser(tmp_path):
             assert f.metadata.get("help"), f.name
 
 
-def test_each_fold_gets_fresh_tracker_callbacks(tmp_path, monkeypatch):
-    """report_to integrations are renewed per fold, so a tracker never appends one fold to another's run."""
-    import transformers.integrations.integration_utils as integrations
+def test_each_fold_gets_fresh_tracker_callbacks(tmp_path):
+    """Each fold is a fresh Trainer: a callback class (as report_to integrations are) is instantiated per fold, so a
+    tracker never appends one fold to another's run."""
 
     class FakeTracker(TrainerCallback):
         instances = []
@@ -317,7 +321,6 @@ def test_each_fold_gets_fresh_tracker_callbacks(tmp_path, monkeypatch):
         def on_train_begin(self, args, state, control, **kwargs):
             self.runs.append(args.run_name)
 
-    monkeypatch.setitem(integrations.INTEGRATION_TO_CALLBACK, "fake", FakeTracker)
     args = make_config(tmp_path / "cv", n_folds=2, num_train_epochs=1, run_name="study")
     KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset(),
                  callbacks=[FakeTracker]).cross_validate()

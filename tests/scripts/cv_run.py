@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,14 +38,28 @@ hf_tlcv.trainer.save_folds = _counting(hf_tlcv.trainer.save_folds)
 
 
 class Record(TrainerCallback):
-    """What this process trained, as its Trainer saw it, and the cross-validation events it received."""
+    """What this process trained, as the fold's Trainer saw it, and the cross-validation events it received.
 
-    def __init__(self):
-        self.trained, self.events = [], []
+    With parallel_folds a fold trains in the launching process's worker, where this callback arrives as a copy: what
+    it sees there is appended to a file named after the launching process's rank, which the copy carries along."""
+
+    def __init__(self, digest_dir: str):
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.trained_file = Path(digest_dir) / f"trained_{self.rank}.jsonl"
+        self.trained_file.parent.mkdir(parents=True, exist_ok=True)
+        self.trained_file.unlink(missing_ok=True)
+        self.events = []
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.trained.append({"fold": Path(args.output_dir).name, "world_size": args.world_size,
-                             "max_steps": state.max_steps})
+        with open(self.trained_file, "a") as fh:
+            fh.write(json.dumps({"fold": Path(args.output_dir).name, "world_size": args.world_size,
+                                 "max_steps": state.max_steps, "pid": os.getpid()}) + "\n")
+
+    @property
+    def trained(self) -> list[dict]:
+        if not self.trained_file.exists():
+            return []
+        return [json.loads(line) for line in self.trained_file.read_text().splitlines()]
 
     def on_fold_end(self, args, state, control, fold, fold_dir, result, resumed, **kwargs):
         # the fold's files must be on disk when the event comes, on every process
@@ -99,22 +112,27 @@ def main():
     parser.add_argument("--fail_fold", default=None)
     parser.add_argument("--fail_step", type=int, default=5)
     parser.add_argument("--n_folds", type=int, default=3)
+    parser.add_argument("--learning_rate", type=float, default=5e-3)
+    parser.add_argument("--logging_steps", type=int, default=2)
     parser.add_argument("--rank1_private_dir", default=None,
                         help="rank 1 saves its fold results here instead: a process without the shared folder")
     parser.add_argument("--slow_fold", default=None)
     parser.add_argument("--slow_seconds", type=float, default=0)
-    parser.add_argument("--pg_timeout", type=float, default=None,
-                        help="timeout (s) of the process group's collectives during cross_validate()")
+    parser.add_argument("--ddp_timeout", type=int, default=None,
+                        help="timeout (s) of the launch's collectives (TrainingArguments.ddp_timeout)")
     opts = parser.parse_args()
     if opts.rank1_private_dir and os.environ.get("RANK") == "1":
         save = hf_tlcv.results.FoldResult.save
         hf_tlcv.results.FoldResult.save = lambda self, directory: save(
             self, Path(opts.rank1_private_dir) / Path(directory).name)
     extra = {"ddp_backend": "gloo"} if opts.ddp else {}
+    if opts.ddp_timeout:
+        extra["ddp_timeout"] = opts.ddp_timeout
+    extra.update(learning_rate=opts.learning_rate, logging_steps=opts.logging_steps)
     args = make_config(opts.output_dir, finetune_strategy=opts.strategy, save_strategy="steps", save_steps=2,
                        num_train_epochs=3, per_device_train_batch_size=4, n_folds=opts.n_folds,
                        parallel_folds=opts.parallel_folds, **extra)
-    record = Record()
+    record = Record(opts.digest_dir)
     callbacks = [record]
     if opts.kill_fold:
         callbacks.append(KillAt(opts.kill_fold, opts.kill_step))
@@ -123,11 +141,6 @@ def main():
     if opts.fail_fold:
         callbacks.append(FailAt(opts.fail_fold, opts.fail_step))
     trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset(), callbacks=callbacks)
-    if opts.pg_timeout:
-        # only now: start-up (imports, preprocessing on the main process first) may take longer than this
-        import torch.distributed as dist
-
-        dist.distributed_c10d._set_pg_timeout(timedelta(seconds=opts.pg_timeout))
     results = trainer.cross_validate()
     rank = trainer.args.process_index
     folds, _ = load_folds(Path(opts.output_dir) / "folds.json")
@@ -136,6 +149,9 @@ def main():
         "world_size": trainer.args.world_size,
         "folds_fingerprint": folds_fingerprint(folds),
         "fold_metrics": results.fold_metrics,
+        "train_metrics": [f.train_metrics for f in results.folds],
+        "log_history": [f.log_history for f in results.folds],
+        "processes": results.processes,
         "oof_metrics": results.oof_metrics,
         "oof_rows": results.oof_predictions["row"].tolist(),
         "oof_probs": results.oof_predictions.filter(like="prob_").to_numpy().tolist(),

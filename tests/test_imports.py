@@ -1,0 +1,37 @@
+"""`import hf_tlcv` changes nothing process-wide and loads no heavy library it does not need yet."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+def test_import_leaves_the_matplotlib_backend_alone():
+    out = _python(
+        "import matplotlib; matplotlib.use('svg')\n"
+        "import hf_tlcv, hf_tlcv.plots, hf_tlcv.study_plots\n"
+        "from hf_tlcv import KFoldTrainer, TransferStudy\n"
+        "print(matplotlib.get_backend())"
+    )
+    assert out.lower() == "svg"  # a notebook user's choice survives; plots draw on Figure objects
+
+
+def test_import_loads_no_plotting_or_statistics_library():
+    out = _python(
+        "import sys\n"
+        "import hf_tlcv\n"
+        "from hf_tlcv import KFoldConfig, KFoldTrainer, CVResults, KFoldEnsemble, TransferStudy\n"
+        # (pandas, datasets and peft come with `from transformers import Trainer` itself)
+        "heavy = ['matplotlib', 'sklearn', 'scipy.stats', 'hf_tlcv.assets', 'evaluate']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    assert out == ""
