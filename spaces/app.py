@@ -270,8 +270,8 @@ STUDY_EMPTY = ("", "", [], None)  # verdicts, report, plots, download
 def summary_markdown(results: CVResults) -> str:
     """Mean ± std and the corrected 95% interval per metric, as a markdown table."""
     n = len(results.folds)
-    lines = [f"**Summary over {n} folds** (95% interval: Nadeau–Bengio corrected t, which allows for the overlap "
-             "of the training sets)", "", "| metric | mean ± std | 95% interval | train mean | pooled out-of-fold |",
+    lines = [f"**Summary over {n} folds** (95% interval: Nadeau–Bengio corrected, which allows for the overlap "
+             "of the training sets; Wilson-type, within [0, 1], for bounded metrics)", "", "| metric | mean ± std | 95% interval | train mean | pooled out-of-fold |",
              "|---|---|---|---|---|"]
     for name, s in results.summary.items():
         low, high = s["ci95"]
@@ -598,6 +598,12 @@ class SpaceApp:
             chosen = tuple(QUESTIONS[q] for q in questions)
             settings = self._settings(strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate,
                                       sample_cap, image_size)
+            if settings.n_folds * settings.n_repeats < 3 and set(chosen) != {"overfitting"}:
+                # TransferStudy refuses this too, in its own terms; say it in the page's, before any data is read.
+                raise VisitorError(f"A comparison needs at least 3 paired fold scores per variant, and folds k = "
+                                   f"{settings.n_folds} x repeats = {settings.n_repeats} gives "
+                                   f"{settings.n_folds * settings.n_repeats}: set folds k to 3 or more, or repeats "
+                                   "to 2 or more.")
             dataset, model, label = self._prepare(visitor, source, upload, hub_id, hub_split, label_column,
                                                   model_source, hub_model, settings, token)
             out = visitor.new_dir("study")

@@ -278,7 +278,13 @@ def test_push_with_a_pasted_token_keeps_the_token_secret(page, hub, space):
 
 
 def test_compare_pretrained_with_scratch_on_the_same_folds(page):
-    page.get_by_role("tab", name="Compare").click()  # the small settings of the first tab are still set
+    page.get_by_role("tab", name="Compare").click()  # the small settings of the first tab are still set: 2 folds
+    page.locator("#compare-button").click()
+    expect(page.locator("#compare-status")).to_contain_text(
+        "needs at least 3 paired fold scores per variant, and folds k = 2 x repeats = 1 gives 2", timeout=60_000)
+    page.get_by_role("tab", name="Cross-validate").click()
+    set_number(page, "folds k", 3)
+    page.get_by_role("tab", name="Compare").click()
     page.locator("#compare-button").click()
     expect(page.locator("#compare-status")).to_contain_text("2 variants on identical folds", timeout=300_000)
     expect(page.locator("#verdicts")).to_contain_text("Pretrained vs. from scratch")

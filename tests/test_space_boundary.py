@@ -258,12 +258,12 @@ def test_class_names_from_an_upload_are_text_in_the_model_card(tmp_path, monkeyp
     from datasets import ClassLabel
 
     from hf_tlcv import KFoldTrainer
-    from hf_tlcv.hub import CVCardData, build_model_card
+    from hf_tlcv.model_card import CVCardData, build_model_card
 
     monkeypatch.setattr(gc, "collect", lambda *args, **kwargs: 0)  # see tests/test_hub.py
     names = ["[click me](javascript:alert(1))", "<img src=x onerror=alert(1)>", "# cat"]
     data = image_dataset().cast_column("label", ClassLabel(names=names))
-    results = KFoldTrainer(tiny_model("vit"), make_config(tmp_path, n_folds=2, num_train_epochs=1),
+    results = KFoldTrainer(tiny_model("vit"), make_config(tmp_path, n_folds=3, num_train_epochs=1),
                            train_dataset=data).cross_validate()
     card = str(build_model_card(results, CVCardData(repo_id="me/cv", task="image-classification"), tmp_path))
     rendered = markdown().render(card.split("---", 2)[2])
