@@ -40,6 +40,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from boundary import (  # noqa: E402  (spaces/ is the script's folder, first on sys.path)
     RANGES,
@@ -65,7 +66,7 @@ from hf_tlcv.upload import (  # noqa: E402
     preview_samples,
 )
 
-logger = logging.getLogger("hf_tlcv.space")
+logger = hf_logging.get_logger("hf_tlcv.space")
 
 # ---- choices shown on the page ------------------------------------------------------------------------------------
 DATA_BUILTIN = "Animal-MNIST (built in)"

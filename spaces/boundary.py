@@ -17,7 +17,6 @@ Everything a visitor sends crosses this module before the library sees it:
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import secrets as _random
@@ -28,11 +27,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers.utils import logging
+
 from hf_tlcv._markdown import escape_markdown
 from hf_tlcv.hub import scrub
 from hf_tlcv.upload import UploadError
 
-logger = logging.getLogger("hf_tlcv.space")
+logger = logging.get_logger("hf_tlcv.space")
 
 __all__ = [
     "RANGES",
