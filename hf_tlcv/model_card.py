@@ -166,6 +166,8 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         dataset_name=dataset_name,
         data_source=_data_source(cv),
         processes=cv.header() if cv.processes else None,
+        nested={"metrics": " and ".join(cv.nested["metrics"]), "extra_fits": cv.nested["extra_fits"]}
+        if cv.nested else None,
         base_model_name=base_model,
         strategy=strategy,
         fold_strategy=meta.get("fold_strategy") or config.get("resolved_fold_strategy"),
