@@ -18,6 +18,7 @@ FINETUNE_STRATEGIES = ("full", "freeze", "linear_probe", "lora")
 FEATURE_CACHE_MODES = ("auto", "memory", "disk", "off")
 PUSH_FOLD_MODELS = ("none", "trainable", "full")
 METRIC_AVERAGES = ("macro", "micro", "weighted")
+CI_METHODS = ("corrected", "nested")
 
 # The settings that change what a run computes: a run folder can be resumed only by a run that agrees on all of them.
 # An allow-list, so that a transformers release that adds or drops a TrainingArguments field never makes finished runs
@@ -72,6 +73,13 @@ class KFoldConfig(TrainingArguments):
         metric_average (`str`, defaults to `"macro"`): average of precision, recall and F1.
         eval_on_train (`bool`, defaults to `True`): also report the metrics on each fold's training part, to
             expose overfitting.
+        ci_method (`str`, defaults to `"corrected"`): the 95% interval of the summary. `"corrected"`: the
+            Nadeau–Bengio corrected interval of the fold scores (Wilson-type in [0, 1] for bounded metrics), for the
+            expected score of a model trained on a fold's rows; no extra training. `"nested"`: for accuracy and the
+            loss, the nested cross-validation interval of Bates, Hastie & Tibshirani (about 0.65x as wide at the same
+            coverage, measured in docs/statistics.md), for the model trained on all rows; it needs extra fits
+            (25 for 5 folds and one repeat, see `hf_tlcv.nested_interval`), each trained like a fold, cheap with the
+            frozen-feature cache. Needs k-fold-style folds with `n_folds >= 3`.
 
     Data:
         image_column, text_column (`str`, *optional*): the input column; found automatically when unset.
@@ -164,6 +172,16 @@ class KFoldConfig(TrainingArguments):
         default=True, metadata={"help": "Also compute the metrics on each fold's training part (overfitting)."}
     )
 
+    ci_method: str = field(
+        default="corrected",
+        metadata={
+            "help": "The summary's 95% interval: 'corrected' (Nadeau-Bengio corrected, no extra training) or 'nested' "
+            "(Bates-Hastie-Tibshirani nested CV for accuracy and loss: narrower, targets the model trained on all "
+            "rows, needs extra fits: 25 for 5 folds).",
+            "choices": list(CI_METHODS),
+        },
+    )
+
     # Data
     image_column: str | None = field(default=None, metadata={"help": "Image column (found automatically if unset)."})
     text_column: str | None = field(default=None, metadata={"help": "Text column (found automatically if unset)."})
@@ -237,6 +255,14 @@ class KFoldConfig(TrainingArguments):
         if self.metric_average not in METRIC_AVERAGES:
             raise ValueError(f"metric_average must be one of {', '.join(METRIC_AVERAGES)} (got "
                              f"{option('metric_average', self.metric_average)}).")
+        if self.ci_method not in CI_METHODS:
+            raise ValueError(f"ci_method must be one of {', '.join(CI_METHODS)} (got "
+                             f"{option('ci_method', self.ci_method)}).")
+        if self.ci_method == "nested" and (self.n_folds < 3 or self.fold_strategy == "timeseries"):
+            raise ValueError(
+                f"{option('ci_method', 'nested')} needs k-fold-style folds with n_folds >= 3 (its inner "
+                f"cross-validation of each fold runs on the other folds); got {option('n_folds', self.n_folds)} and "
+                f"{option('fold_strategy', self.fold_strategy)}. Use {option('ci_method', 'corrected')} here.")
         if not self.metrics:
             raise ValueError(f"metrics is empty: name at least one evaluate module, e.g. {option('metrics', ['accuracy'])}.")
         if self.image_size is not None and self.image_size < 8:

@@ -37,6 +37,8 @@ FOLD_PREDICTIONS_FILE = "predictions.parquet"
 FOLD_TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 FOLD_MODEL_DIR = "model"
 FOLD_DIR_GLOB = "fold_*"
+NESTED_FOLDS_FILE = "nested_folds.json"  # ci_method="nested": the extra repeats of the split
+NESTED_DIR_GLOB = "nested_*"  # ci_method="nested": the extra fits, one folder each, like a fold's
 
 FORMAT_VERSION = 2
 """Version of the JSON files of a run folder. 1: hf_tlcv 0.1 (no `format_version` key); 2: this version, which adds
@@ -178,8 +180,8 @@ def fold_dirs(output_dir: str | os.PathLike) -> list[Path]:
 def clear_run(output_dir: str | os.PathLike) -> None:
     """Delete the results of a run from its folder (`overwrite_output_dir`); other files are left alone."""
     out = Path(output_dir)
-    for item in [out / FOLDS_FILE, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR, out / CARD_FILE,
-                 *fold_dirs(out)]:
+    for item in [out / FOLDS_FILE, out / NESTED_FOLDS_FILE, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR,
+                 out / CARD_FILE, *fold_dirs(out), *(p for p in out.glob(NESTED_DIR_GLOB) if p.is_dir())]:
         if item.is_dir():
             shutil.rmtree(item)
         elif item.exists():

@@ -32,9 +32,18 @@ from .folds import Fold, load_folds, make_folds, save_folds, validate_fold_input
 from .hub import HubPushCallback, create_hub_repo, hub_repo_id
 from .metrics import build_compute_metrics, metrics_from_probabilities
 from .modeling import load_classifier, load_processor, state_fingerprint
+from .nested_interval import MIN_NESTED_REPEATS, NestedFit, nested_fits, nested_summary
 from .options import option
 from .results import CVResults, FoldResult
-from .run_dir import FOLDS_FILE, FORMAT_VERSION, PLOTS_DIR, clear_run, fold_is_complete, format_version
+from .run_dir import (
+    FOLDS_FILE,
+    FORMAT_VERSION,
+    NESTED_FOLDS_FILE,
+    PLOTS_DIR,
+    clear_run,
+    fold_is_complete,
+    format_version,
+)
 from .strategies import apply_strategy
 from .utils import task_of_columns, to_plain
 
@@ -284,13 +293,16 @@ class KFoldTrainer(StrategyTrainer):
             # A one-process run: no process-group backend to set up, and one progress bar on the console.
             settings.update(ddp_backend=None, disable_tqdm=args.disable_tqdm or worker_of_rank != 0)
         cache, test_rows = features if features is not None else (None, self.test_dataset)
+        extra_fit = isinstance(fold, NestedFit)  # ci_method="nested": only its predictions are used
         return FoldJob(
             settings=settings, fold=fold, dataset=cache.dataset if cache is not None else self.cv_dataset,
-            model=self.model_source, output_dir=str(args.output_dir), test_dataset=test_rows, features=cache,
+            model=self.model_source, output_dir=str(args.output_dir), test_dataset=None if extra_fit else test_rows,
+            features=cache,
             data_collator=self._user_collator if cache is None else None, compute_metrics=self.compute_metrics,
             callbacks=self._user_callbacks, peft_config=self.peft_config, processing_class=self.processing_class,
             compute_loss_func=self.compute_loss_func, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
-            save_fold_model=args.save_fold_models or (args.push_to_hub and args.push_fold_models != "none"),
+            save_fold_model=not extra_fit and (args.save_fold_models
+                                               or (args.push_to_hub and args.push_fold_models != "none")),
             run_name=args.run_name,
         )
 
@@ -387,19 +399,46 @@ class KFoldTrainer(StrategyTrainer):
             self._data_record_cache = describe_dataset(self.raw_dataset)
         return self._data_record_cache
 
-    def _prepare_output_dir(self) -> list[Fold]:
-        """Compute (or, when resuming, reload) the folds on the main process and give them to every process."""
-        out = Path(self.cv_args.output_dir)
-        payload: tuple[list[Fold] | None, str | None] = (None, None)
+    def _on_main_process(self, compute: Callable, *args):
+        """`compute(*args)` on the main process, its value (or its `ValueError`) given to every process."""
+        payload = (None, None)
         if self.is_world_process_zero():
             try:
-                payload = (self._main_process_folds(out), None)
+                payload = (compute(*args), None)
             except ValueError as exc:
                 payload = (None, str(exc))
-        folds, error = self._broadcast(payload)
+        value, error = self._broadcast(payload)
         if error is not None:
             raise ValueError(error)
-        return folds
+        return value
+
+    def _prepare_output_dir(self) -> list[Fold]:
+        """Compute (or, when resuming, reload) the folds on the main process and give them to every process."""
+        return self._on_main_process(self._main_process_folds, Path(self.cv_args.output_dir))
+
+    def _nested_fits(self, folds: list[Fold]) -> list[NestedFit]:
+        """`ci_method="nested"`: the extra fits of the nested interval (none otherwise), checked before training."""
+        if self.cv_args.ci_method != "nested":
+            return []
+        return self._on_main_process(self._main_process_nested_fits, Path(self.cv_args.output_dir), folds)
+
+    def _main_process_nested_fits(self, out: Path, folds: list[Fold]) -> list[NestedFit]:
+        args = self.cv_args
+        path = out / NESTED_FOLDS_FILE
+        if path.exists():
+            extra, _ = load_folds(path)
+        else:
+            # Further repeats of the same splitter: repeat 0 is the same split whatever n_repeats is.
+            every = make_folds(self.raw_dataset, strategy=self.fold_strategy, n_folds=args.n_folds,
+                               n_repeats=max(args.n_repeats, MIN_NESTED_REPEATS), seed=args.fold_seed,
+                               label_column=args.label_column, group_column=args.group_column)
+            if every[:len(folds)] != folds:
+                raise ValueError(f"The folds in {out / FOLDS_FILE} are not the ones make_folds gives for this data and "
+                                 f"settings, so the nested interval cannot extend them; start a fresh run "
+                                 f"({option('overwrite_output_dir', True)}) for {option('ci_method', 'nested')}.")
+            extra = every[len(folds):]
+            save_folds(extra, path, self._fold_metadata())
+        return nested_fits(folds, extra)
 
     def _main_process_folds(self, out: Path) -> list[Fold]:
         meta = self._fold_metadata()
@@ -462,22 +501,24 @@ class KFoldTrainer(StrategyTrainer):
                 cluster's resources allow), with the results of a run in this process.
         """
         folds = self._prepare_output_dir()
+        fits = self._nested_fits(folds)
         self._release_model()  # the copy Trainer.__init__ built is not needed any more
         out = Path(self.cv_args.output_dir)
-        finished = self._broadcast([fold_is_complete(out / f.name) for f in folds]
+        finished = self._broadcast([fold_is_complete(out / f.name) for f in [*folds, *fits]]
                                    if self.is_world_process_zero() else None)
+        finished, fits_finished = finished[:len(folds)], finished[len(folds):]
         self._announce(folds, finished, out)
+        if fits and self.is_world_process_zero():
+            logger.warning(f"{option('ci_method', 'nested')}: after the {len(folds)} folds, {len(fits)} extra fits "
+                           f"({sum(fits_finished)} already done) train like folds for the nested interval.")
         results: list[FoldResult] = []
+        nested = None
         with self._run_scope(folds, finished, out):
-            from tqdm.auto import tqdm
-
-            if not all(finished):
+            if not all(finished) or not all(fits_finished):
                 self._feature_cache()  # its own step, with its own bar, before the folds' bar starts
 
-            steps = self._fold_steps(folds, finished, out, executor)
-            bar = tqdm(total=len(folds), desc="Cross-validation folds", unit="fold", position=0, leave=True,
-                       disable=self.cv_args.disable_tqdm or not self.is_world_process_zero())
-            for fold, result, resumed in steps:
+            bar = self._progress(len(folds), "Cross-validation folds", "fold")
+            for fold, result, resumed in self._fold_steps(folds, finished, out, executor):
                 results.append(result)
                 self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
                 bar.update(1)
@@ -485,15 +526,29 @@ class KFoldTrainer(StrategyTrainer):
                 if score is not None:
                     bar.set_postfix({"last": f"{score:.4f}"})
             bar.close()
+            if fits:
+                bar = self._progress(len(fits), "Nested-CV fits (ci_method='nested')", "fit")
+                fit_results = []
+                for _, result, _ in self._fold_steps(fits, fits_finished, out, executor):
+                    fit_results.append(result)
+                    bar.update(1)
+                bar.close()
+                nested = nested_summary(folds, results, fits, fit_results)
         cv = CVResults(results, oof_metrics=self._pooled_metrics(results), config=self._config_record(),
                        label_names=self.class_names, metadata=self._results_metadata(),
-                       test_metrics=self._ensemble_test_metrics(results))
+                       test_metrics=self._ensemble_test_metrics(results), nested=nested)
         if self.is_world_process_zero():
             cv.save(out)
             self._write_reports(cv, out)
         self.cv_results = cv
         self._fold_event("on_cross_validation_end", results=cv, output_dir=out)
         return cv
+
+    def _progress(self, total: int, description: str, unit: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=description, unit=unit, position=0, leave=True,
+                    disable=self.cv_args.disable_tqdm or not self.is_world_process_zero())
 
     def _announce(self, folds: list[Fold], finished: list[bool], out: Path) -> None:
         if not self.is_world_process_zero():
