@@ -381,8 +381,11 @@ class TrialRunner:
         base = self.base_settings
         name = self.hp_name(trial) if self.hp_name is not None else (
             f"{base.get('run_name') or Path(self.output_dir).name}-trial_{run}")
-        overrides = {**settings, "output_dir": str(self.run_dir(run)), "overwrite_output_dir": False,
-                     "push_to_hub": False, "save_fold_models": self.save_fold_models, "run_name": name}
+        # ci_method="nested" would add its extra fits to every trial: an interval's cost, not a choice's (the search
+        # compares trials by their means); a space may still set it.
+        overrides = {"ci_method": "corrected", **settings, "output_dir": str(self.run_dir(run)),
+                     "overwrite_output_dir": False, "push_to_hub": False, "save_fold_models": self.save_fold_models,
+                     "run_name": name}
         if base.get("feature_cache") == "auto":
             # On disk, keyed by model, cut and data: every trial with the same frozen part reads one cache.
             overrides["feature_cache"] = "disk"
