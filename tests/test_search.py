@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 import hf_tlcv.trainer
 from hf_tlcv import KFoldConfig, KFoldTrainer
+from hf_tlcv.fold_job import fold_settings
 from hf_tlcv.folds import load_folds
 from hf_tlcv.model_card import CVCardData, build_model_card
 from hf_tlcv.results import CVResults
@@ -30,6 +31,7 @@ from hf_tlcv.search import (
     OWNER_ATTR,
     RUN_ATTR,
     SearchObjective,
+    TrialRunner,
     default_hp_space,
     make_storage,
     open_study,
@@ -120,6 +122,19 @@ def test_the_objective_and_its_direction_follow_the_metric(settings, kwargs, exp
 def test_a_contradictory_objective_is_refused(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         resolve_objective(make_config(tmp_path), **kwargs)
+
+
+@pytest.mark.parametrize("space, ci_method", [({"learning_rate": 1e-3}, "corrected"),
+                                               ({"learning_rate": 1e-3, "ci_method": "nested"}, "nested")])
+def test_a_trial_is_the_base_config_with_its_settings_in_its_own_folder(space, ci_method, tmp_path):
+    base = make_config(tmp_path, ci_method="nested", feature_cache="auto", push_to_hub=False, run_name="cv")
+    runner = TrialRunner(factory=None, base_settings=fold_settings(base), output_dir=str(tmp_path), hp_space=None,
+                         objective=SearchObjective("accuracy", "maximize"), n_folds=3)
+    args = runner.config(space, 7, None)
+    assert args.output_dir == str(tmp_path / "trials" / "7") and args.run_name == "cv-trial_7"
+    assert args.learning_rate == 1e-3 and args.n_folds == base.n_folds and args.fold_seed == base.fold_seed
+    # trials share one on-disk frozen-feature cache; the nested interval's extra fits only when the space asks
+    assert args.feature_cache == "disk" and args.ci_method == ci_method
 
 
 def test_the_objective_is_the_mean_of_the_folds_metric():
