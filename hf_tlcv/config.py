@@ -106,7 +106,9 @@ class KFoldConfig(TrainingArguments):
         parallel_folds (`bool`, defaults to `False`): under `accelerate launch` / `torchrun` with several processes,
             give each process whole folds (trained alone, with the full per-device batch, no gradient communication)
             instead of splitting every fold across the processes with DDP. The results equal those of a one-process
-            run; with one process it changes nothing. Not compatible with DeepSpeed, FSDP or model parallelism.
+            run. In one process (plain `python`), the folds run as Ray tasks when Ray is installed (`hf_tlcv[ray]`; a
+            local cluster, or `RAY_ADDRESS`), as many at once as its CPUs allow, else one at a time here (see
+            docs/tuning.md). Not compatible with DeepSpeed, FSDP or model parallelism.
 
     Example:
     ```python
@@ -230,7 +232,8 @@ class KFoldConfig(TrainingArguments):
         metadata={
             "help": "With several processes (accelerate launch / torchrun), each process trains whole folds on its "
             "own device, with no gradient communication, instead of every fold being split across the processes "
-            "with DDP: faster for small models and data. Results equal a one-process run. No effect with one process."
+            "with DDP: faster for small models and data. Results equal a one-process run. In one process: the folds run as "
+            "Ray tasks when Ray is installed, else one at a time."
         },
     )
 
