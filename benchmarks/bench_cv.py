@@ -128,7 +128,7 @@ def run_hf_tlcv(spec: dict, workdir: Path) -> dict:
     cv = trainer.cross_validate()
     wall = time.perf_counter() - start
     oof = cv.oof_predictions.sort_values("row")
-    cache = trainer._feature_cache()
+    cache = trainer.feature_cache
     return dict(wall_s=wall, accuracy=[f.eval_metrics["accuracy"] for f in cv.folds],
                 oof=oof.filter(like="prob_").to_numpy().tolist(),
                 cache_mb=cache.nbytes / 2**20 if cache is not None else None,
