@@ -137,7 +137,8 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyR
         set_seed(config.seed)
         processing_class = load_processor(model)
         model = load_classifier(model, label_names(dataset, config.label_column),
-                                num_labels(dataset, config.label_column), pretrained=False)
+                                num_labels(dataset, config.label_column), pretrained=False,
+                                text_pooling=config.text_pooling)
     trainer = KFoldTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class)
     results = trainer.cross_validate()
     if trainer.is_world_process_zero():

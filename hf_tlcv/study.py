@@ -349,7 +349,8 @@ class TransferStudy:
         if self._n_blocks is None:
             if isinstance(self.model, str):
                 set_seed(self.args.seed)
-                built = load_classifier(self.model, self.class_names, self.n_labels)
+                built = load_classifier(self.model, self.class_names, self.n_labels,
+                                        text_pooling=self.args.text_pooling)
             else:
                 built = self.model
             self._n_blocks = discover_layout(built).n_blocks
@@ -453,7 +454,8 @@ class TransferStudy:
         if isinstance(self.model, str):
             if processing_class is None:
                 processing_class = load_processor(self.model)
-            return load_classifier(self.model, self.class_names, self.n_labels, pretrained=False), processing_class
+            return load_classifier(self.model, self.class_names, self.n_labels, pretrained=False,
+                                   text_pooling=config.text_pooling), processing_class
         return type(self.model)(copy.deepcopy(self.model.config)), processing_class
 
     def make_trainer(self, variant: Variant, dataset: datasets.Dataset | None = None,
