@@ -26,6 +26,7 @@ from transformers import Trainer
 from transformers.trainer_utils import set_seed
 from transformers.utils import logging
 
+from .compat import use_mean_loss
 from .folds import Fold
 from .run_dir import FOLD_MODEL_DIR
 from .results import FoldResult, predictions_frame
@@ -56,7 +57,7 @@ class StrategyTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.compute_loss_func is None:
-            self.model_accepts_loss_kwargs = False
+            use_mean_loss(self)
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """`Trainer.floating_point_ops`, with the model's parameter count taken once per model instead of at every

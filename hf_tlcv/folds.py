@@ -1,10 +1,10 @@
 """Fold splitting: datasets in, persisted fold indices out.
 
 Everything here is pure: no Trainer, no model, no process group. The indices come from scikit-learn
-splitters run on ``np.zeros(n_rows)`` plus the labels and/or groups, so the same inputs give the same
+splitters run on `np.zeros(n_rows)` plus the labels and/or groups, so the same inputs give the same
 folds in every process and on every machine. That is what lets several ranks (or several variants in a
-study) train on identical folds: compute them once, :func:`save_folds`, and compare
-:func:`folds_fingerprint` wherever they are used.
+study) train on identical folds: compute them once, [`save_folds`], and compare
+[`folds_fingerprint`] wherever they are used.
 
 Example:
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # datasets is heavy to import; only the type is needed here
 logger = logging.get_logger(__name__)
 
 FOLD_STRATEGIES = ("auto", "kfold", "stratified", "group", "stratified_group", "timeseries")
-"""Accepted values of ``strategy``; ``"auto"`` is resolved by :func:`resolve_strategy`."""
+"""Accepted values of `strategy`; `"auto"` is resolved by [`resolve_strategy`]."""
 
 _STRATIFIED = ("stratified", "stratified_group")
 _GROUPED = ("group", "stratified_group")
@@ -53,8 +53,8 @@ class Fold:
     Args:
         repeat (`int`): Zero-based repeat number (repeated k-fold reshuffles once per repeat).
         fold (`int`): Zero-based fold number within the repeat.
-        train_indices (`np.ndarray`): Row positions to train on, sorted, ``int64``.
-        eval_indices (`np.ndarray`): Row positions to evaluate on, sorted, ``int64``.
+        train_indices (`np.ndarray`): Row positions to train on, sorted, `int64`.
+        eval_indices (`np.ndarray`): Row positions to evaluate on, sorted, `int64`.
 
     The index arrays are stored as read-only copies, so a fold cannot be changed after it is made.
     Two folds are equal when their repeat, fold and indices are equal.
@@ -75,7 +75,7 @@ class Fold:
 
     @property
     def name(self) -> str:
-        """``fold_{repeat}_{fold}``, e.g. ``fold_0_3``: unique across repeats, used for folders and logs."""
+        """`fold_{repeat}_{fold}`, e.g. `fold_0_3`: unique across repeats, used for folders and logs."""
         return f"fold_{self.repeat}_{self.fold}"
 
     def __eq__(self, other: object) -> bool:
@@ -222,12 +222,12 @@ def _missing_column(kind: str, column: str, dataset: "Dataset", argument: str) -
 def resolve_strategy(
     strategy: str, dataset: "Dataset", label_column: str = "label", group_column: Optional[str] = None
 ) -> str:
-    """Turn ``"auto"`` into a concrete strategy; any other strategy is returned unchanged.
+    """Turn `"auto"` into a concrete strategy; any other strategy is returned unchanged.
 
-    ``"auto"`` means ``"stratified"`` when ``dataset.features[label_column]`` is a `datasets.ClassLabel`
-    and ``"kfold"`` otherwise (continuous targets, plain integer or string columns, or no label column).
-    When ``group_column`` is given, ``"auto"`` picks the grouped variant (``"stratified_group"`` or
-    ``"group"``) so that groups are never split between train and eval.
+    `"auto"` means `"stratified"` when `dataset.features[label_column]` is a `datasets.ClassLabel`
+    and `"kfold"` otherwise (continuous targets, plain integer or string columns, or no label column).
+    When `group_column` is given, `"auto"` picks the grouped variant (`"stratified_group"` or
+    `"group"`) so that groups are never split between train and eval.
 
     Args:
         strategy (`str`): One of `FOLD_STRATEGIES`.
@@ -236,7 +236,7 @@ def resolve_strategy(
         group_column (`str`, *optional*): Column holding group ids.
 
     Returns:
-        `str`: A strategy other than ``"auto"``.
+        `str`: A strategy other than `"auto"`.
     """
     if strategy not in FOLD_STRATEGIES:
         raise ValueError(f"Unknown fold strategy {strategy!r}; use one of {', '.join(map(repr, FOLD_STRATEGIES))}.")
@@ -268,9 +268,9 @@ def validate_fold_inputs(
     """Check fold settings (and, when given, the dataset) before any training starts.
 
     Every problem raises a `ValueError` whose one sentence names what is wrong and what to do instead.
-    Without a dataset only the settings are checked (unknown strategy, ``n_folds < 2``, ``n_repeats < 1``,
-    ``"timeseries"`` with repeats, a grouped strategy without ``group_column``), which is what a config's
-    ``__post_init__`` can do. With a dataset the data is checked too: empty dataset, more folds than rows,
+    Without a dataset only the settings are checked (unknown strategy, `n_folds < 2`, `n_repeats < 1`,
+    `"timeseries"` with repeats, a grouped strategy without `group_column`), which is what a config's
+    `__post_init__` can do. With a dataset the data is checked too: empty dataset, more folds than rows,
     missing label/group columns, fewer groups than folds, a class with fewer rows than folds and continuous
     labels under a stratified strategy.
 
@@ -280,7 +280,7 @@ def validate_fold_inputs(
         n_folds (`int`, defaults to 5): Number of folds per repeat.
         n_repeats (`int`, defaults to 1): Number of repeats, each with a fresh shuffle.
         label_column (`str`, defaults to `"label"`): Column holding the labels; required only by the
-            stratified strategies (``"auto"`` reads its type to decide).
+            stratified strategies (`"auto"` reads its type to decide).
         group_column (`str`, *optional*): Column holding group ids; required by the grouped strategies.
 
     Returns:
@@ -305,7 +305,7 @@ def validate_fold_inputs(
 def _check_dataset(
     dataset: "Dataset", strategy: str, n_folds: int, label_column: str, group_column: Optional[str]
 ) -> tuple[str, Optional[np.ndarray], Optional[np.ndarray]]:
-    """Data checks of :func:`validate_fold_inputs`; returns the resolved strategy and the arrays it read."""
+    """Data checks of [`validate_fold_inputs`]; returns the resolved strategy and the arrays it read."""
     if len(dataset) == 0:
         raise ValueError("The dataset is empty (0 rows); pass a dataset with at least n_folds rows.")
     if group_column is not None and group_column not in dataset.column_names:
@@ -369,25 +369,25 @@ def split_indices(
     labels: Optional[Sequence[Any]] = None,
     groups: Optional[Sequence[Any]] = None,
 ) -> list[Fold]:
-    """Split ``range(n_rows)`` into folds with an already resolved strategy.
+    """Split `range(n_rows)` into folds with an already resolved strategy.
 
-    For ``"kfold"``, ``"stratified"``, ``"group"`` and ``"stratified_group"`` the eval parts of one repeat
+    For `"kfold"`, `"stratified"`, `"group"` and `"stratified_group"` the eval parts of one repeat
     are disjoint and together cover every row; train is the complement. Each repeat reshuffles with its
-    own seed derived from ``seed``, and repeat 0 uses ``seed`` itself (so it matches the sklearn splitter
-    with ``shuffle=True, random_state=seed``). ``"timeseries"`` assumes rows are in time order: fold ``i``
+    own seed derived from `seed`, and repeat 0 uses `seed` itself (so it matches the sklearn splitter
+    with `shuffle=True, random_state=seed`). `"timeseries"` assumes rows are in time order: fold `i`
     trains on a prefix and evaluates on the block right after it, so the first block is never evaluated.
 
     Args:
         n_rows (`int`): Number of rows.
-        strategy (`str`): ``"kfold"``, ``"stratified"``, ``"group"``, ``"stratified_group"`` or ``"timeseries"``.
+        strategy (`str`): `"kfold"`, `"stratified"`, `"group"`, `"stratified_group"` or `"timeseries"`.
         n_folds (`int`): Folds per repeat.
-        n_repeats (`int`, defaults to 1): Repeats; must be 1 for ``"timeseries"``.
+        n_repeats (`int`, defaults to 1): Repeats; must be 1 for `"timeseries"`.
         seed (`int`, defaults to 42): Seed of the shuffles; same inputs give the same folds everywhere.
         labels (`Sequence`, *optional*): One label per row; required by the stratified strategies.
         groups (`Sequence`, *optional*): One group id per row; required by the grouped strategies.
 
     Returns:
-        `list[Fold]`: ``n_folds * n_repeats`` folds, ordered by repeat then fold.
+        `list[Fold]`: `n_folds * n_repeats` folds, ordered by repeat then fold.
 
     Example:
 
@@ -433,11 +433,11 @@ def make_folds(
     label_column: str = "label",
     group_column: Optional[str] = None,
 ) -> list[Fold]:
-    """Validate the inputs, then split a `datasets.Dataset` into ``n_folds * n_repeats`` folds.
+    """Validate the inputs, then split a `datasets.Dataset` into `n_folds * n_repeats` folds.
 
     Args:
         dataset (`datasets.Dataset`): The dataset to split (row positions refer to it as it is now).
-        strategy (`str`, defaults to `"auto"`): One of `FOLD_STRATEGIES`; see :func:`resolve_strategy`.
+        strategy (`str`, defaults to `"auto"`): One of `FOLD_STRATEGIES`; see [`resolve_strategy`].
         n_folds (`int`, defaults to 5): Folds per repeat.
         n_repeats (`int`, defaults to 1): Repeats, each with a fresh shuffle.
         seed (`int`, defaults to 42): Seed of the shuffles.
@@ -445,7 +445,7 @@ def make_folds(
         group_column (`str`, *optional*): Column holding group ids.
 
     Returns:
-        `list[Fold]`: Ordered by repeat then fold; use ``dataset.select(fold.train_indices)``.
+        `list[Fold]`: Ordered by repeat then fold; use `dataset.select(fold.train_indices)`.
     """
     _check_settings(strategy, n_folds, n_repeats)
     _check_group_setting(strategy, group_column)
@@ -475,7 +475,7 @@ def folds_fingerprint(folds: Sequence[Fold]) -> str:
 def save_folds(folds: Sequence[Fold], path: str | os.PathLike, metadata: Optional[dict] = None) -> None:
     """Write folds and their metadata to a JSON file, atomically.
 
-    The file is ``{"version": 1, **metadata, "folds": [{"repeat", "fold", "eval", "train"}, ...]}``. It is
+    The file is `{"version": 1, **metadata, "folds": [{"repeat", "fold", "eval", "train"}, ...]}`. It is
     written to a temporary file in the same folder and moved into place with `os.replace`, so a reader
     (or a rank that crashed mid-write) never sees half a file.
 
@@ -505,11 +505,11 @@ def save_folds(folds: Sequence[Fold], path: str | os.PathLike, metadata: Optiona
 
 
 def load_folds(path: str | os.PathLike) -> tuple[list[Fold], dict]:
-    """Read folds written by :func:`save_folds`.
+    """Read folds written by [`save_folds`].
 
     Returns:
         `tuple[list[Fold], dict]`: The folds, and the metadata that was saved with them (without
-        ``"version"`` and ``"folds"``).
+        `"version"` and `"folds"`).
     """
     with open(path, encoding="utf-8") as f:
         payload = json.load(f)

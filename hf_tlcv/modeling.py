@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import logging as std_logging
 import os
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -20,10 +17,10 @@ from transformers import (
 )
 from transformers.utils import logging
 
+from .compat import held_load_report
 from .sources import hub_errors, hub_is_reachable, resolve_model_path
 
 logger = logging.get_logger(__name__)
-_LOAD_REPORT_LOGGER = "transformers.modeling_utils"
 
 
 def is_image_model(config) -> bool:
@@ -41,32 +38,6 @@ def load_config(name_or_path: str):
     path = resolve_model_path(name_or_path)
     with hub_errors("model", name_or_path):
         return path, AutoConfig.from_pretrained(path, **_hub_kwargs(path))
-
-
-class _HoldLoadReport(std_logging.Filter):
-    """Holds back transformers' LOAD REPORT while a classifier loads, so that hf_tlcv can tell whether it only reports
-    the head replaced on purpose (then one line in hf_tlcv's words replaces it) or something else (then it is shown)."""
-
-    def __init__(self):
-        super().__init__()
-        self.held: list[std_logging.LogRecord] = []
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        if "LOAD REPORT" in record.getMessage():
-            self.held.append(record)
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def _held_load_report() -> Iterator[_HoldLoadReport]:
-    target = std_logging.getLogger(_LOAD_REPORT_LOGGER)
-    hold = _HoldLoadReport()
-    target.addFilter(hold)
-    try:
-        yield hold
-    finally:
-        target.removeFilter(hold)
 
 
 def _head_keys(model: nn.Module) -> tuple[str, ...]:
@@ -113,7 +84,7 @@ def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels
         if pooling:
             apply_pooling(model, pooling)
         return model
-    with hub_errors("model", name_or_path), _held_load_report() as hold:
+    with hub_errors("model", name_or_path), held_load_report() as hold:
         model, info = auto.from_pretrained(path, config=config, ignore_mismatched_sizes=True,
                                            output_loading_info=True, **_hub_kwargs(path))
     head = _head_keys(model)
@@ -131,8 +102,7 @@ def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels
                            "backbone loads with its pretrained weights"
                            + (f"; the head reads its {'+'.join(pooling)}-pooled tokens)." if pooled else ")."))
     else:
-        for record in hold.held:
-            std_logging.getLogger(_LOAD_REPORT_LOGGER).handle(record)
+        hold.release()
     return model
 
 

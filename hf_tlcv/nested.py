@@ -24,8 +24,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .folds import load_folds
-from .results import CVResults
-from .stats import summarize
+from .results import CVResults, fold_sizes
+from .stats import is_bounded_metric, summarize
 
 __all__ = ["nested_selection"]
 
@@ -42,13 +42,14 @@ def nested_selection(study, question: str, results: dict[str, CVResults]) -> dic
     Returns:
         `dict` with `inner_folds`, `metric`, `outer_folds` (per outer fold: `fold`, `inner_means` per candidate,
         `selected`, `outer_score`, `n_train`, `n_eval`), `estimate` (`mean`, `std`, `ci95` of the outer scores,
-        Nadeau-Bengio corrected), `naive_best` and `naive_mean` (the best mean read off the study's own folds).
+        as `CVResults.summary` computes them), `naive_best` and `naive_mean` (the best mean read off the study's own
+        folds).
     """
     names = study.question_variants[question]
     metric = study.metric_name
     out = Path(study.args.output_dir)
     folds, _ = load_folds(out / study.runs[names[0]] / "folds.json")
-    rows = []
+    rows, outer_folds = [], []
     bar = tqdm(folds, desc=f"Nested CV ({question}): outer folds", unit="fold", disable=study.args.disable_tqdm)
     for fold in bar:
         # Only the outer-train rows reach the inner runs; their fold indices refer to this subset.
@@ -66,15 +67,16 @@ def nested_selection(study, question: str, results: dict[str, CVResults]) -> dic
         inner_means = {name: inner_by_run[study.runs[name]] for name in names}
         selected = max(names, key=lambda n: inner_means[n])  # ties: the first in the question's order
         outer = next(f for f in results[study.runs[selected]].folds if (f.repeat, f.fold) == (fold.repeat, fold.fold))
+        outer_folds.append(outer)
         rows.append({"fold": fold.name, "inner_means": inner_means, "selected": selected,
                      "outer_score": float(outer.eval_metrics[metric]), "n_train": outer.n_train,
                      "n_eval": outer.n_eval})
     bar.close()
     scores = [r["outer_score"] for r in rows]
-    n_train = sum(r["n_train"] for r in rows) / len(rows)
-    n_eval = sum(r["n_eval"] for r in rows) / len(rows)
+    n_train, n_eval, n_rows = fold_sizes(outer_folds)
     naive = {name: results[study.runs[name]].summary[metric]["mean"] for name in names}
     naive_best = max(names, key=lambda n: naive[n])
     return {"question": question, "inner_folds": study.inner_folds, "metric": metric, "outer_folds": rows,
-            "estimate": summarize(scores, n_train=n_train, n_eval=n_eval),
+            "estimate": summarize(scores, n_train=n_train, n_eval=n_eval, bounded=is_bounded_metric(metric, scores),
+                                   n_rows=n_rows),
             "naive_best": naive_best, "naive_mean": naive[naive_best]}

@@ -34,6 +34,7 @@ def option(name: str, value: Any = _UNSET) -> str:
     >>> with command_line_options():
     ...     option("fold_strategy", "kfold")
     '--fold_strategy kfold'
+
     ```
     """
     if _ON_COMMAND_LINE.get():

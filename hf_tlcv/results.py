@@ -24,7 +24,7 @@ from .run_dir import (
     read_json,
     write_json_atomic,
 )
-from .stats import summarize
+from .stats import is_bounded_metric, summarize
 from .utils import fmt, to_plain
 
 
@@ -117,15 +117,27 @@ class FoldResult:
         return fold_is_complete(directory)
 
 
+def fold_sizes(folds: list[FoldResult]) -> tuple[float, float, float]:
+    """Training and evaluation rows per fold (averages) and rows evaluated per repeat (every row, for k-fold).
+
+    The first two set the Nadeau–Bengio correction, the third the binomial / McNemar floor of `hf_tlcv.stats`.
+    """
+    return (float(np.mean([f.n_train for f in folds])), float(np.mean([f.n_eval for f in folds])),
+            sum(f.n_eval for f in folds) / len({f.repeat for f in folds}))
+
+
 class CVResults:
     """The outcome of [`KFoldTrainer.cross_validate`].
 
     Attributes:
         folds: one [`FoldResult`] per fold, in fold order (repeat-major).
-        summary: per eval metric, `{"mean", "std", "ci95": [low, high]}`. `std` is the sample standard deviation
-            over folds; `ci95` is the Nadeau–Bengio corrected 95% interval
-            `mean ± t_{0.975, J-1} * sqrt(s² * (1/J + n_eval/n_train))` over the J = k * r fold scores, wider than
-            the naive `s / sqrt(J)` interval because the training sets of different folds overlap.
+        summary: per eval metric, `{"mean", "std", "ci95": [low, high], "ci_method"}`. `std` is the sample standard
+            deviation over folds; `ci95` is built on the Nadeau–Bengio corrected variance
+            `s² * (1/J + n_eval/n_train)` of the J = k * r fold scores, wider than the naive `s² / J` because the
+            training sets of different folds overlap: for metrics in [0, 1] (accuracy, precision, recall, F1) a
+            Wilson-type interval that stays in [0, 1] and is never narrower than the Wilson interval of the
+            evaluated rows (`ci_method="corrected_wilson"`), for the others (the loss) `mean ± t_{0.975, J-1} * se`
+            (`"corrected_t"`). See `hf_tlcv.stats` and docs/statistics.md.
         train_summary: the same over the training-part metrics (when computed).
         test_summary: the same over every fold model's score on the held-out test set (when `eval_dataset` was
             given); `test_metrics` holds the fold ensemble's score on it (mean of the fold models' probabilities).
@@ -140,7 +152,7 @@ class CVResults:
     ```python
     >>> results = trainer.cross_validate()
     >>> results.summary["accuracy"]
-    {'mean': 0.93, 'std': 0.012, 'ci95': [0.91, 0.95]}
+    {'mean': 0.93, 'std': 0.012, 'ci95': [0.91, 0.95], 'ci_method': 'corrected_wilson'}
     >>> results.to_pandas()  # one row per fold
     >>> results.save("cv-out"); CVResults.load("cv-out")
     ```
@@ -162,14 +174,14 @@ class CVResults:
     # ---- aggregation -------------------------------------------------------------------------------------
     @staticmethod
     def _summarize(folds: list[FoldResult], attr: str) -> dict[str, dict]:
-        n_train = float(np.mean([f.n_train for f in folds]))
-        n_eval = float(np.mean([f.n_eval for f in folds]))
+        n_train, n_eval, n_rows = fold_sizes(folds)
         keys = [k for k in getattr(folds[0], attr) if all(k in getattr(f, attr) for f in folds)]
         out = {}
         for key in keys:
             values = [getattr(f, attr)[key] for f in folds]
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                out[key] = summarize(values, n_train=n_train, n_eval=n_eval)
+                out[key] = summarize(values, n_train=n_train, n_eval=n_eval, bounded=is_bounded_metric(key, values),
+                                     n_rows=n_rows)
         return out
 
     @property
@@ -236,7 +248,8 @@ class CVResults:
         """The per-fold table and the summary as plain text."""
         frame = self.to_pandas()
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
-        lines.append(f"Summary over {self.header()}; 95% interval: Nadeau-Bengio corrected t")
+        lines.append(f"Summary over {self.header()}; "
+                     "95% interval: Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)")
         for name, s in self.summary.items():
             lo, hi = s["ci95"]
             line = f"  {name:<12} {fmt(s['mean'])} ± {fmt(s['std'])}   95% CI [{fmt(lo)}, {fmt(hi)}]"

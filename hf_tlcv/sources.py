@@ -162,7 +162,7 @@ def is_hub_unreachable(exc: BaseException) -> bool:
             What `datasets.load_dataset`, `from_pretrained` or a Hub client call raised.
 
     Returns:
-        `bool`: True for offline mode (``HF_HUB_OFFLINE=1``), DNS failures, refused/timed-out connections
+        `bool`: True for offline mode (`HF_HUB_OFFLINE=1`), DNS failures, refused/timed-out connections
         and "not cached and could not connect" errors; False for everything else, e.g. a repository that
         exists nowhere (the Hub answered 404) or a bad argument.
     """
@@ -200,15 +200,15 @@ def hub_unreachable_error(kind: str, name: str, exc: BaseException | None = None
 
     Args:
         kind (`str`):
-            What was being loaded: ``"dataset"`` lists the builtin datasets; ``"model"``,
-            ``"image processor"``, ``"tokenizer"`` and the like list the builtin models.
+            What was being loaded: `"dataset"` lists the builtin datasets; `"model"`,
+            `"image processor"`, `"tokenizer"` and the like list the builtin models.
         name (`str`):
             The Hub id that failed.
         exc (`BaseException`, *optional*):
             The original error; its last line is quoted as the cause.
 
     Returns:
-        [`HubUnreachableError`]: not raised, so the caller can chain it with ``from exc``.
+        [`HubUnreachableError`]: not raised, so the caller can chain it with `from exc`.
     """
     options = ", ".join(offline_options("dataset" if kind == "dataset" else "model")) or "none installed"
     cause = ""
@@ -262,7 +262,7 @@ _FILE_BUILDERS = {
 
 
 def _data_file_extension(path: str) -> str:
-    """The extension that tells the format, looking through a compression suffix (``a.csv.gz`` -> ``.csv``)."""
+    """The extension that tells the format, looking through a compression suffix (`a.csv.gz` -> `.csv`)."""
     stem, ext = os.path.splitext(path.lower())
     if ext in (".gz", ".bz2", ".xz", ".zst", ".zip"):
         ext = os.path.splitext(stem)[1]
@@ -278,16 +278,16 @@ def load_data(name: str, /, split: str | None = "train", **kwargs):
 
     Args:
         name (`str`):
-            A builtin name (``"builtin:animal-mnist"``, ``"builtin:trec"``, ...); a local folder (an image
+            A builtin name (`"builtin:animal-mnist"`, `"builtin:trec"`, ...); a local folder (an image
             folder with one sub-folder per class, or csv/json/parquet files, as `datasets` infers); a local data file
-            (``.csv``, ``.tsv``, ``.json``, ``.jsonl``, ``.parquet``, ``.txt``, optionally compressed);
-            or a Hub dataset id. Positional-only, so ``name=`` stays free for the `datasets` config
-            name (``load_dataset("glue", name="mrpc")``).
+            (`.csv`, `.tsv`, `.json`, `.jsonl`, `.parquet`, `.txt`, optionally compressed);
+            or a Hub dataset id. Positional-only, so `name=` stays free for the `datasets` config
+            name (`load_dataset("glue", name="mrpc")`).
         split (`str`, *optional*, defaults to `"train"`):
-            Split spec, `datasets` syntax (``"train[:10%]"`` works for builtins too). `None` returns a
+            Split spec, `datasets` syntax (`"train[:10%]"` works for builtins too). `None` returns a
             `datasets.DatasetDict`.
         **kwargs:
-            Passed to `datasets.load_dataset` (e.g. ``name=``, ``data_files=``, ``revision=``). Builtin
+            Passed to `datasets.load_dataset` (e.g. `name=`, `data_files=`, `revision=`). Builtin
             datasets take none (options set to None are ignored).
 
     Returns:

@@ -31,8 +31,8 @@ from .folds import folds_fingerprint, load_folds
 from .modeling import load_classifier, load_processor
 from .overfitting import diagnose_fold
 from .report import StudyReport, Verdict
-from .results import CVResults
-from .stats import adjust_pvalues, bayesian_correlated_ttest, corrected_paired_ttest
+from .results import CVResults, fold_sizes
+from .stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest, is_bounded_metric
 from .strategies import discover_layout
 
 QUESTIONS = ("pretrained", "freeze", "lr", "overfitting")
@@ -101,10 +101,6 @@ def default_learning_rates(learning_rate: float, n: int = 5, span: float = 10.0)
 
 
 # ---- comparisons (pure functions of CVResults) -------------------------------------------------------------
-def _fold_sizes(cv: CVResults) -> tuple[float, float]:
-    return float(np.mean([f.n_train for f in cv.folds])), float(np.mean([f.n_eval for f in cv.folds]))
-
-
 def paired_scores(a: CVResults, b: CVResults, metric: str) -> tuple[list[float], list[float]]:
     """The two variants' per-fold scores in the same fold order, after checking they ran on the same folds."""
     key_a = [(f.repeat, f.fold, f.n_train, f.n_eval) for f in a.folds]
@@ -123,20 +119,51 @@ def paired_scores(a: CVResults, b: CVResults, metric: str) -> tuple[list[float],
     return [float(f.eval_metrics[metric]) for f in a.folds], [float(f.eval_metrics[metric]) for f in b.folds]
 
 
+def discordant_rows(a: CVResults, b: CVResults, metric: str = "accuracy") -> float | None:
+    """Rows per repeat on which the two variants disagree, from their out-of-fold predictions.
+
+    For an accuracy, the rows where exactly one of the two is right (McNemar's discordant pairs); for other metrics,
+    the rows where their predicted classes differ. `None` when a fold of either lacks predictions. The two results
+    must have been checked to evaluate the same rows per fold ([`paired_scores`]).
+    """
+    total = 0
+    for fa, fb in zip(a.folds, b.folds):
+        if fa.predictions is None or fb.predictions is None or fa.predictions.empty or fb.predictions.empty:
+            return None
+        pa = fa.predictions.iloc[np.argsort(fa.predictions["row"].to_numpy(), kind="stable")]
+        pb = fb.predictions.iloc[np.argsort(fb.predictions["row"].to_numpy(), kind="stable")]
+        if "accuracy" in metric.lower():
+            total += int(np.count_nonzero((pa["prediction"].to_numpy() == pa["label"].to_numpy())
+                                          != (pb["prediction"].to_numpy() == pb["label"].to_numpy())))
+        else:
+            total += int(np.count_nonzero(pa["prediction"].to_numpy() != pb["prediction"].to_numpy()))
+    return total / len({f.repeat for f in a.folds})
+
+
 def compare(a: CVResults, b: CVResults, metric: str = "accuracy", rope: float = 0.01) -> dict:
     """Paired comparison of two variants on the same folds: mean difference `a - b`, its corrected 95% interval,
     the corrected resampled t-test and the Bayesian correlated t-test.
 
-    For the loss (lower is better) pass the negated direction yourself: the difference is always `a - b`.
+    For metrics in [0, 1] (accuracy, precision, recall, F1) the tests get the floor of the evaluated rows
+    (`hf_tlcv.stats.corrected_paired_ttest` with `bounded=True`): McNemar's test on the rows where the variants
+    disagree, counted from the out-of-fold predictions when both results have them. For the loss (lower is
+    better) pass the negated direction yourself: the difference is always `a - b`.
 
     Returns:
         `dict` with `mean_a`, `mean_b`, `mean_diff`, `ci95`, `t`, `df`, `p_value`, `p_a_better`, `p_equivalent`,
-        `p_b_better`, `rope`, `fold_diffs`.
+        `p_b_better`, `rope`, `fold_diffs`, `n_discordant` (rows per repeat the variants disagree on, `None` without
+        predictions).
+
+    Raises:
+        `ValueError`: If the results were not computed on the same folds, or hold fewer than 3 folds (a paired test
+            needs `n_folds * n_repeats >= 3`).
     """
     scores_a, scores_b = paired_scores(a, b, metric)
-    n_train, n_eval = _fold_sizes(a)
-    test = corrected_paired_ttest(scores_a, scores_b, n_train, n_eval)
-    bayes = bayesian_correlated_ttest(scores_a, scores_b, n_train, n_eval, rope=rope)
+    n_train, n_eval, n_rows = fold_sizes(a.folds)
+    discordant = discordant_rows(a, b, metric)
+    floor = {"bounded": is_bounded_metric(metric, scores_a + scores_b), "n_rows": n_rows, "n_discordant": discordant}
+    test = corrected_paired_ttest(scores_a, scores_b, n_train, n_eval, **floor)
+    bayes = bayesian_correlated_ttest(scores_a, scores_b, n_train, n_eval, rope=rope, **floor)
     return {
         "metric": metric,
         "mean_a": float(np.mean(scores_a)),
@@ -145,6 +172,7 @@ def compare(a: CVResults, b: CVResults, metric: str = "accuracy", rope: float = 
         **bayes,
         "rope": rope,
         "fold_diffs": [x - y for x, y in zip(scores_a, scores_b)],
+        "n_discordant": discordant,
     }
 
 
@@ -178,12 +206,40 @@ def pairwise_verdict(question: str, name_a: str, name_b: str, a: CVResults, b: C
     return Verdict(question=question, text=(context + text) if context else text[0].upper() + text[1:], numbers=c)
 
 
+def selection_interval(cv: CVResults, metric: str, n_candidates: int, confidence: float = 0.95) -> list[float]:
+    """The interval of a variant that was selected as the best of `n_candidates`, valid despite the selection.
+
+    The winner of a sweep is the variant whose folds happened to favour it most, so its plain 95% interval covers its
+    true score less often than 95% of the time (the winner's curse). Each of the `n_candidates` intervals at
+    confidence `1 - (1 - confidence) / n_candidates` covers its own variant, so all of them cover at once with
+    probability at least `confidence` (Bonferroni), whichever variant the selection then picks.
+
+    Args:
+        cv ([`CVResults`]): the selected variant's results.
+        metric (`str`): the metric that selected it.
+        n_candidates (`int`): how many variants the selection chose among.
+        confidence (`float`, defaults to 0.95): the coverage kept after the selection.
+
+    Returns:
+        `list[float]`: `[low, high]`, plain floats.
+    """
+    n_train, n_eval, n_rows = fold_sizes(cv.folds)
+    scores = [float(f.eval_metrics[metric]) for f in cv.folds]
+    low, high = corrected_ci(scores, n_train, n_eval, 1.0 - (1.0 - confidence) / max(1, n_candidates),
+                             bounded=is_bounded_metric(metric, scores), n_rows=n_rows)
+    return [float(low), float(high)]
+
+
 def selection_verdict(question: str, results: dict[str, CVResults], metric: str, labels: dict[str, str] | None = None,
-                      rope: float = 0.01, alpha: float = 0.05, p_adjust: str = "holm") -> Verdict:
+                      rope: float = 0.01, alpha: float = 0.05, p_adjust: str = "holm",
+                      nested: dict | None = None) -> Verdict:
     """Name the best of several variants and say whether it is distinguishable from the runner-up (and the rest).
 
     The best variant (highest mean `metric`) is compared with every other one on the shared folds; the p-values of
-    these `m - 1` comparisons are adjusted with `p_adjust` (Holm by default).
+    these `m - 1` comparisons are adjusted with `p_adjust` (Holm by default). The best variant's own mean is
+    optimistic (the same folds chose it and score it), so the verdict leads with a selection-aware estimate: the
+    nested cross-validation estimate when `nested` is given (the output of [`hf_tlcv.nested.nested_selection`]),
+    otherwise the best's mean with the interval of [`selection_interval`] (Bonferroni over the `m` candidates).
     """
     if len(results) < 2:
         raise ValueError(f"Question {question!r} needs at least two variants to compare, got {list(results)}.")
@@ -199,26 +255,37 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
     for row, p in zip(rows, adjust_pvalues([r["p_value"] for r in rows], method=p_adjust)):
         row["p_adjusted"] = p
     runner = rows[0]
-    best_cv = results[best].summary[metric]
-    lo, hi = best_cv["ci95"]
+    lo, hi = results[best].summary[metric]["ci95"]
+    s_lo, s_hi = selection_interval(results[best], metric, len(results))
     distinct = sum(r["p_adjusted"] < alpha for r in rows)
 
     def describe(name):
         return f"{name} ({labels[name]})" if labels.get(name) else name
 
     separable = runner["p_adjusted"] < alpha
-    text = (f"best is {describe(best)} with {metric} {means[best]:.3f} (95% interval [{lo:.3f}, {hi:.3f}]). "
-            f"Runner-up {describe(runner['variant'])} {runner['mean']:.3f}: difference {runner['mean_diff']:+.3f} "
-            f"(95% interval [{runner['ci95'][0]:+.3f}, {runner['ci95'][1]:+.3f}]), corrected t-test "
-            f"p={runner['p_value']:.3g}, {p_adjust}-adjusted over {len(rows)} comparisons with the best "
-            f"p={runner['p_adjusted']:.3g}, P(best better) = {runner['p_best_better']:.2f} -> "
+    if nested is not None:
+        est = nested["estimate"]
+        n_lo, n_hi = est["ci95"]
+        lead = (f"choosing the best of {len(results)} variants and training it scores {metric} {est['mean']:.3f} "
+                f"(nested cross-validation, 95% interval [{n_lo:.3f}, {n_hi:.3f}]: this estimate accounts for the "
+                f"selection). On the shared folds the best is {describe(best)} with {means[best]:.3f} (optimistic by "
+                f"{means[best] - est['mean']:+.3f}; 95% interval over the selection [{s_lo:.3f}, {s_hi:.3f}]). ")
+    else:
+        lead = (f"best is {describe(best)} with {metric} {means[best]:.3f} (95% interval [{s_lo:.3f}, {s_hi:.3f}] "
+                f"accounting for the selection among {len(results)} variants; the winner's mean is optimistic, "
+                f"nested=True estimates it without the selection's bias). ")
+    text = (lead + f"Runner-up {describe(runner['variant'])} {runner['mean']:.3f}: difference "
+            f"{runner['mean_diff']:+.3f} (95% interval [{runner['ci95'][0]:+.3f}, {runner['ci95'][1]:+.3f}]), "
+            f"corrected t-test p={runner['p_value']:.3g}, {p_adjust}-adjusted over {len(rows)} comparisons with "
+            f"the best p={runner['p_adjusted']:.3g}, P(best better) = {runner['p_best_better']:.2f} -> "
             + ("the best is distinguishable from the runner-up." if separable
                else "the best is NOT distinguishable from the runner-up.")
             + f" The best is significantly better than {distinct} of the {len(rows)} other variants "
               f"(adjusted p < {alpha:g}).")
     numbers = {"metric": metric, "best": best, "runner_up": runner["variant"], "distinguishable": separable,
                "n_distinguishable": distinct, "means": means, "comparisons": rows, "p_adjust": p_adjust,
-               "alpha": alpha, "rope": rope}
+               "alpha": alpha, "rope": rope, "best_ci95": [lo, hi], "best_ci95_selection": [s_lo, s_hi],
+               "estimate": nested["estimate"] if nested is not None else None}
     return Verdict(question=question, text=text[0].upper() + text[1:], numbers=numbers)
 
 
@@ -329,6 +396,10 @@ class TransferStudy:
                              "'overfitting') and/or variants={name: overrides}.")
         if nested and not (set(self.questions) & {"freeze", "lr"} or variants):
             raise ValueError("nested=True estimates a selected winner: ask 'freeze' or 'lr' (or give variants).")
+        if (set(self.questions) & {"pretrained", "freeze", "lr"} or variants) and args.n_folds * args.n_repeats < 3:
+            raise ValueError(f"The study's paired tests need at least 3 fold scores per variant to estimate the "
+                             f"variance of a difference, and n_folds={args.n_folds} x n_repeats={args.n_repeats} gives "
+                             f"{args.n_folds * args.n_repeats}; set n_folds=3 or more, or n_repeats=2 or more.")
         self.model, self.train_dataset, self.args = model, train_dataset, args
         self.freeze_depths, self.learning_rates = freeze_depths, learning_rates
         self.layerwise_lr_decay, self.nested, self.inner_folds = layerwise_lr_decay, nested, inner_folds
@@ -493,8 +564,11 @@ class TransferStudy:
 
             for question in ("freeze", "lr", "custom"):
                 if question in self.question_variants:
-                    report.nested[question] = nested_selection(self, question, results)
-                    report.verdicts.append(nested_verdict(question, report.nested[question], self.metric_name))
+                    nested = report.nested[question] = nested_selection(self, question, results)
+                    # The selection's verdict now leads with the nested estimate, which accounts for the selection.
+                    report.verdicts = [self._selection_verdict(question, report.variants, nested)
+                                       if v.question == question else v for v in report.verdicts]
+                    report.verdicts.append(nested_verdict(question, nested, self.metric_name))
         if is_main:
             report.save(out)
         return report
@@ -508,23 +582,24 @@ class TransferStudy:
             return self.metric
         return "accuracy" if "accuracy" in summary else next(m for m in summary if m != "loss")
 
+    def _selection_verdict(self, question: str, variants: dict[str, CVResults], nested: dict | None = None) -> Verdict:
+        labels = {name: v.label for name, v in self.variants.items()}
+        return selection_verdict(question, {n: variants[n] for n in self.question_variants[question]},
+                                 self.metric_name, labels, self.rope, self.alpha, self.p_adjust, nested=nested)
+
     def analyze(self, results: dict[str, CVResults], folds_fingerprint: str | None = None) -> StudyReport:
         """Turn the runs' results (`{run name: CVResults}`) into verdicts and a [`StudyReport`]."""
         metric = self.metric_name = self._resolve_metric(results)
         variants = {name: results[self.runs[name]] for name in self.variants}
-        labels = {name: v.label for name, v in self.variants.items()}
         verdicts = []
         for question in self.questions + (("custom",) if "custom" in self.question_variants else ()):
-            names = self.question_variants[question]
             if question == "pretrained":
                 verdicts.append(pairwise_verdict(
                     "pretrained", "pretrained", "scratch", variants["pretrained"], variants["scratch"], metric,
                     self.rope, self.alpha,
                     context=f"With finetune_strategy={self.args.finetune_strategy}: "))
             elif question in SELECTION_QUESTIONS:
-                verdict = selection_verdict(question, {n: variants[n] for n in names}, metric, labels, self.rope,
-                                            self.alpha, self.p_adjust)
-                verdicts.append(verdict)
+                verdicts.append(self._selection_verdict(question, variants))
         diagnoses = {}
         if "overfitting" in self.questions:
             for run in dict.fromkeys(self.runs.values()):

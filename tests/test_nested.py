@@ -24,7 +24,7 @@ def test_nested_selection_never_sees_its_outer_eval_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(KFoldTrainer, "__init__", recording_init)
     # the inner runs' own cross-validation plots are not under test
     monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
-    args = make_config(tmp_path, n_folds=2, num_train_epochs=1)
+    args = make_config(tmp_path, n_folds=3, num_train_epochs=1)
     study = TransferStudy(tiny_model("vit", seed=1), data, args, nested=True, inner_folds=2,
                           variants={"slow": {"learning_rate": 1e-3}, "fast": {"learning_rate": 2e-2}})
     report = study.run()
@@ -47,6 +47,10 @@ def test_nested_selection_never_sees_its_outer_eval_rows(tmp_path, monkeypatch):
     scores = [row["outer_score"] for row in nested["outer_folds"]]
     assert nested["estimate"]["mean"] == pytest.approx(np.mean(scores))
     assert nested["naive_mean"] == max(report.variants[n].summary["accuracy"]["mean"] for n in ("slow", "fast"))
+    # the selection's verdict leads with the nested estimate: the winner's own mean is optimistic
+    assert report.verdict("custom").text.startswith(
+        f"Choosing the best of 2 variants and training it scores accuracy {nested['estimate']['mean']:.3f} (nested")
+    assert nested["estimate"]["ci_method"] == "corrected_wilson"
     verdict = report.verdict("custom (nested)")
     assert "2-fold inner CV on each outer-train part" in verdict.text
     assert f"{nested['estimate']['mean']:.3f}" in verdict.text

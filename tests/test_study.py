@@ -14,10 +14,17 @@ from transformers import TrainerCallback
 from hf_tlcv import KFoldTrainer, StudyReport, TransferStudy
 from hf_tlcv.folds import load_folds
 from hf_tlcv.modeling import state_fingerprint
-from hf_tlcv.results import CVResults, FoldResult
-from hf_tlcv.stats import adjust_pvalues, bayesian_correlated_ttest, corrected_paired_ttest
+from hf_tlcv.results import CVResults, FoldResult, predictions_frame
+from hf_tlcv.stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest
 from hf_tlcv.strategies import discover_layout
-from hf_tlcv.study import compare, default_learning_rates, pairwise_verdict, selection_verdict
+from hf_tlcv.study import (
+    compare,
+    default_learning_rates,
+    discordant_rows,
+    pairwise_verdict,
+    selection_interval,
+    selection_verdict,
+)
 
 
 class StartRecorder(TrainerCallback):
@@ -72,6 +79,17 @@ def test_bad_plans_fail_before_training(tmp_path, kwargs, error, match):
         TransferStudy(tiny_model("efficientnet"), image_dataset(), make_config(tmp_path / "s"), **kwargs)
 
 
+def test_two_fold_scores_per_variant_are_refused_before_training(tmp_path):
+    # a paired test on k x r = 2 fold scores has one degree of freedom: refused, with the fix, before any training
+    args = make_config(tmp_path / "s", n_folds=2)
+    with pytest.raises(ValueError, match=r"n_folds=2 x n_repeats=1 gives 2; set n_folds=3 or more, or n_repeats=2"):
+        TransferStudy(tiny_model("vit"), image_dataset(), args, questions="pretrained")
+    # repeats fix it; a study that compares nothing (overfitting only) needs no test
+    TransferStudy(tiny_model("vit"), image_dataset(), make_config(tmp_path / "s", n_folds=2, n_repeats=2),
+                  questions="pretrained")
+    TransferStudy(tiny_model("vit"), image_dataset(), args, questions="overfitting")
+
+
 # ---- verdicts from given fold scores (no training) --------------------------------------------------------
 def _cv(scores: list[float], n_train: int = 80, n_eval: int = 20) -> CVResults:
     return CVResults([FoldResult(repeat=0, fold=i, n_train=n_train, n_eval=n_eval, eval_metrics={"accuracy": s})
@@ -83,10 +101,15 @@ B = [0.78, 0.80, 0.80, 0.78, 0.81]
 C = [0.50, 0.52, 0.55, 0.49, 0.53]
 
 
+# accuracy is bounded: the tests get the McNemar floor of the 100 rows evaluated per repeat (no predictions here, so
+# the smallest discordant count the fold scores allow)
+FLOOR = {"bounded": True, "n_rows": 100.0}
+
+
 def test_pairwise_verdict_numbers_are_the_corrected_tests():
     verdict = pairwise_verdict("pretrained", "pretrained", "scratch", _cv(A), _cv(C), "accuracy")
-    expected = corrected_paired_ttest(A, C, 80, 20)
-    bayes = bayesian_correlated_ttest(A, C, 80, 20, rope=0.01)
+    expected = corrected_paired_ttest(A, C, 80, 20, **FLOOR)
+    bayes = bayesian_correlated_ttest(A, C, 80, 20, rope=0.01, **FLOOR)
     assert verdict.numbers["p_value"] == pytest.approx(expected["p_value"])
     assert verdict.numbers["ci95"] == pytest.approx(expected["ci95"])
     assert verdict.numbers["p_a_better"] == pytest.approx(bayes["p_a_better"])
@@ -96,7 +119,10 @@ def test_pairwise_verdict_numbers_are_the_corrected_tests():
     # A vs B: the doc example of corrected_paired_ttest, p = 0.063: no clear winner at alpha 0.05
     close = pairwise_verdict("x", "A", "B", _cv(A), _cv(B), "accuracy")
     assert close.numbers["winner"] is None and "No clear winner: A - B = +0.026" in close.text
-    assert "P(A better) = 0.9" in close.text
+    p_a = bayesian_correlated_ttest(A, B, 80, 20, rope=0.01, **FLOOR)["p_a_better"]
+    assert f"P(A better) = {p_a:.2f}" in close.text
+    # the floor matters here: differences of 0.01-0.05 on 20-row folds need at least 2.6 discordant rows of 100
+    assert close.numbers["p_value"] > corrected_paired_ttest(A, B, 80, 20)["p_value"]
 
 
 def test_selection_verdict_adjusts_the_comparisons_with_the_best():
@@ -104,14 +130,30 @@ def test_selection_verdict_adjusts_the_comparisons_with_the_best():
     verdict = selection_verdict("lr", results, "accuracy", {"a": "learning rate 1e-3"})
     n = verdict.numbers
     assert n["best"] == "a" and n["runner_up"] == "b"
-    raw = [corrected_paired_ttest(A, B, 80, 20)["p_value"], corrected_paired_ttest(A, C, 80, 20)["p_value"]]
+    raw = [corrected_paired_ttest(A, B, 80, 20, **FLOOR)["p_value"],
+           corrected_paired_ttest(A, C, 80, 20, **FLOOR)["p_value"]]
     assert [r["p_value"] for r in n["comparisons"]] == pytest.approx(raw)
     assert [r["p_adjusted"] for r in n["comparisons"]] == pytest.approx(adjust_pvalues(raw, "holm"))
     assert not n["distinguishable"] and n["n_distinguishable"] == 1
     assert verdict.text.startswith("Best is a (learning rate 1e-3) with accuracy 0.820")
+    # the winner's interval accounts for the selection among 3: each candidate's at 1 - 0.05 / 3 (Bonferroni)
+    selected = corrected_ci(A, 80, 20, 1 - 0.05 / 3, bounded=True, n_rows=100)
+    assert n["best_ci95_selection"] == pytest.approx(list(selected))
+    assert n["best_ci95_selection"] == selection_interval(results["a"], "accuracy", 3)
+    assert n["best_ci95_selection"][0] < n["best_ci95"][0] and n["best_ci95"][1] < n["best_ci95_selection"][1]
+    assert f"[{selected[0]:.3f}, {selected[1]:.3f}] accounting for the selection among 3 variants" in verdict.text
     assert "NOT distinguishable from the runner-up" in verdict.text and "holm-adjusted over 2" in verdict.text
     bonf = selection_verdict("lr", results, "accuracy", p_adjust="bonferroni").numbers["comparisons"]
     assert [r["p_adjusted"] for r in bonf] == pytest.approx(adjust_pvalues(raw, "bonferroni"))
+
+
+def test_selection_verdict_leads_with_the_nested_estimate():
+    nested = {"estimate": {"mean": 0.79, "std": 0.02, "ci95": [0.74, 0.83]}}
+    verdict = selection_verdict("lr", {"b": _cv(B), "a": _cv(A), "c": _cv(C)}, "accuracy", nested=nested)
+    assert verdict.text.startswith("Choosing the best of 3 variants and training it scores accuracy 0.790 (nested "
+                                   "cross-validation, 95% interval [0.740, 0.830]")
+    assert "the best is a with 0.820 (optimistic by +0.030" in verdict.text
+    assert verdict.numbers["estimate"] == nested["estimate"]
 
 
 def test_comparisons_refuse_results_from_different_folds():
@@ -119,12 +161,37 @@ def test_comparisons_refuse_results_from_different_folds():
         compare(_cv(A), _cv(B, n_train=70, n_eval=30))
 
 
+def test_discordant_rows_are_counted_from_the_predictions():
+    # 2 repeats x 3 folds of 2 rows; predictions of class 1 or 0, labels all 1: A right where it predicts 1.
+    def cv(predictions):
+        folds = []
+        for j, preds in enumerate(predictions):
+            rows = np.array([2 * (j % 3), 2 * (j % 3) + 1])
+            probs = np.stack([1.0 - np.array(preds), np.array(preds)], axis=1).astype(float)
+            folds.append(FoldResult(repeat=j // 3, fold=j % 3, n_train=4, n_eval=2,
+                                    eval_metrics={"accuracy": float(np.mean(preds)), "f1": 0.5},
+                                    predictions=predictions_frame(rows, j // 3, j % 3, np.ones(2), probs)))
+        return CVResults(folds)
+
+    a = cv([[1, 1], [1, 0], [0, 0], [1, 1], [1, 1], [1, 0]])
+    b = cv([[1, 0], [0, 1], [0, 0], [1, 1], [0, 0], [1, 0]])
+    # exactly one right: repeat 0: 1 + 2 + 0 rows, repeat 1: 0 + 2 + 0 rows -> 5 rows in 2 repeats -> 2.5 per repeat
+    assert discordant_rows(a, b) == 2.5
+    assert discordant_rows(a, b, "f1") == 2.5  # other metrics: rows whose predicted classes differ (the same here)
+    c = compare(a, b)
+    assert c["n_discordant"] == 2.5
+    assert c["p_value"] == corrected_paired_ttest(
+        [f.eval_metrics["accuracy"] for f in a.folds], [f.eval_metrics["accuracy"] for f in b.folds], 4, 2,
+        bounded=True, n_rows=6, n_discordant=2.5)["p_value"]
+    assert discordant_rows(a, _cv([0.5] * 6, n_train=4, n_eval=2)) is None  # no predictions to count from
+
+
 # ---- a real study on a tiny model ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     recorder = StartRecorder()
-    args = make_config(out, n_folds=2, num_train_epochs=1)
+    args = make_config(out, n_folds=3, num_train_epochs=1)
     # seed 1: the "pretrained" weights differ from the random init the study draws from the training seed 0
     study = TransferStudy(tiny_model("vit", seed=1), image_dataset(n_per_class=6), args,
                           questions=("pretrained", "overfitting"),
@@ -144,7 +211,7 @@ def test_variants_share_folds_and_seeds(ran):
     assert study.runs["base_lr"] == "pretrained" and not (out / "base_lr").exists()  # same settings: one run
     folds = {run: load_folds(out / run / "folds.json")[0] for run in runs}
     assert all(folds[run] == folds["pretrained"] for run in runs)
-    assert len(recorder.starts) == len(runs) * 2  # every variant trained both folds
+    assert len(recorder.starts) == len(runs) * 3  # every variant trained every fold
     assert {s["seed"] for s in recorder.starts} == {study.args.seed}
     # the same starting weights per fold for the pretrained-start variants, other ones for the random init
     by = {(s["variant"], s["fold"]): s["weights"] for s in recorder.starts}
@@ -165,7 +232,13 @@ def test_study_verdicts_and_report_round_trip(ran, tmp_path):
     scores = [[f.eval_metrics["accuracy"] for f in report.variants[n].folds] for n in ("pretrained", "scratch")]
     sizes = [np.mean([f.n_train for f in report.variants["pretrained"].folds]),
              np.mean([f.n_eval for f in report.variants["pretrained"].folds])]
-    assert pre.numbers["p_value"] == pytest.approx(corrected_paired_ttest(*scores, *sizes)["p_value"])
+    discordant = discordant_rows(report.variants["pretrained"], report.variants["scratch"])
+    oof = [report.variants[n].oof_predictions.sort_values("row") for n in ("pretrained", "scratch")]
+    right = [(o["prediction"] == o["label"]).to_numpy() for o in oof]
+    assert discordant == np.sum(right[0] != right[1])  # one repeat: every row once
+    n_rows = len(study.train_dataset)
+    assert pre.numbers["p_value"] == pytest.approx(corrected_paired_ttest(
+        *scores, *sizes, bounded=True, n_rows=n_rows, n_discordant=discordant)["p_value"])
     assert pre.text.startswith("With finetune_strategy=full: ")
     assert report.verdict("custom").numbers["best"] in ("base_lr", "lr_high")
 
@@ -219,6 +292,7 @@ def test_recipe_study_runs_and_prints_the_verdicts(recipe, tmp_path, capsys):
     out = tmp_path / "study"
     script_args, config = recipe.make_parser().parse_args_into_dataclasses(args=[
         "--study", "pretrained", "--dataset_name", "builtin:digits", "--max_samples", "40", "--n_folds", "2",
+        "--n_repeats", "2",
         "--num_train_epochs", "1", "--image_size", "32", "--output_dir", str(out), "--disable_tqdm", "true",
         "--save_fold_models", "false",
     ])

