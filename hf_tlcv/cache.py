@@ -665,5 +665,5 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-__all__ = ["FEATURE_CACHE_MODES", "CachePlan", "CachedRows", "FeatureCache", "bypassed", "cache_key", "default_cache_root",
-           "install_bypass", "plan_feature_cache", "remove_bypass"]
+__all__ = ["FEATURE_CACHE_MODES", "CachePlan", "CachedRows", "FeatureCache", "bypassed", "cache_key",
+           "default_cache_root", "install_bypass", "plan_feature_cache", "remove_bypass"]

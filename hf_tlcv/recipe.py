@@ -56,8 +56,9 @@ class ScriptArguments:
     study: str | None = field(
         default=None,
         metadata={"help": "Run a transfer-learning study instead of one cross-validation: comma-separated questions "
-                          "among pretrained, freeze, lr, overfitting (e.g. 'pretrained,freeze'). Every variant runs "
-                          "on the same folds in output_dir/<variant>; the report goes to output_dir/report.md."},
+                          "among pretrained, baseline (a classical baseline on the same folds), freeze, lr, "
+                          "overfitting (e.g. 'pretrained,baseline'). Every variant runs on the same folds in "
+                          "output_dir/<variant>; the report goes to output_dir/report.md."},
     )
     study_freeze_depths: str | None = field(
         default=None, metadata={"help": "Frozen-block counts of the freeze sweep, e.g. '0,4,8,12' (default: 0, n/4, "

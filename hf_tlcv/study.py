@@ -404,7 +404,8 @@ class TransferStudy:
                              "'overfitting') and/or variants={name: overrides}.")
         if nested and not (set(self.questions) & {"freeze", "lr"} or variants):
             raise ValueError("nested=True estimates a selected winner: ask 'freeze' or 'lr' (or give variants).")
-        if (set(self.questions) & {"pretrained", "baseline", "freeze", "lr"} or variants) and args.n_folds * args.n_repeats < 3:
+        paired = set(self.questions) & {"pretrained", "baseline", "freeze", "lr"} or variants
+        if paired and args.n_folds * args.n_repeats < 3:
             raise ValueError(f"The study's paired tests need at least 3 fold scores per variant to estimate the "
                              f"variance of a difference, and n_folds={args.n_folds} x n_repeats={args.n_repeats} gives "
                              f"{args.n_folds * args.n_repeats}; set n_folds=3 or more, or n_repeats=2 or more.")
@@ -512,7 +513,8 @@ class TransferStudy:
         self.runs: dict[str, str] = {}
         seen: dict[str, str] = {}
         for name, variant in self.variants.items():
-            key = json.dumps([variant.pretrained, variant.classical, self._config_for(variant).result_fingerprint_dict()],
+            key = json.dumps([variant.pretrained, variant.classical,
+                              self._config_for(variant).result_fingerprint_dict()],
                              sort_keys=True, default=str)
             self.runs[name] = seen.setdefault(key, name)
 

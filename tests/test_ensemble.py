@@ -128,7 +128,8 @@ def _raw_texts(n: int = 24):
     labels = np.arange(n) % 3
     texts = [" ".join(f"w{5 + 15 * c + int(rng.integers(0, 15))}" for _ in range(1 + i % 6))
              for i, c in enumerate(labels)]
-    return Dataset.from_dict({"text": texts, "label": labels}).cast_column("label", ClassLabel(names=["c0", "c1", "c2"]))
+    return Dataset.from_dict({"text": texts, "label": labels}).cast_column("label",
+                                                                          ClassLabel(names=["c0", "c1", "c2"]))
 
 
 def _count_calls(module, counter: list):
@@ -156,12 +157,12 @@ def test_the_frozen_part_runs_once_for_all_fold_models_with_the_same_predictions
 
     calls = [[] for _ in ensemble.models]
     hooks = [_count_calls(m.get_submodule(first_frozen), c) for m, c in zip(ensemble.models, calls)]
-    shared = ensemble.predict(data, batch_size=8) if name != "bert" else ensemble.predict(list(data["text"]), batch_size=8)
+    inputs = list(data["text"]) if name == "bert" else data
+    shared = ensemble.predict(inputs, batch_size=8)
     once = [len(c) for c in calls]
     for c in calls:
         c.clear()
-    whole = ensemble.predict(data, batch_size=8, share_frozen=False) if name != "bert" \
-        else ensemble.predict(list(data["text"]), batch_size=8, share_frozen=False)
+    whole = ensemble.predict(inputs, batch_size=8, share_frozen=False)
     every = [len(c) for c in calls]
     for hook in hooks:
         hook.remove()
