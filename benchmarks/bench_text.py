@@ -25,6 +25,8 @@ DATASETS = ("movie-snippets", "trec", "sms-spam")
 # Each strategy with the settings docs/text.md states as the text defaults for it.
 STRATEGIES = {
     "linear_probe": dict(finetune_strategy="linear_probe", learning_rate=1e-2),
+    # the same probe on BERT's [CLS] pooler, as transformers builds the model (hf_tlcv before text_pooling)
+    "linear_probe_pooler": dict(finetune_strategy="linear_probe", learning_rate=1e-2, text_pooling="pooler"),
     "freeze": dict(finetune_strategy="freeze", freeze_layers=4, learning_rate=1e-4),
     "lora": dict(finetune_strategy="lora", learning_rate=1e-3),
 }
