@@ -56,8 +56,9 @@ class ScriptArguments:
     study: str | None = field(
         default=None,
         metadata={"help": "Run a transfer-learning study instead of one cross-validation: comma-separated questions "
-                          "among pretrained, freeze, lr, overfitting (e.g. 'pretrained,freeze'). Every variant runs "
-                          "on the same folds in output_dir/<variant>; the report goes to output_dir/report.md."},
+                          "among pretrained, baseline (a classical baseline on the same folds), freeze, lr, "
+                          "overfitting (e.g. 'pretrained,baseline'). Every variant runs on the same folds in "
+                          "output_dir/<variant>; the report goes to output_dir/report.md."},
     )
     study_freeze_depths: str | None = field(
         default=None, metadata={"help": "Frozen-block counts of the freeze sweep, e.g. '0,4,8,12' (default: 0, n/4, "
@@ -174,7 +175,8 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
         set_seed(config.seed)
         processing_class = load_processor(model)
         model = load_classifier(model, label_names(dataset, config.label_column),
-                                num_labels(dataset, config.label_column), pretrained=False)
+                                num_labels(dataset, config.label_column), pretrained=False,
+                                text_pooling=config.text_pooling)
     trainer = KFoldTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class)
     if script_args.tune:
         return _run_tune(script_args, config, trainer, len(dataset))
