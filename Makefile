@@ -43,6 +43,7 @@ test: install $(CHROMIUM)
 # hf_tlcv against the naive per-fold loop, in one run (results in benchmarks/results/; --quick for a smoke test)
 bench: install
 	$(PY) benchmarks/bench_cv.py
+	$(PY) benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

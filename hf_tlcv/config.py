@@ -13,11 +13,13 @@ from transformers.trainer_utils import SaveStrategy
 
 from .folds import FOLD_STRATEGIES, validate_fold_inputs
 from .options import option
+from .pooling import TEXT_POOLING_CHOICES
 
 FINETUNE_STRATEGIES = ("full", "freeze", "linear_probe", "lora")
 FEATURE_CACHE_MODES = ("auto", "memory", "disk", "off")
 PUSH_FOLD_MODELS = ("none", "trainable", "full")
 METRIC_AVERAGES = ("macro", "micro", "weighted")
+CI_METHODS = ("corrected", "nested")
 
 # The settings that change what a run computes: a run folder can be resumed only by a run that agrees on all of them.
 # An allow-list, so that a transformers release that adds or drops a TrainingArguments field never makes finished runs
@@ -33,7 +35,7 @@ TRAINING_RESULT_SETTINGS = (
 CV_RESULT_SETTINGS = (
     "n_folds", "fold_strategy", "n_repeats", "fold_seed", "label_column", "group_column", "finetune_strategy",
     "freeze_layers", "layerwise_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "metrics",
-    "metric_average", "eval_on_train", "image_column", "text_column", "image_size", "max_length",
+    "metric_average", "eval_on_train", "image_column", "text_column", "image_size", "max_length", "text_pooling",
 )
 RESULT_SETTINGS = TRAINING_RESULT_SETTINGS + CV_RESULT_SETTINGS
 
@@ -72,11 +74,23 @@ class KFoldConfig(TrainingArguments):
         metric_average (`str`, defaults to `"macro"`): average of precision, recall and F1.
         eval_on_train (`bool`, defaults to `True`): also report the metrics on each fold's training part, to
             expose overfitting.
+        ci_method (`str`, defaults to `"corrected"`): the 95% interval of the summary. `"corrected"`: the
+            Nadeau–Bengio corrected interval of the fold scores (Wilson-type in [0, 1] for bounded metrics), for the
+            expected score of a model trained on a fold's rows; no extra training. `"nested"`: for accuracy and the
+            loss, the nested cross-validation interval of Bates, Hastie & Tibshirani (about 0.65x as wide at the same
+            coverage, measured in docs/statistics.md), for the model trained on all rows; it needs extra fits
+            (25 for 5 folds and one repeat, see `hf_tlcv.nested_interval`), each trained like a fold, cheap with the
+            frozen-feature cache. Needs k-fold-style folds with `n_folds >= 3`.
 
     Data:
         image_column, text_column (`str`, *optional*): the input column; found automatically when unset.
         image_size (`int`, *optional*): resize images to this square size instead of the processor's default.
         max_length (`int`, *optional*): truncate tokenised text to this length.
+        text_pooling (`str`, defaults to `"auto"`): how a text classifier loaded by name reads the encoder's token
+            states (see `hf_tlcv.pooling`): `"auto"` (the pooling a sentence-transformers folder declares, e.g. mean
+            for all-MiniLM-L6-v2; else the model's own head), `"pooler"` (the head transformers builds: BERT's
+            `[CLS]` pooler), or a mode: `"mean"`, `"cls"`, `"max"`, `"mean_sqrt_len"`, `"weightedmean"`,
+            `"lasttoken"`.
         feature_cache (`str`, defaults to `"auto"`): with `freeze` / `linear_probe`, compute the frozen layers'
             output once for the whole dataset and train every fold on it (see `hf_tlcv.cache`): `"auto"` (in memory
             when small, else an on-disk Arrow cache), `"memory"`, `"disk"` or `"off"`. Results are the same either
@@ -98,7 +112,9 @@ class KFoldConfig(TrainingArguments):
         parallel_folds (`bool`, defaults to `False`): under `accelerate launch` / `torchrun` with several processes,
             give each process whole folds (trained alone, with the full per-device batch, no gradient communication)
             instead of splitting every fold across the processes with DDP. The results equal those of a one-process
-            run; with one process it changes nothing. Not compatible with DeepSpeed, FSDP or model parallelism.
+            run. In one process (plain `python`), the folds run as Ray tasks when Ray is installed (`hf_tlcv[ray]`; a
+            local cluster, or `RAY_ADDRESS`), as many at once as its CPUs allow, else one at a time here (see
+            docs/tuning.md). Not compatible with DeepSpeed, FSDP or model parallelism.
 
     Example:
     ```python
@@ -164,6 +180,16 @@ class KFoldConfig(TrainingArguments):
         default=True, metadata={"help": "Also compute the metrics on each fold's training part (overfitting)."}
     )
 
+    ci_method: str = field(
+        default="corrected",
+        metadata={
+            "help": "The summary's 95% interval: 'corrected' (Nadeau-Bengio corrected, no extra training) or 'nested' "
+            "(Bates-Hastie-Tibshirani nested CV for accuracy and loss: narrower, targets the model trained on all "
+            "rows, needs extra fits: 25 for 5 folds).",
+            "choices": list(CI_METHODS),
+        },
+    )
+
     # Data
     image_column: str | None = field(default=None, metadata={"help": "Image column (found automatically if unset)."})
     text_column: str | None = field(default=None, metadata={"help": "Text column (found automatically if unset)."})
@@ -171,6 +197,15 @@ class KFoldConfig(TrainingArguments):
         default=None, metadata={"help": "Resize images to this square size (default: the image processor's size)."}
     )
     max_length: int | None = field(default=None, metadata={"help": "Truncate tokenised text to this many tokens."})
+    text_pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "How a text model loaded by name is read: 'auto' (the pooling its sentence-transformers folder "
+            "declares, e.g. mean for all-MiniLM-L6-v2; else its own head), 'pooler' (the head transformers builds, "
+            "BERT's [CLS] pooler), or 'mean', 'cls', 'max', 'mean_sqrt_len', 'weightedmean', 'lasttoken'.",
+            "choices": list(TEXT_POOLING_CHOICES),
+        },
+    )
     feature_cache: str = field(
         default="auto",
         metadata={
@@ -212,7 +247,8 @@ class KFoldConfig(TrainingArguments):
         metadata={
             "help": "With several processes (accelerate launch / torchrun), each process trains whole folds on its "
             "own device, with no gradient communication, instead of every fold being split across the processes "
-            "with DDP: faster for small models and data. Results equal a one-process run. No effect with one process."
+            "with DDP: faster for small models and data. Results equal a one-process run. In one process: the folds run as "
+            "Ray tasks when Ray is installed, else one at a time."
         },
     )
 
@@ -237,6 +273,14 @@ class KFoldConfig(TrainingArguments):
         if self.metric_average not in METRIC_AVERAGES:
             raise ValueError(f"metric_average must be one of {', '.join(METRIC_AVERAGES)} (got "
                              f"{option('metric_average', self.metric_average)}).")
+        if self.ci_method not in CI_METHODS:
+            raise ValueError(f"ci_method must be one of {', '.join(CI_METHODS)} (got "
+                             f"{option('ci_method', self.ci_method)}).")
+        if self.ci_method == "nested" and (self.n_folds < 3 or self.fold_strategy == "timeseries"):
+            raise ValueError(
+                f"{option('ci_method', 'nested')} needs k-fold-style folds with n_folds >= 3 (its inner "
+                f"cross-validation of each fold runs on the other folds); got {option('n_folds', self.n_folds)} and "
+                f"{option('fold_strategy', self.fold_strategy)}. Use {option('ci_method', 'corrected')} here.")
         if not self.metrics:
             raise ValueError(f"metrics is empty: name at least one evaluate module, e.g. {option('metrics', ['accuracy'])}.")
         if self.image_size is not None and self.image_size < 8:
@@ -245,6 +289,10 @@ class KFoldConfig(TrainingArguments):
             raise ValueError(f"feature_cache must be one of {', '.join(FEATURE_CACHE_MODES)} "
                              f"(got {self.feature_cache!r}); use {option('feature_cache', 'off')} to train without the "
                              "frozen-feature cache.")
+        if self.text_pooling not in TEXT_POOLING_CHOICES:
+            raise ValueError(f"text_pooling must be one of {', '.join(TEXT_POOLING_CHOICES)} (got "
+                             f"{option('text_pooling', self.text_pooling)}); 'auto' reads the pooling the model "
+                             "declares, 'pooler' keeps BERT's [CLS] pooler.")
         if self.push_fold_models not in PUSH_FOLD_MODELS:
             raise ValueError(f"push_fold_models must be one of {', '.join(PUSH_FOLD_MODELS)} (got "
                              f"{self.push_fold_models!r}); {option('push_fold_models', 'trainable')} pushes adapters "

@@ -13,17 +13,20 @@ their own, whose timeout is long enough for the slowest fold (see [`FoldExchange
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from accelerate.utils import DistributedType
+from transformers.utils import logging
 
 if TYPE_CHECKING:
     from .fold_job import FoldJob
     from .results import FoldResult
 
+logger = logging.get_logger(__name__)
 # Variables through which launchers (torchrun, accelerate, MPI) tell a process it is one rank of several.
 DISTRIBUTED_ENV = (
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
@@ -155,3 +158,190 @@ class FoldExchange:
         import torch.distributed as dist
 
         dist.destroy_process_group(self._group)
+
+
+# ---- Ray: fold jobs as Ray tasks (the `ray` extra, `pip install hf_tlcv[ray]`) --------------------------------------
+# Owned by hf_tlcv.search's author: the executor that runs fold jobs on a Ray cluster (local by default) for
+# `parallel_folds` in one process and for hyperparameter searches.
+def ray_available() -> bool:
+    """Whether Ray is installed (`pip install hf_tlcv[ray]`)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def _run_pickled_on_ray(jobs_blob: bytes, index: int) -> bytes:
+    """A Ray task: run fold job `index` of the pickled list, as a one-process run (no launcher variables; Ray has set
+    `CUDA_VISIBLE_DEVICES` to the GPUs the task asked for)."""
+    import cloudpickle
+
+    from .fold_job import run_fold
+
+    for key in DISTRIBUTED_ENV:
+        os.environ.pop(key, None)
+    return cloudpickle.dumps(run_fold(cloudpickle.loads(jobs_blob)[index]))
+
+
+@contextlib.contextmanager
+def evaluate_modules_by_value() -> Iterator[None]:
+    """While pickling: the `evaluate` metric modules travel with the jobs (by value) instead of as names of the
+    dynamic modules `evaluate.load` wrote in this machine's cache, which a Ray worker cannot import (its `sys.path`
+    is not this process's, and on another machine the files are not there)."""
+    import sys
+
+    import cloudpickle
+
+    package = sys.modules.get("evaluate_modules")
+    if package is None:
+        yield
+        return
+    cloudpickle.register_pickle_by_value(package)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(package)
+
+
+def in_memory(dataset):
+    """`dataset` with its rows held in memory instead of memory-mapped from files of this machine (a `datasets`
+    Dataset backed by files pickles as their paths), so that it can be used on a machine without those files."""
+    if dataset is None or not dataset.cache_files:
+        return dataset
+    return dataset.flatten_indices(keep_in_memory=True)
+
+
+def in_memory_job(job: "FoldJob") -> "FoldJob":
+    """`job` with every dataset it carries [`in_memory`]: it runs on any machine of a cluster."""
+    import copy
+    import dataclasses
+
+    rows = in_memory(job.dataset)
+    features = job.features
+    if features is not None:
+        features = copy.copy(features)
+        features.dataset = rows if features.dataset is job.dataset else in_memory(features.dataset)
+    return dataclasses.replace(job, dataset=rows, test_dataset=in_memory(job.test_dataset), features=features)
+
+
+class RayExecutor:
+    """Runs [`FoldJob`]s as Ray tasks, each asking the cluster for its own resources; results come back in job order.
+
+    Ray schedules the tasks on whatever the cluster has free: with one CPU per job, a 2-CPU machine runs 2 folds at
+    once; with one GPU per job, an 8-GPU node runs 8. Inside a task a fold is an ordinary one-process run, so the
+    results equal those of `run_fold` in this process (tested). Jobs travel with `cloudpickle`, like
+    [`WorkerProcess`]'s, and the rows, model and functions they share are put in Ray's object store once per batch.
+
+    Args:
+        num_cpus (`float`, defaults to 1): CPUs each fold job asks for.
+        num_gpus (`float`, *optional*): GPUs each fold job asks for; default 1 when this machine has a CUDA GPU, else 0.
+            A fold that needs several GPUs asks for them here and trains on them in its one process.
+        address (`str`, *optional*): the cluster to join (`"auto"`, `"ray://head:10001"`); default `RAY_ADDRESS`, else
+            a local cluster started by this executor (and stopped by [`close`]).
+        init_kwargs: more `ray.init` arguments for a local cluster (`num_cpus=`, `include_dashboard=`...).
+
+    Example:
+    ```python
+    >>> from hf_tlcv.execution import RayExecutor
+    >>> with RayExecutor(num_gpus=1) as executor:
+    ...     results = trainer.cross_validate(executor=executor)   # eight folds at once on an eight-GPU node
+    ```
+    """
+
+    def __init__(self, num_cpus: float = 1, num_gpus: float | None = None, address: str | None = None,
+                 **init_kwargs):
+        if not ray_available():
+            raise ImportError("RayExecutor needs Ray: pip install 'hf_tlcv[ray]' (or 'ray[tune]').")
+        if num_cpus <= 0:
+            raise ValueError(f"num_cpus must be > 0 (got {num_cpus}): each fold job needs at least part of a CPU.")
+        if num_gpus is None:
+            import torch
+
+            num_gpus = 1 if torch.cuda.is_available() else 0
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
+        self._init_kwargs = init_kwargs
+        self._started = False
+        self._task = None
+
+    def _remote(self):
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = {"include_dashboard": False, **self._init_kwargs} if not self.address else self._init_kwargs
+            ray.init(address=self.address, **kwargs)
+            self._started = True
+        if self._task is None:
+            self._task = ray.remote(_run_pickled_on_ray)
+        return self._task.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+
+    def as_completed(self, jobs: list["FoldJob"]) -> Iterator[tuple[int, "FoldResult"]]:
+        """Submit every job now; yield `(index in jobs, result)` as each finishes. Closing the generator early (a search
+        pruning the trial) cancels the jobs not finished yet; an exception in a job is raised here, its fold named."""
+        import cloudpickle
+        import ray
+
+        task = self._remote()
+        if len(ray.nodes()) > 1:  # rows memory-mapped from this machine's files are not on the others
+            jobs = [in_memory_job(job) for job in jobs]
+        with evaluate_modules_by_value():
+            shared = ray.put(cloudpickle.dumps(list(jobs)))
+        return self._arrivals(jobs, {task.remote(shared, i): i for i in range(len(jobs))})
+
+    @staticmethod
+    def _arrivals(jobs: list["FoldJob"], pending: dict) -> Iterator[tuple[int, "FoldResult"]]:
+        import cloudpickle
+        import ray
+
+        try:
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                index = pending.pop(ref)
+                try:
+                    blob = ray.get(ref)
+                except Exception:
+                    logger.error(f"Fold {jobs[index].fold.name} failed in its Ray task; the folds finished before "
+                                 "are kept.")
+                    raise
+                yield index, cloudpickle.loads(blob)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def map(self, jobs: list["FoldJob"]) -> Iterator["FoldResult"]:
+        """Submit every job now; yield their results in job order, each as soon as it and those before it are done."""
+        arrivals, arrived = self.as_completed(jobs), {}
+        try:
+            for index in range(len(jobs)):
+                while index not in arrived:
+                    i, result = next(arrivals)
+                    arrived[i] = result
+                yield arrived.pop(index)
+        finally:
+            arrivals.close()
+
+    def close(self) -> None:
+        """Stop the local cluster this executor started (a cluster it joined keeps running)."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+        self._task = None
+
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_on_ray(jobs: list["FoldJob"], **executor_kwargs) -> list["FoldResult"]:
+    """Run fold jobs as Ray tasks (see [`RayExecutor`]) and return their results in job order.
+
+    Example:
+    ```python
+    >>> results = run_on_ray(trainer.fold_jobs(), num_cpus=1)
+    ```
+    """
+    with RayExecutor(**executor_kwargs) as executor:
+        return list(executor.map(jobs))

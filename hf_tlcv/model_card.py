@@ -117,6 +117,8 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
     """The `huggingface_hub.ModelCard` of a run, rendered from `templates/model_card.md`."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    from ._markdown import escape_markdown
+
     config = cv.config
     task = data.task or infer_task(cv)
     strategy = config.get("finetune_strategy", "full")
@@ -173,6 +175,8 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         dataset_name=dataset_name,
         data_source=_data_source(cv),
         processes=cv.header() if cv.processes else None,
+        nested={"metrics": " and ".join(cv.nested["metrics"]), "extra_fits": cv.nested["extra_fits"]}
+        if cv.nested else None,
         base_model_name=base_model,
         strategy=strategy,
         fold_strategy=meta.get("fold_strategy") or config.get("resolved_fold_strategy"),
@@ -183,7 +187,8 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         label_column=meta.get("label_column", "label"),
         n_rows=meta.get("n_rows"),
         n_fold_results=len(cv.folds),
-        label_names=cv.label_names,
+        # Class names are folder names of an upload or labels of a stranger's dataset: shown as text, never markup.
+        label_names=[escape_markdown(name) for name in cv.label_names] if cv.label_names else cv.label_names,
         metrics=metrics,
         fold_rows=fold_rows,
         summary_rows=summary_rows,

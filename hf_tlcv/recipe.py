@@ -12,7 +12,7 @@ import torch
 from transformers import HfArgumentParser
 from transformers.trainer_utils import set_seed
 
-from .config import KFoldConfig
+from .config import FINETUNE_STRATEGIES, KFoldConfig
 from .data import encode_labels, label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
@@ -56,8 +56,9 @@ class ScriptArguments:
     study: str | None = field(
         default=None,
         metadata={"help": "Run a transfer-learning study instead of one cross-validation: comma-separated questions "
-                          "among pretrained, freeze, lr, overfitting (e.g. 'pretrained,freeze'). Every variant runs "
-                          "on the same folds in output_dir/<variant>; the report goes to output_dir/report.md."},
+                          "among pretrained, baseline (a classical baseline on the same folds), freeze, lr, "
+                          "overfitting (e.g. 'pretrained,baseline'). Every variant runs on the same folds in "
+                          "output_dir/<variant>; the report goes to output_dir/report.md."},
     )
     study_freeze_depths: str | None = field(
         default=None, metadata={"help": "Frozen-block counts of the freeze sweep, e.g. '0,4,8,12' (default: 0, n/4, "
@@ -87,6 +88,39 @@ class ScriptArguments:
         metadata={"help": "With --audit: cross-validate again with near-duplicates grouped (into <output_dir>-grouped) "
                           "and add both estimates and the paired test of their difference to the audit."},
     )
+    # Tune: a hyperparameter search whose trials are cross-validations on the same folds (hf_tlcv.search)
+    tune: int = field(
+        default=0,
+        metadata={"help": "Search hyperparameters with this many trials instead of one cross-validation: every trial "
+                          "cross-validates on the same folds (default space: learning rate, fine-tuning strategy, "
+                          "freeze depth, LoRA rank, layer-wise decay, epochs), hopeless trials are pruned after their "
+                          "first folds; the same command resumes. Report: output_dir/search_report.md."},
+    )
+    tune_backend: str = field(
+        default="optuna",
+        metadata={"help": "optuna: trials one after the other (their folds on Ray with --parallel_folds); ray: trials "
+                          "as Ray Tune trials with an ASHA scheduler (RAY_ADDRESS for a cluster).",
+                  "choices": ["optuna", "ray"]},
+    )
+    tune_pruner: str = field(
+        default="median",
+        metadata={"help": "Fold-level pruner of the optuna backend: median, hyperband or none.",
+                  "choices": ["median", "hyperband", "none"]},
+    )
+    tune_storage: str | None = field(
+        default=None,
+        metadata={"help": "Where the study lives: default SQLite in output_dir; 'journal' (a journal file in "
+                          "output_dir, for several machines on a shared filesystem) or a database URL."},
+    )
+    tune_strategies: str | None = field(
+        default=None, metadata={"help": "Fine-tuning strategies the default space searches, e.g. 'linear_probe,freeze' "
+                                        "(default: linear_probe, freeze, lora, full)."},
+    )
+    tune_nested: bool = field(
+        default=False, metadata={"help": "Also run the search inside every outer fold and score its winner there: the "
+                                         "honest estimate of tuning, against the best trial's own mean."},
+    )
+    tune_inner_folds: int = field(default=3, metadata={"help": "Inner folds with --tune_nested."})
 
 
 # Defaults every recipe shares; a recipe's own defaults come on top.
@@ -123,10 +157,11 @@ def cli(make_recipe_parser, argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyReport:
-    """Load the data and model named in `script_args`, cross-validate, print the table, return the results.
+def run(script_args: ScriptArguments, config: KFoldConfig):
+    """Load the data and model named in `script_args`, cross-validate, print the table, return the [`CVResults`].
 
-    With `--study`, run a [`TransferStudy`] instead, print its verdicts and return its [`StudyReport`]."""
+    With `--study`, run a [`TransferStudy`] instead, print its verdicts and return its [`StudyReport`]; with
+    `--tune N`, search hyperparameters on the folds, print the trials and return the `BestRun`."""
     if not script_args.model_name_or_path or not script_args.dataset_name:
         raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
     if script_args.audit or script_args.audit_regroup:
@@ -146,13 +181,19 @@ def run(script_args: ScriptArguments, config: KFoldConfig) -> CVResults | StudyR
         print(f"Grouped folds: rows sharing a {auto_group!r} value never straddle train and eval.")
     model, processing_class = script_args.model_name_or_path, None
     if script_args.study:
+        if script_args.tune:
+            raise ValueError("--study and --tune cannot be combined: a study compares listed variants, a search "
+                             "looks for the best settings; run them one at a time.")
         return _run_study(script_args, config, dataset)
     if script_args.from_scratch:
         set_seed(config.seed)
         processing_class = load_processor(model)
         model = load_classifier(model, label_names(dataset, config.label_column),
-                                num_labels(dataset, config.label_column), pretrained=False)
+                                num_labels(dataset, config.label_column), pretrained=False,
+                                text_pooling=config.text_pooling)
     trainer = KFoldTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class)
+    if script_args.tune:
+        return _run_tune(script_args, config, trainer, len(dataset))
     results = trainer.cross_validate()
     if trainer.is_world_process_zero():
         init = "random init (from scratch)" if script_args.from_scratch else "pretrained"
@@ -175,9 +216,9 @@ def _check_audit(script_args: ScriptArguments) -> None:
 
     if script_args.audit_regroup and not script_args.audit:
         raise ValueError("--audit_regroup re-runs the cross-validation grouped by what --audit finds: add --audit.")
-    if script_args.study:
-        raise ValueError("--audit audits one cross-validation; with --study, audit a variant's run folder from "
-                         "Python: hf_tlcv.audit.audit(CVResults.load(output_dir/<variant>), dataset).")
+    if script_args.study or script_args.tune:
+        raise ValueError("--audit audits one cross-validation; with --study or --tune, audit a run folder from "
+                         "Python: hf_tlcv.audit.audit(CVResults.load(<its folder>), dataset).")
     check_available()
 
 
@@ -210,3 +251,49 @@ def _run_study(script_args: ScriptArguments, config: KFoldConfig, dataset) -> St
         print(f"- {verdict}")
     print(f"\nReport: {config.output_dir}/report.md (plots in {config.output_dir}/plots)")
     return report
+
+
+def _run_tune(script_args: ScriptArguments, config: KFoldConfig, trainer: KFoldTrainer, n_rows: int):
+    """`--tune N`: `trainer.hyperparameter_search` with the recipe's choices; prints the best settings and the trials."""
+    import functools
+
+    import optuna
+
+    from .search import default_hp_space, model_hp_space
+
+    space = model_hp_space(trainer)
+    if script_args.tune_strategies:
+        strategies = tuple(s.strip() for s in script_args.tune_strategies.split(",") if s.strip())
+        unknown = sorted(set(strategies) - set(FINETUNE_STRATEGIES))
+        if unknown or not strategies:
+            raise ValueError(f"--tune_strategies must list strategies among {', '.join(FINETUNE_STRATEGIES)} (got "
+                             f"{script_args.tune_strategies!r}).")
+        space = functools.partial(default_hp_space, n_blocks=space.keywords["n_blocks"], strategies=strategies)
+    kwargs = {}
+    if script_args.tune_backend == "optuna":
+        kwargs["pruner"] = {"median": optuna.pruners.MedianPruner(),
+                            "hyperband": optuna.pruners.HyperbandPruner(
+                                min_resource=1, max_resource=config.n_folds * config.n_repeats),
+                            "none": optuna.pruners.NopPruner()}[script_args.tune_pruner]
+    elif script_args.tune_pruner == "none":
+        from ray.tune.schedulers import FIFOScheduler
+
+        kwargs["scheduler"] = FIFOScheduler()
+    best = trainer.hyperparameter_search(hp_space=space, n_trials=script_args.tune, backend=script_args.tune_backend,
+                                         storage=script_args.tune_storage, nested=script_args.tune_nested,
+                                         inner_folds=script_args.tune_inner_folds, **kwargs)
+    report = best.run_summary
+    print(f"\nSearch on {script_args.model_name_or_path} / {script_args.dataset_name} ({n_rows} rows): "
+          f"{len(report.trials)} trials, each a {report.n_folds}-fold cross-validation on the same folds")
+    print(report.trial_table.to_string(index=False))
+    print(f"\nBest: trial {best.run_id}, {report.metric} {best.objective:.4f}; settings: {best.hyperparameters}")
+    if report.comparison is not None:
+        print(report.comparison["text"])
+    print(f"Pruning saved {report.pruning['fold_trainings_saved']} of {report.pruning['fold_trainings_unpruned']} "
+          "fold trainings.")
+    if report.nested is not None:
+        est = report.nested["estimate"]
+        print(f"Nested estimate of tune-then-train: {report.metric} {est['mean']:.4f} (best trial's own mean "
+              f"{best.objective:.4f}; optimism {report.nested['optimism']:+.4f}).")
+    print(f"\nReport: {config.output_dir}/search_report.md (trials in {config.output_dir}/trials)")
+    return best

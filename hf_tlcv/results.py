@@ -144,6 +144,9 @@ class CVResults:
         oof_predictions: every fold's eval predictions in one frame (`row`, `repeat`, `fold`, `label`,
             `prediction`, `prob_<class id>`).
         oof_metrics: the metrics computed once on all out-of-fold predictions pooled.
+        nested: with `ci_method="nested"`, the nested intervals (`metrics`: accuracy and, when it is the plain
+            cross-entropy, the loss; see `hf_tlcv.stats.nested_cv_interval`) and their cost (`extra_fits`,
+            `fit_seconds`, `fold_seconds`); `summary` then reports them for those metrics.
         config: the settings of the run. label_names: class names, when the labels are a `ClassLabel`.
         metadata: how the folds were made (`fold_strategy`, `n_rows`, fingerprints...), the `data` and `model`
             records (what was cross-validated), and `processes` (process count, processes per fold, global batch).
@@ -160,7 +163,8 @@ class CVResults:
 
     def __init__(self, folds: list[FoldResult], oof_metrics: dict[str, float] | None = None,
                  config: dict | None = None, label_names: list[str] | None = None,
-                 metadata: dict | None = None, test_metrics: dict[str, float] | None = None):
+                 metadata: dict | None = None, test_metrics: dict[str, float] | None = None,
+                 nested: dict | None = None):
         if not folds:
             raise ValueError("CVResults needs at least one finished fold.")
         self.folds = list(folds)
@@ -169,6 +173,7 @@ class CVResults:
         self.label_names = label_names
         self.metadata = dict(metadata or {})
         self.test_metrics = dict(test_metrics or {})
+        self.nested = dict(nested) if nested else None
         self.directory: Path | None = None  # where save() wrote / load() read the run; push_to_hub uploads it
 
     # ---- aggregation -------------------------------------------------------------------------------------
@@ -186,7 +191,14 @@ class CVResults:
 
     @property
     def summary(self) -> dict[str, dict]:
-        return self._summarize(self.folds, "eval_metrics")
+        """Per eval metric, the mean, spread and 95% interval; with `ci_method="nested"`, accuracy and the loss
+        carry the nested interval instead (`mean`: its bias-corrected estimate for the model trained on all rows,
+        `cv_mean`: the plain mean of the folds; `std` stays the spread of the fold scores)."""
+        out = self._summarize(self.folds, "eval_metrics")
+        for name, interval in (self.nested or {}).get("metrics", {}).items():
+            if name in out:
+                out[name] = {**interval, "std": out[name]["std"], "per_row_std": interval["std"]}
+        return out
 
     @property
     def train_summary(self) -> dict[str, dict]:
@@ -250,6 +262,11 @@ class CVResults:
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
         lines.append(f"Summary over {self.header()}; "
                      "95% interval: Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)")
+        if self.nested:
+            nested = self.nested
+            lines.append(f"  nested CV interval (Bates, Hastie & Tibshirani) for {' and '.join(nested['metrics'])}, for "
+                         f"the model trained on all rows: {nested['extra_fits']} extra fits, "
+                         f"{nested['fit_seconds']:.1f} s of training (the folds: {nested['fold_seconds']:.1f} s)")
         for name, s in self.summary.items():
             lo, hi = s["ci95"]
             line = f"  {name:<12} {fmt(s['mean'])} ± {fmt(s['std'])}   95% CI [{fmt(lo)}, {fmt(hi)}]"
@@ -287,6 +304,7 @@ class CVResults:
                 "oof_metrics": self.oof_metrics,
                 "test_summary": self.test_summary,
                 "test_metrics": self.test_metrics,
+                "nested": self.nested,
             }
         )
 
@@ -307,7 +325,7 @@ class CVResults:
         folds = [FoldResult.from_dict(fd, where) for fd in data["folds"]]
         return cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
                    label_names=data.get("label_names"), metadata=data.get("metadata"),
-                   test_metrics=data.get("test_metrics"))
+                   test_metrics=data.get("test_metrics"), nested=data.get("nested"))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "CVResults":

@@ -41,6 +41,8 @@ FOLD_DIR_GLOB = "fold_*"
 AUDIT_FILE = "audit.json"
 AUDIT_DIR = "audit"
 AUDIT_MARKDOWN = "audit.md"
+NESTED_FOLDS_FILE = "nested_folds.json"  # ci_method="nested": the extra repeats of the split
+NESTED_DIR_GLOB = "nested_*"  # ci_method="nested": the extra fits, one folder each, like a fold's
 
 FORMAT_VERSION = 2
 """Version of the JSON files of a run folder. 1: hf_tlcv 0.1 (no `format_version` key); 2: this version, which adds
@@ -183,8 +185,9 @@ def clear_run(output_dir: str | os.PathLike) -> None:
     """Delete the results of a run from its folder (`overwrite_output_dir`), their audit included; other files are
     left alone."""
     out = Path(output_dir)
-    for item in [out / FOLDS_FILE, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR, out / CARD_FILE,
-                 out / AUDIT_FILE, out / AUDIT_DIR, *fold_dirs(out)]:
+    for item in [out / FOLDS_FILE, out / NESTED_FOLDS_FILE, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR,
+                 out / CARD_FILE, out / AUDIT_FILE, out / AUDIT_DIR, *fold_dirs(out),
+                 *(p for p in out.glob(NESTED_DIR_GLOB) if p.is_dir())]:
         if item.is_dir():
             shutil.rmtree(item)
         elif item.exists():

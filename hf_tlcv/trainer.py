@@ -32,9 +32,18 @@ from .folds import Fold, load_folds, make_folds, save_folds, validate_fold_input
 from .hub import HubPushCallback, create_hub_repo, hub_repo_id
 from .metrics import build_compute_metrics, metrics_from_probabilities
 from .modeling import load_classifier, load_processor, state_fingerprint
+from .nested_interval import MIN_NESTED_REPEATS, NestedFit, nested_fits, nested_summary
 from .options import option
 from .results import CVResults, FoldResult
-from .run_dir import FOLDS_FILE, FORMAT_VERSION, PLOTS_DIR, clear_run, fold_is_complete, format_version
+from .run_dir import (
+    FOLDS_FILE,
+    FORMAT_VERSION,
+    NESTED_FOLDS_FILE,
+    PLOTS_DIR,
+    clear_run,
+    fold_is_complete,
+    format_version,
+)
 from .strategies import apply_strategy
 from .utils import task_of_columns, to_plain
 
@@ -90,6 +99,9 @@ class KFoldTrainer(StrategyTrainer):
     """
 
     _tag_names = ["hf_tlcv", "cross-validation", "k-fold"]
+    # Whether cross_validate() draws the run's plots/ (the trials of a hyperparameter search do not: the search report
+    # has its own, and hf_tlcv.plots.save_plots draws a trial's from its folder on demand).
+    save_cv_plots: bool = True
 
     def __init__(self, model=None, args: KFoldConfig | TrainingArguments | None = None, data_collator=None,
                  train_dataset: datasets.Dataset | None = None, eval_dataset: datasets.Dataset | None = None,
@@ -126,7 +138,7 @@ class KFoldTrainer(StrategyTrainer):
         self.model_name_or_path = model if isinstance(model, str) else None
         if isinstance(model, str):
             set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
-            model = load_classifier(model, self.class_names, n_labels)
+            model = load_classifier(model, self.class_names, n_labels, text_pooling=args.text_pooling)
             if processing_class is None:
                 processing_class = self._processor(self.model_name_or_path, [train_dataset, test_raw])
         if model is not None:
@@ -253,12 +265,10 @@ class KFoldTrainer(StrategyTrainer):
         return apply_strategy(model, self.args, self.peft_config)
 
     def _release_model(self) -> None:
-        """Drop the model `Trainer.__init__` built (cross-validation builds one per fold, and releases it)."""
-        from accelerate.utils import release_memory
-
+        """Drop the model `Trainer.__init__` built (cross-validation builds one per fold, and releases it). It is freed
+        by the full garbage collection `_run_scope` runs as the folds start: a second one here cost 0.2-0.8 s."""
         self.model = self.model_wrapped = None
         self.optimizer = self.lr_scheduler = None
-        release_memory()
 
     # ---- fold jobs -----------------------------------------------------------------------------------------
     def fold_jobs(self, folds: list[Fold] | None = None) -> list[FoldJob]:
@@ -281,13 +291,16 @@ class KFoldTrainer(StrategyTrainer):
             # A one-process run: no process-group backend to set up, and one progress bar on the console.
             settings.update(ddp_backend=None, disable_tqdm=args.disable_tqdm or worker_of_rank != 0)
         cache, test_rows = features if features is not None else (None, self.test_dataset)
+        extra_fit = isinstance(fold, NestedFit)  # ci_method="nested": only its predictions are used
         return FoldJob(
             settings=settings, fold=fold, dataset=cache.dataset if cache is not None else self.cv_dataset,
-            model=self.model_source, output_dir=str(args.output_dir), test_dataset=test_rows, features=cache,
+            model=self.model_source, output_dir=str(args.output_dir), test_dataset=None if extra_fit else test_rows,
+            features=cache,
             data_collator=self._user_collator if cache is None else None, compute_metrics=self.compute_metrics,
             callbacks=self._user_callbacks, peft_config=self.peft_config, processing_class=self.processing_class,
             compute_loss_func=self.compute_loss_func, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
-            save_fold_model=args.save_fold_models or (args.push_to_hub and args.push_fold_models != "none"),
+            save_fold_model=not extra_fit and (args.save_fold_models
+                                               or (args.push_to_hub and args.push_fold_models != "none")),
             run_name=args.run_name,
         )
 
@@ -384,19 +397,46 @@ class KFoldTrainer(StrategyTrainer):
             self._data_record_cache = describe_dataset(self.raw_dataset)
         return self._data_record_cache
 
-    def _prepare_output_dir(self) -> list[Fold]:
-        """Compute (or, when resuming, reload) the folds on the main process and give them to every process."""
-        out = Path(self.cv_args.output_dir)
-        payload: tuple[list[Fold] | None, str | None] = (None, None)
+    def _on_main_process(self, compute: Callable, *args):
+        """`compute(*args)` on the main process, its value (or its `ValueError`) given to every process."""
+        payload = (None, None)
         if self.is_world_process_zero():
             try:
-                payload = (self._main_process_folds(out), None)
+                payload = (compute(*args), None)
             except ValueError as exc:
                 payload = (None, str(exc))
-        folds, error = self._broadcast(payload)
+        value, error = self._broadcast(payload)
         if error is not None:
             raise ValueError(error)
-        return folds
+        return value
+
+    def _prepare_output_dir(self) -> list[Fold]:
+        """Compute (or, when resuming, reload) the folds on the main process and give them to every process."""
+        return self._on_main_process(self._main_process_folds, Path(self.cv_args.output_dir))
+
+    def _nested_fits(self, folds: list[Fold]) -> list[NestedFit]:
+        """`ci_method="nested"`: the extra fits of the nested interval (none otherwise), checked before training."""
+        if self.cv_args.ci_method != "nested":
+            return []
+        return self._on_main_process(self._main_process_nested_fits, Path(self.cv_args.output_dir), folds)
+
+    def _main_process_nested_fits(self, out: Path, folds: list[Fold]) -> list[NestedFit]:
+        args = self.cv_args
+        path = out / NESTED_FOLDS_FILE
+        if path.exists():
+            extra, _ = load_folds(path)
+        else:
+            # Further repeats of the same splitter: repeat 0 is the same split whatever n_repeats is.
+            every = make_folds(self.raw_dataset, strategy=self.fold_strategy, n_folds=args.n_folds,
+                               n_repeats=max(args.n_repeats, MIN_NESTED_REPEATS), seed=args.fold_seed,
+                               label_column=args.label_column, group_column=args.group_column)
+            if every[:len(folds)] != folds:
+                raise ValueError(f"The folds in {out / FOLDS_FILE} are not the ones make_folds gives for this data and "
+                                 f"settings, so the nested interval cannot extend them; start a fresh run "
+                                 f"({option('overwrite_output_dir', True)}) for {option('ci_method', 'nested')}.")
+            extra = every[len(folds):]
+            save_folds(extra, path, self._fold_metadata())
+        return nested_fits(folds, extra)
 
     def _main_process_folds(self, out: Path) -> list[Fold]:
         meta = self._fold_metadata()
@@ -443,7 +483,7 @@ class KFoldTrainer(StrategyTrainer):
                            "version's, so only the row count, folds and settings were checked before resuming.")
 
     # ---- the cross-validation ----------------------------------------------------------------------------
-    def cross_validate(self) -> CVResults:
+    def cross_validate(self, executor=None) -> CVResults:
         """Train and evaluate one fresh model per fold; return (and save in `output_dir`) the [`CVResults`].
 
         Finished folds found in `output_dir` are reused, so calling this again after an interruption only runs
@@ -452,24 +492,31 @@ class KFoldTrainer(StrategyTrainer):
         With several processes, every fold is trained by all of them together (DDP), or, with
         `parallel_folds=True`, each process hands whole folds to a one-process worker of its own (see
         [`KFoldConfig`]); either way every process returns the same results, and the main process saves them.
+        In one process, `parallel_folds=True` runs the folds as Ray tasks (a local cluster, or `RAY_ADDRESS`).
+
+        Args:
+            executor ([`hf_tlcv.execution.RayExecutor`], *optional*): run the folds there (as many at once as the
+                cluster's resources allow), with the results of a run in this process.
         """
         folds = self._prepare_output_dir()
+        fits = self._nested_fits(folds)
         self._release_model()  # the copy Trainer.__init__ built is not needed any more
         out = Path(self.cv_args.output_dir)
-        finished = self._broadcast([fold_is_complete(out / f.name) for f in folds]
+        finished = self._broadcast([fold_is_complete(out / f.name) for f in [*folds, *fits]]
                                    if self.is_world_process_zero() else None)
+        finished, fits_finished = finished[:len(folds)], finished[len(folds):]
         self._announce(folds, finished, out)
+        if fits and self.is_world_process_zero():
+            logger.warning(f"{option('ci_method', 'nested')}: after the {len(folds)} folds, {len(fits)} extra fits "
+                           f"({sum(fits_finished)} already done) train like folds for the nested interval.")
         results: list[FoldResult] = []
+        nested = None
         with self._run_scope(folds, finished, out):
-            from tqdm.auto import tqdm
-
-            if not all(finished):
+            if not all(finished) or not all(fits_finished):
                 self._feature_cache()  # its own step, with its own bar, before the folds' bar starts
 
-            steps = self._fold_steps(folds, finished, out)
-            bar = tqdm(total=len(folds), desc="Cross-validation folds", unit="fold", position=0, leave=True,
-                       disable=self.cv_args.disable_tqdm or not self.is_world_process_zero())
-            for fold, result, resumed in steps:
+            bar = self._progress(len(folds), "Cross-validation folds", "fold")
+            for fold, result, resumed in self._fold_steps(folds, finished, out, executor):
                 results.append(result)
                 self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
                 bar.update(1)
@@ -477,15 +524,29 @@ class KFoldTrainer(StrategyTrainer):
                 if score is not None:
                     bar.set_postfix({"last": f"{score:.4f}"})
             bar.close()
+            if fits:
+                bar = self._progress(len(fits), "Nested-CV fits (ci_method='nested')", "fit")
+                fit_results = []
+                for _, result, _ in self._fold_steps(fits, fits_finished, out, executor):
+                    fit_results.append(result)
+                    bar.update(1)
+                bar.close()
+                nested = nested_summary(folds, results, fits, fit_results)
         cv = CVResults(results, oof_metrics=self._pooled_metrics(results), config=self._config_record(),
                        label_names=self.class_names, metadata=self._results_metadata(),
-                       test_metrics=self._ensemble_test_metrics(results))
+                       test_metrics=self._ensemble_test_metrics(results), nested=nested)
         if self.is_world_process_zero():
             cv.save(out)
             self._write_reports(cv, out)
         self.cv_results = cv
         self._fold_event("on_cross_validation_end", results=cv, output_dir=out)
         return cv
+
+    def _progress(self, total: int, description: str, unit: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=description, unit=unit, position=0, leave=True,
+                    disable=self.cv_args.disable_tqdm or not self.is_world_process_zero())
 
     def _announce(self, folds: list[Fold], finished: list[bool], out: Path) -> None:
         if not self.is_world_process_zero():
@@ -535,10 +596,13 @@ class KFoldTrainer(StrategyTrainer):
         """A fold finished in an earlier run, read by the main process and sent to every process."""
         return self._broadcast(FoldResult.load(fold_dir) if self.is_world_process_zero() else None)
 
-    def _fold_steps(self, folds: list[Fold], finished: list[bool],
-                    out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
+    def _fold_steps(self, folds: list[Fold], finished: list[bool], out: Path,
+                    executor=None) -> Iterator[tuple[Fold, FoldResult, bool]]:
         if self.cv_args.parallel_folds and self.cv_args.world_size > 1:
             yield from self._parallel_folds(folds, finished, out)
+            return
+        if executor is not None or (self.cv_args.parallel_folds and self._ray_for_parallel_folds()):
+            yield from self._executor_folds(folds, finished, out, executor)
             return
         features = self._feature_cache() if not all(finished) else None
         for fold, done in zip(folds, finished):
@@ -555,6 +619,55 @@ class KFoldTrainer(StrategyTrainer):
                 result.save(out / fold.name)
             self.accelerator.wait_for_everyone()
             yield fold, result, False
+
+    # ---- fold jobs on Ray (hf_tlcv.execution.RayExecutor) ------------------------------------------------------
+    def _ray_for_parallel_folds(self) -> bool:
+        """`parallel_folds` in one process runs the folds on Ray when it is installed; without it, here, one by one."""
+        from .execution import ray_available
+
+        if ray_available():
+            return True
+        logger.warning(f"{option('parallel_folds', True)} in one process runs the folds as Ray tasks, but Ray is not "
+                       "installed (pip install 'hf_tlcv[ray]'): the folds run here, one at a time.")
+        return False
+
+    def _executor_folds(self, folds: list[Fold], finished: list[bool], out: Path,
+                        executor=None) -> Iterator[tuple[Fold, FoldResult, bool]]:
+        """The folds still to train submitted at once to `executor` (default: a [`RayExecutor`] on a local cluster,
+        or `RAY_ADDRESS`, for this run only); results saved and reported in fold order as they arrive."""
+        from .execution import RayExecutor
+
+        if self.cv_args.world_size > 1:
+            raise ValueError("cross_validate(executor=...) runs the folds from one process, but this is one of "
+                             f"{self.cv_args.world_size} processes of a launch: run the script with plain python.")
+        pending = [f for f, done in zip(folds, finished) if not done]
+        position = {f.name: i for i, f in enumerate(pending)}
+        for fold in pending:
+            if (out / fold.name).is_dir():  # an interrupted fold is trained again from its start
+                shutil.rmtree(out / fold.name)
+        own = executor is None and bool(pending)
+        if own:
+            executor = RayExecutor()
+        features = self._feature_cache() if pending else None
+        # Each result is saved as it arrives, so that the folds finished out of order are kept when the run stops.
+        arrivals = executor.as_completed([self._job(fold, features) for fold in pending]) if pending else None
+        arrived: dict[int, FoldResult] = {}
+        try:
+            for fold, done in zip(folds, finished):
+                if done:
+                    yield fold, self._read_fold(out / fold.name), True
+                    continue
+                index = position[fold.name]
+                while index not in arrived:
+                    i, result = next(arrivals)
+                    result.save(out / pending[i].name)
+                    arrived[i] = result
+                yield fold, arrived.pop(index), False
+        finally:
+            if arrivals is not None:
+                arrivals.close()
+            if own:
+                executor.close()
 
     def _parallel_folds(self, folds: list[Fold], finished: list[bool],
                         out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
@@ -698,9 +811,9 @@ class KFoldTrainer(StrategyTrainer):
         from .model_card import CVCardData, write_model_card
         from .plots import save_plots
 
-        for what, write in (("plots", lambda: save_plots(cv, out / PLOTS_DIR)),
-                            ("README.md", lambda: write_model_card(cv, out, CVCardData(
-                                dataset_name=self._dataset_name())))):
+        reports = (("plots", lambda: save_plots(cv, out / PLOTS_DIR)),
+                   ("README.md", lambda: write_model_card(cv, out, CVCardData(dataset_name=self._dataset_name()))))
+        for what, write in reports[0 if self.save_cv_plots else 1:]:
             try:
                 write()
             except Exception as exc:  # noqa: BLE001
@@ -711,6 +824,58 @@ class KFoldTrainer(StrategyTrainer):
 
     def _dataset_name(self) -> str | None:
         return getattr(self.raw_dataset.info, "dataset_name", None) or None
+
+    # ---- hyperparameter search (hf_tlcv.search) -------------------------------------------------------------------
+    def hyperparameter_search(self, hp_space: Callable | None = None, compute_objective: Callable | None = None,
+                              n_trials: int = 20, direction: str | None = None, backend="optuna",
+                              hp_name: Callable | None = None, **kwargs):
+        """Search hyperparameters with Optuna or Ray Tune, `Trainer`'s way, but every trial is a cross-validation on
+        this run's folds (`output_dir/folds.json`, the same folds for every trial) and its objective is the
+        cross-validated mean of `metric_for_best_model` (default: accuracy, or the first metric).
+
+        After each fold a trial reports its running mean (step = fold index), so pruners stop hopeless trials after
+        their first folds; pruned trials are recorded as pruned, never scored. Each trial is a [`KFoldTrainer`] run
+        in `output_dir/trials/<trial>/`, resumable like any cross-validation; the study lives in `output_dir`
+        (SQLite), so the same call after an interruption runs only what is missing (`n_trials` counts the study's
+        trials in total) and, once complete, returns the same best trial without training. The report (best
+        settings, trial table, best vs. runner-up on shared folds, pruning savings, plots) is written to
+        `output_dir/search_report.md` and `.json`. See `hf_tlcv.search` and docs/tuning.md.
+
+        Args:
+            hp_space (`Callable[[optuna.Trial], dict]`, *optional*): `KFoldConfig` overrides of a trial; default
+                [`hf_tlcv.search.default_hp_space`] bounded by the model's blocks (learning rate, strategy, freeze
+                depth, LoRA rank, layer-wise decay, epochs).
+            compute_objective (`Callable[[dict], float]`, *optional*): the objective from the folds' mean metrics
+                (`{"eval_accuracy": ..., "eval_loss": ...}`); needs `direction`.
+            n_trials (`int`, defaults to 20): the study's total number of trials.
+            direction (`str`, *optional*): `"maximize"` or `"minimize"`; default: the metric's own.
+            backend (`str`, defaults to `"optuna"`): `"optuna"` (trials one after the other here; their folds on Ray
+                with `parallel_folds=True`) or `"ray"` (Ray Tune trials: Optuna's sampler, an ASHA scheduler on the
+                fold reports).
+            hp_name (`Callable[[optuna.Trial], str]`, *optional*): the run name of a trial.
+            kwargs: `storage` (None: `output_dir/search.db`; `"journal"`; a database URL; an optuna storage),
+                `study_name`, `sampler` (default: TPE seeded with `args.seed`), `pruner` (default: Optuna's median
+                pruner), `timeout`, `catch`, `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
+                nested estimate); `executor` (a `RayExecutor` for the folds), `save_fold_models` (default False);
+                with `backend="ray"`: `resources_per_trial`, `scheduler`, `max_concurrent_trials`, `ray_address`.
+
+        Returns:
+            `transformers.trainer_utils.BestRun`: `run_id` (the trial number), `objective`, `hyperparameters` (the
+            best trial's `KFoldConfig` overrides) and `run_summary` (the [`hf_tlcv.search_report.SearchReport`]).
+
+        Example:
+        ```python
+        >>> best = trainer.hyperparameter_search(n_trials=20)
+        >>> best.hyperparameters, best.objective
+        >>> print(best.run_summary.to_markdown())
+        ```
+        """
+        from .search import run_search
+
+        folds = self._prepare_output_dir()
+        self._release_model()  # every trial builds its own models
+        return run_search(self, folds, hp_space=hp_space, compute_objective=compute_objective, n_trials=n_trials,
+                          direction=direction, backend=backend, hp_name=hp_name, **kwargs)
 
     # ---- Hub ---------------------------------------------------------------------------------------------
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:

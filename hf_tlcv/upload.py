@@ -7,6 +7,10 @@ than [`UploadLimits`] allow (checked on the declared sizes first, then enforced 
 that lies about its sizes is cut off), files that are not images or are too large to decode, a single class,
 and classes with fewer images than folds. The Space uses it for its uploads; scripts can use it too.
 
+Every image a stranger supplies (a file in the zip, an image to classify, a row of a Hub dataset) is decoded through
+[`open_image`], which holds it to the same [`UploadLimits`]: its bytes, its pixel count (read from the header before
+any pixel is decoded) and its decode time.
+
 Example:
 ```python
 >>> from hf_tlcv.upload import load_image_zip
@@ -19,34 +23,44 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import stat
+import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import datasets
+    from PIL import Image as PILImage
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "UploadError",
     "UploadLimits",
+    "check_image_rows",
     "class_counts",
     "extract_zip",
     "image_folder_dataset",
     "load_image_zip",
+    "open_image",
     "preview_samples",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# The PIL decoders a stranger's bytes may reach: the formats of IMAGE_EXTENSIONS and nothing else (PIL would otherwise
+# also try EPS, which runs Ghostscript, and a few dozen rarely audited formats).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # Operating-system litter that zip tools add; skipped silently rather than reported as "not an image".
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 _IGNORED_DIRS = {"__macosx"}
 _CHUNK = 1 << 16
+_MAX_NAME_BYTES = 255  # one file or folder name on Linux, macOS and Windows file systems
 
 
 class UploadError(ValueError):
@@ -55,6 +69,10 @@ class UploadError(ValueError):
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MB"
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1e6:.3g} megapixels"
 
 
 @dataclass(frozen=True)
@@ -68,11 +86,15 @@ class UploadLimits:
         max_file_bytes (`int`, defaults to 32 MiB): one file unpacked.
         max_image_pixels (`int`, defaults to 40,000,000): width x height of one image, read from its header before
             any pixel is decoded (a small PNG can otherwise decode into gigabytes).
+        max_decode_seconds (`float`, defaults to 10.0): wall-clock time one image may take to decode; checked
+            between reads of its encoded bytes, so a slow image is stopped mid-decode.
+
+    The byte, pixel and decode-time limits hold for every image [`open_image`] decodes, not only for zips.
 
     Example:
     ```python
     >>> UploadLimits(max_files=500).describe()
-    'at most 500 files, 1,024 MB unpacked (32 MB per file), a 200 MB zip, 40 megapixels per image'
+    'at most 500 files, 1,024 MB unpacked (32 MB per file), a 200 MB zip, 40 megapixels and 10 s of decoding per image'
     ```
     """
 
@@ -81,17 +103,134 @@ class UploadLimits:
     max_total_bytes: int = 1024 * 2**20
     max_file_bytes: int = 32 * 2**20
     max_image_pixels: int = 40_000_000
+    max_decode_seconds: float = 10.0
 
     def __post_init__(self):
-        for name in ("max_zip_bytes", "max_files", "max_total_bytes", "max_file_bytes", "max_image_pixels"):
-            if getattr(self, name) < 1:
+        for name in ("max_zip_bytes", "max_files", "max_total_bytes", "max_file_bytes", "max_image_pixels",
+                     "max_decode_seconds"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"UploadLimits.{name} must be positive (got {getattr(self, name)}).")
 
     def describe(self) -> str:
         """The limits in words, for the page that asks for an upload."""
         return (f"at most {self.max_files:,} files, {_mib(self.max_total_bytes)} unpacked "
                 f"({_mib(self.max_file_bytes)} per file), a {_mib(self.max_zip_bytes)} zip, "
-                f"{self.max_image_pixels / 1e6:,.0f} megapixels per image")
+                f"{self.describe_image()} per image")
+
+    def describe_image(self) -> str:
+        """The limits on one image in words: pixels and decode time."""
+        return f"{_megapixels(self.max_image_pixels)} and {self.max_decode_seconds:g} s of decoding"
+
+
+class _DecodeTimeout(Exception):
+    pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Encoded image bytes that refuse to be read past a deadline.
+
+    PIL decodes by reading the encoded data block by block and feeding each block to its decoder, so a check on every
+    read stops a slow decode within one block's work. Formats that PIL decodes in one step after reading everything
+    (WebP) are bounded by the pixel limit instead, which is checked before decoding starts.
+    """
+
+    def __init__(self, data: bytes, deadline: float):
+        self._data = io.BytesIO(data)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if time.monotonic() > self._deadline:
+            raise _DecodeTimeout()
+        return self._data.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._data.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+
+def _read_limited(source: bytes | str | os.PathLike | BinaryIO, limit: int, name: str) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise UploadError(f"{name} was not received; upload it again.")
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    else:
+        data = source.read(limit + 1)
+    if len(data) > limit:
+        raise UploadError(f"{name} is larger than {_mib(limit)}; resize it or save it as a JPEG.")
+    return data
+
+
+def open_image(source: bytes | str | os.PathLike | BinaryIO, limits: UploadLimits | None = None, *,
+               name: str = "The image", exif_transpose: bool = True) -> "PILImage.Image":
+    """Decode one untrusted image within `limits`, or say in one sentence why not.
+
+    In order: at most `limits.max_file_bytes` are read; the header is parsed (only PNG, JPEG, BMP, GIF, WebP and TIFF
+    decoders are reachable) and `width x height` is compared with `limits.max_image_pixels` before any pixel is
+    decoded; the pixels are then decoded with a deadline of `limits.max_decode_seconds`. Nothing process-wide is
+    changed (PIL's own `Image.MAX_IMAGE_PIXELS` still applies on top).
+
+    Args:
+        source (`bytes`, `str`, `os.PathLike` or a binary file object): the encoded image.
+        limits ([`UploadLimits`], *optional*): defaults to `UploadLimits()`.
+        name (`str`, defaults to `"The image"`): how messages refer to the image (e.g. its path inside a zip). Never
+            pass a server path: messages are meant for the person who supplied the image.
+        exif_transpose (`bool`, defaults to `True`): turn photos upright as their EXIF orientation says, as a
+            browser shows them.
+
+    Returns:
+        `PIL.Image.Image`: the decoded first frame, detached from `source`.
+
+    Raises:
+        UploadError: too many bytes or pixels, too slow to decode, not an image of a supported format, or damaged.
+
+    Example:
+    ```python
+    >>> from hf_tlcv.upload import UploadLimits, open_image
+    >>> image = open_image("photo.jpg", UploadLimits(max_image_pixels=25_000_000, max_decode_seconds=5))
+    ```
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    limits = limits or UploadLimits()
+    data = _read_limited(source, limits.max_file_bytes, name)
+    started = time.monotonic()
+    try:
+        image = Image.open(_DeadlineReader(data, started + limits.max_decode_seconds), formats=IMAGE_FORMATS)
+        width, height = image.size
+        if width * height > limits.max_image_pixels:
+            raise UploadError(f"{name} is {width:,}x{height:,} pixels, over the limit of "
+                              f"{_megapixels(limits.max_image_pixels)}; resize it and try again.")
+        image.load()
+        if getattr(image, "n_frames", 1) > 1:
+            image = image.copy()  # the first frame alone, so nothing reads the source again
+        if exif_transpose:
+            image = ImageOps.exif_transpose(image)
+    except UploadError:
+        raise
+    except _DecodeTimeout:
+        raise UploadError(f"{name} took longer than {limits.max_decode_seconds:g} s to decode; re-save it smaller "
+                          "or as a plain PNG or JPEG.") from None
+    except Image.DecompressionBombError:
+        raise UploadError(f"{name} has far more pixels than the limit of {_megapixels(limits.max_image_pixels)}; "
+                          "resize it and try again.") from None
+    except UnidentifiedImageError:
+        raise UploadError(f"{name} is not an image in a supported format ({', '.join(IMAGE_FORMATS)}).") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on a stranger's bytes means "damaged"
+        raise UploadError(f"{name} could not be decoded ({type(exc).__name__}: the file is damaged or truncated); "
+                          "re-save it as PNG or JPEG.") from None
+    return image
 
 
 def _safe_member_path(name: str) -> PurePosixPath:
@@ -106,6 +245,10 @@ def _safe_member_path(name: str) -> PurePosixPath:
         raise UploadError(f"The zip contains a path that leaves the extraction folder ({name!r}); it was rejected "
                           "without extracting anything. Zip the image folder itself, with relative paths.")
     parts = [p for p in path.parts if p not in ("", ".")]
+    too_long = next((p for p in parts if len(p.encode("utf-8")) > _MAX_NAME_BYTES), None)
+    if too_long is not None:
+        raise UploadError(f"The zip holds a file or folder name longer than {_MAX_NAME_BYTES} bytes "
+                          f"({too_long[:40]!r}…); shorten it (class folders are named after their class).")
     return PurePosixPath(*parts) if parts else PurePosixPath()
 
 
@@ -123,6 +266,11 @@ def _is_ignored(path: PurePosixPath) -> bool:
 def _list_some(names: list[str], limit: int = 3) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _list_sentences(sentences: list[str], limit: int = 3) -> str:
+    shown = " ".join(sentences[:limit])
+    return shown + (f" ({len(sentences) - limit} more like these.)" if len(sentences) > limit else "")
 
 
 def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, limits: UploadLimits | None = None,
@@ -263,14 +411,15 @@ def image_folder_dataset(folder: str | os.PathLike, min_per_class: int = 2, limi
                          hashes: dict[str, str] | None = None) -> "datasets.Dataset":
     """An image-classification dataset from a folder with one sub-folder of images per class.
 
-    Each image is opened (header only) and verified, so unreadable files and images too large to decode are
-    reported now rather than as a crash in the middle of a fold.
+    Each image is decoded once through [`open_image`] (byte, pixel and decode-time limits), so unreadable files and
+    images too large or too slow to decode are reported now rather than as a crash in the middle of a fold.
 
     Args:
         folder (`str` or `os.PathLike`): holds `class_a/...`, `class_b/...` (optionally inside one wrapping folder).
         min_per_class (`int`, defaults to 2): fewest images a class may have; pass the number of folds, since
             stratified k-fold puts at least one image of every class in each fold.
-        limits ([`UploadLimits`], *optional*): `max_image_pixels` applies here.
+        limits ([`UploadLimits`], *optional*): the per-image limits apply here (`max_file_bytes`,
+            `max_image_pixels`, `max_decode_seconds`).
         hashes (`dict[str, str]`, *optional*): relative path -> content hash (as [`extract_zip`] returns), used
             for a fingerprint that is the same for the same upload; computed when not given.
 
@@ -282,8 +431,6 @@ def image_folder_dataset(folder: str | os.PathLike, min_per_class: int = 2, limi
         UploadError: no images, an image outside a class folder, unreadable images, one class only, or a class
             with fewer than `min_per_class` images.
     """
-    from PIL import Image, UnidentifiedImageError
-
     from .assets.datasets import columns_to_dataset, image_classification_features
 
     limits = limits or UploadLimits()
@@ -298,16 +445,11 @@ def image_folder_dataset(folder: str | os.PathLike, min_per_class: int = 2, limi
     unreadable = []
     for rel in paths:
         try:
-            with Image.open(root / rel) as image:
-                if image.width * image.height > limits.max_image_pixels:
-                    unreadable.append(f"{rel} ({image.width}x{image.height} pixels, over the limit)")
-                    continue
-                image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            unreadable.append(f"{rel} ({type(exc).__name__})")
+            open_image(root / rel, limits, name=rel, exif_transpose=False)
+        except UploadError as exc:
+            unreadable.append(str(exc))
     if unreadable:
-        raise UploadError(f"{len(unreadable)} file(s) are not readable images: {_list_some(unreadable)}; remove or "
-                          "re-save them as PNG or JPEG.")
+        raise UploadError(f"{len(unreadable)} file(s) are not usable images. {_list_sentences(unreadable)}")
     counts = Counter(labels)
     classes = sorted(counts)
     if len(classes) < 2:
@@ -367,15 +509,112 @@ def class_counts(dataset: "datasets.Dataset", label_column: str = "label") -> di
     return {str(k): counts[k] for k in sorted(counts)}
 
 
+def _image_column(dataset: "datasets.Dataset", image_column: str | None) -> str | None:
+    from .data import find_column
+
+    return find_column(dataset, "image", image_column)
+
+
+def _trusted_roots(allowed_dirs: Iterable[str | os.PathLike]) -> list[Path]:
+    import datasets
+    from huggingface_hub import constants
+
+    roots = [datasets.config.HF_DATASETS_CACHE, constants.HF_HUB_CACHE, *allowed_dirs]
+    return [Path(r).resolve() for r in roots]
+
+
+def _encoded_image(item: dict, roots: list[Path], name: str) -> bytes | Path:
+    """The encoded bytes of one raw `datasets.Image` cell, or the file that holds them when that file lies inside
+    one of `roots` (where `datasets` and `huggingface_hub` keep what they downloaded)."""
+    if item.get("bytes"):
+        return item["bytes"]
+    path = item.get("path")
+    if path:
+        resolved = Path(path).resolve()
+        if "://" not in str(path) and any(root == resolved or root in resolved.parents for root in roots):
+            return resolved
+        # A row may name any path or URL; datasets would open it. Only files of the dataset itself are read.
+        raise UploadError(f"{name} points at a file outside the dataset instead of holding its image.")
+    raise UploadError(f"{name} holds no image.")
+
+
+def check_image_rows(dataset: "datasets.Dataset", limits: UploadLimits | None = None, *,
+                     rows: Sequence[int] | None = None, image_column: str | None = None,
+                     allowed_dirs: Iterable[str | os.PathLike] = (), max_reported: int = 3) -> int:
+    """Decode the images of `dataset` (all rows, or `rows`) through [`open_image`] before anything else decodes them.
+
+    A dataset from the Hub is as untrusted as an upload: each row is held to the same byte, pixel and decode-time
+    limits. A row whose image is not embedded but names a file (or a URL) is accepted only when the file lies in the
+    `datasets` / `huggingface_hub` caches (a downloaded image folder) or in `allowed_dirs`: `datasets` would otherwise
+    open whatever path or URL a stranger's row names.
+
+    Args:
+        dataset (`datasets.Dataset`): with an image column (a dataset without one is left alone).
+        limits ([`UploadLimits`], *optional*): defaults to `UploadLimits()`.
+        rows (`Sequence[int]`, *optional*): the rows to check (e.g. the sample a run will use); default all.
+        image_column (`str`, *optional*): default: the first `datasets.Image` column.
+        allowed_dirs (`Iterable[str | os.PathLike]`): more folders whose files rows may name.
+        max_reported (`int`, defaults to 3): stop after this many bad rows.
+
+    Returns:
+        `int`: the number of images checked.
+
+    Raises:
+        UploadError: which rows are unusable and why.
+    """
+    import datasets
+
+    limits = limits or UploadLimits()
+    column = _image_column(dataset, image_column)
+    if column is None:
+        return 0
+    if not isinstance(dataset.features[column], datasets.Image):
+        raise UploadError(f"The column {column!r} does not hold images; choose a dataset with an image column.")
+    raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    indices = list(range(len(raw))) if rows is None else [int(r) for r in rows]
+    roots = _trusted_roots(allowed_dirs)
+    bad: list[str] = []
+    for start in range(0, len(indices), 256):
+        chunk = indices[start:start + 256]
+        for row, item in zip(chunk, raw.select(chunk)[column]):
+            name = f"Row {row}"
+            try:
+                open_image(_encoded_image(item or {}, roots, name), limits, name=name, exif_transpose=False)
+            except UploadError as exc:
+                bad.append(str(exc))
+                if len(bad) >= max_reported:
+                    break
+        if len(bad) >= max_reported:
+            break
+    if bad:
+        raise UploadError(f"The dataset holds images that cannot be used ({len(bad)}"
+                          f"{'+' if len(bad) >= max_reported else ''} found). {_list_sentences(bad)} Choose another "
+                          "dataset or split.")
+    return len(indices)
+
+
 def preview_samples(dataset: "datasets.Dataset", per_class: int = 4, label_column: str = "label",
-                    image_column: str | None = None) -> list[tuple[object, str]]:
+                    image_column: str | None = None, limits: UploadLimits | None = None,
+                    allowed_dirs: Iterable[str | os.PathLike] = ()) -> list[tuple[object, str]]:
     """The first `per_class` images of each class as `(PIL image, class name)` pairs, class by class.
 
     Only the chosen rows are decoded, so this is cheap on large datasets.
-    """
-    from .data import find_column, label_names
 
-    column = find_column(dataset, "image", image_column)
+    Args:
+        dataset (`datasets.Dataset`): an image dataset (an empty list comes back for one without images).
+        per_class (`int`, defaults to 4): images per class.
+        label_column (`str`, defaults to `"label"`): the class column.
+        image_column (`str`, *optional*): default: the first `datasets.Image` column.
+        limits ([`UploadLimits`], *optional*): when given, the images are decoded through [`open_image`] within
+            these limits (for data from strangers), with file references restricted as in [`check_image_rows`];
+            when `None`, `datasets` decodes them.
+        allowed_dirs (`Iterable[str | os.PathLike]`): with `limits`, more folders whose files rows may name.
+    """
+    import datasets
+
+    from .data import label_names
+
+    column = _image_column(dataset, image_column)
     if column is None:
         return []
     labels = dataset[label_column]
@@ -386,9 +625,21 @@ def preview_samples(dataset: "datasets.Dataset", per_class: int = 4, label_colum
         if len(rows) < per_class:
             rows.append(row)
     order = sorted(picked, key=lambda v: (str(type(v)), v))
+    if limits is not None:
+        raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        roots = _trusted_roots(allowed_dirs)
+        mode = getattr(dataset.features[column], "mode", None)
+
+        def image(row):
+            decoded = open_image(_encoded_image(raw[row][column] or {}, roots, f"Row {row}"), limits,
+                                 name=f"Row {row}")
+            return decoded.convert(mode) if mode and decoded.mode != mode else decoded
+    else:
+        def image(row):
+            return dataset[row][column]
     out = []
     for label in order:
         caption = names[label] if names is not None else str(label)
         for row in picked[label]:
-            out.append((dataset[row][column], caption))
+            out.append((image(row), caption))
     return out

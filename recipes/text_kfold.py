@@ -17,6 +17,10 @@ snippets kept in one fold (grouped folds on the dataset's `group` column).
     # other builtin data: builtin:trec (6 question classes), builtin:sms-spam
     python recipes/text_kfold.py --dataset_name builtin:trec --output_dir outputs/text_trec
 
+A hyperparameter search on the folds (see docs/tuning.md; report in outputs/text_tune/search_report.md):
+
+    python recipes/text_kfold.py --tune 20 --tune_strategies linear_probe,freeze,lora --output_dir outputs/text_tune
+
 Online, any Hub text classifier checkpoint and dataset:
 
     accelerate launch recipes/text_kfold.py --model_name_or_path bert-base-uncased --dataset_name imdb \

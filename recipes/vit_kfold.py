@@ -23,6 +23,19 @@ with corrected statistics in outputs/study/report.md (see hf_tlcv.TransferStudy)
     python recipes/vit_kfold.py --study lr --study_learning_rates 3e-4,1e-3,3e-3,1e-2 --study_nested true \
         --output_dir outputs/study-lr
 
+A hyperparameter search instead (see docs/tuning.md): every trial a cross-validation on the same folds, hopeless
+trials pruned after their first folds, the same command resumes; report in outputs/tune/search_report.md:
+
+    # 20 trials of the default space: learning rate, strategy, freeze depth, LoRA rank, layer-wise decay, epochs
+    python recipes/vit_kfold.py --tune 20 --max_samples 400 --image_size 64 --output_dir outputs/tune
+    # the honest estimate of the tuned pipeline: the search again inside every outer fold
+    python recipes/vit_kfold.py --tune 10 --tune_nested true --tune_strategies linear_probe,freeze \
+        --output_dir outputs/tune-nested
+    # trials as Ray Tune trials (local cluster; RAY_ADDRESS=ray://head:10001 for a cluster)
+    python recipes/vit_kfold.py --tune 40 --tune_backend ray --output_dir outputs/tune-ray
+    # one cross-validation with its folds as Ray tasks (one process: as many folds at once as CPUs/GPUs)
+    python recipes/vit_kfold.py --parallel_folds --output_dir outputs/cv-ray
+
 Online, on a ViT checkpoint and a Hub dataset:
 
     # full fine-tuning

@@ -37,7 +37,20 @@ API of `HubServer` (thread-safe):
     .clear_faults()                         drop the failures not yet used.
     .require_token(token)                   from now on, requests without `Authorization: Bearer <token>` get 401
                                             (None turns the check off).
-    .reset()                                forget repositories, requests and faults.
+    .reset()                                forget repositories, requests, faults and users.
+
+Accounts and permissions, as the Hub enforces them (off until the first `add_user`):
+    .add_user(name, token)                  register an account and its token. From then on every write (create,
+                                            preupload, commit, delete) needs a registered token (else 401) and may
+                                            only touch repositories in that account's namespace (else 403); a repo id
+                                            without a namespace is created in the token's. Private repositories are
+                                            readable only with their owner's token (else 404, as on the Hub).
+                                            `whoami` answers with the token's account.
+    .add_repo(repo_id, files, private=False, repo_type="model")
+                                            a repository that already exists, with one commit holding `files`.
+    .writes                                 list of `WriteAttempt(method, path, user, status)`: every request that
+                                            would create, change or delete something, allowed or refused, in order
+                                            (`user` is None for a missing or unknown token).
 """
 
 from __future__ import annotations
@@ -77,6 +90,14 @@ class Commit:
 
 
 @dataclass
+class WriteAttempt:
+    method: str
+    path: str
+    user: str | None
+    status: int
+
+
+@dataclass
 class Repo:
     repo_id: str
     repo_type: str
@@ -113,8 +134,10 @@ class _CaseInsensitive(dict):
 
 
 _REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"
+_WRITES = {"create_repo", "preupload", "commit", "delete_repo"}
 _ROUTES = [
     ("POST", re.compile(r"^/api/repos/create$"), "create_repo"),
+    ("DELETE", re.compile(r"^/api/repos/delete$"), "delete_repo"),
     ("POST", re.compile(r"^/api/validate-yaml$"), "validate_yaml"),
     ("POST", re.compile(rf"^/api/(?P<type>models|datasets|spaces)/{_REPO}/preupload/(?P<rev>[^/]+)$"), "preupload"),
     ("POST", re.compile(rf"^/api/(?P<type>models|datasets|spaces)/{_REPO}/commit/(?P<rev>[^/]+)$"), "commit"),
@@ -136,6 +159,8 @@ class HubServer:
         self.requests: list[Request] = []
         self._faults: list[dict] = []
         self._token: str | None = None
+        self._users: dict[str, str] = {}  # token -> account name
+        self.writes: list[WriteAttempt] = []
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -180,6 +205,20 @@ class HubServer:
             self.requests.clear()
             self._faults.clear()
             self._token = None
+            self._users.clear()
+            self.writes.clear()
+
+    def add_user(self, name: str, token: str) -> None:
+        with self._lock:
+            self._users[token] = name
+
+    def add_repo(self, repo_id: str, files: dict[str, bytes], private: bool = False,
+                 repo_type: str = "model") -> None:
+        with self._lock:
+            repo = Repo(repo_id, repo_type, private=private)
+            oid = hashlib.sha1(f"{repo_id}:seed".encode()).hexdigest()
+            repo.commits.append(Commit(oid, "initial commit", sorted(files), dict(files)))
+            self.repos[(repo_type, repo_id)] = repo
 
     def commits(self, repo_id: str, repo_type: str = "model") -> list[Commit]:
         with self._lock:
@@ -236,11 +275,50 @@ class HubServer:
                     continue
                 match = pattern.match(request.path)
                 if match:
+                    refused = self._permission(request, name, match.groupdict())
+                    if refused is not None:
+                        return refused
                     try:
-                        return getattr(self, f"_{name}")(request, **match.groupdict())
+                        response = getattr(self, f"_{name}")(request, **match.groupdict())
                     except Exception as exc:  # a bug in the fake must show up as a 500, not hang the client
-                        return _error(500, f"hub_server error: {exc!r}")
+                        response = _error(500, f"hub_server error: {exc!r}")
+                    if name in _WRITES:
+                        self.writes.append(WriteAttempt(request.method, request.path, self._user(request),
+                                                        response[0]))
+                    return response
+            if request.method in ("POST", "PUT", "DELETE", "PATCH"):  # a write this fake does not know: recorded too
+                self.writes.append(WriteAttempt(request.method, request.path, self._user(request), 404))
             return _error(404, f"No route for {request.method} {request.path}")
+
+    # ---- accounts and permissions --------------------------------------------------------------------------
+    def _user(self, request: Request) -> str | None:
+        auth = request.headers.get("Authorization") or ""
+        return self._users.get(auth[len("Bearer "):]) if auth.startswith("Bearer ") else None
+
+    def _permission(self, request: Request, route: str, groups: dict):
+        """None when the request may go on, else the refusal the Hub would answer (recorded for writes)."""
+        if not self._users:
+            return None
+        user = self._user(request)
+        if route in _WRITES:
+            if user is None:
+                status, message = 401, "Invalid credentials in Authorization header"
+            else:
+                repo_id = groups.get("repo") or self._create_target(request, user)
+                if repo_id.split("/")[0] == user:
+                    return None
+                status, message = 403, f"You don't have the rights to write to {repo_id}"
+            self.writes.append(WriteAttempt(request.method, request.path, user, status))
+            return _error(status, message)
+        repo = self._repo(groups.get("type"), groups["repo"]) if groups.get("repo") else None
+        if repo is not None and repo.private and repo.repo_id.split("/")[0] != user:
+            return _error(404, "Repository not found", code="RepoNotFound")
+        return None
+
+    @staticmethod
+    def _create_target(request: Request, user: str) -> str:
+        data = json.loads(request.body or b"{}")
+        return f"{data.get('organization') or user}/{data.get('name', '')}"
 
     def _repo(self, type_: str | None, repo_id: str) -> Repo | None:
         repo_type = {"models": "model", "datasets": "dataset", "spaces": "space", None: "model"}[type_]
@@ -249,7 +327,7 @@ class HubServer:
     # ---- endpoints ---------------------------------------------------------------------------------------
     def _create_repo(self, request: Request):
         data = json.loads(request.body or b"{}")
-        name, org = data["name"], data.get("organization")
+        name, org = data["name"], data.get("organization") or self._user(request)
         repo_id = f"{org}/{name}" if org else name
         repo_type = data.get("type") or "model"
         key = (repo_type, repo_id)
@@ -259,6 +337,14 @@ class HubServer:
         private = data.get("visibility", "private" if data.get("private") else "public") != "public"
         self.repos[key] = Repo(repo_id, repo_type, private=private)
         return _json({"url": url, "name": repo_id})
+
+    def _delete_repo(self, request: Request):
+        data = json.loads(request.body or b"{}")
+        key = (data.get("type") or "model", f"{data['organization']}/{data['name']}" if data.get("organization")
+               else data["name"])
+        if self.repos.pop(key, None) is None:
+            return _error(404, "Repository not found", code="RepoNotFound")
+        return _json({})
 
     def _validate_yaml(self, request: Request):
         data = json.loads(request.body or b"{}")
@@ -330,7 +416,8 @@ class HubServer:
         return _json({"id": repo, "modelId": repo, "sha": sha, "private": target.private, "disabled": False,
                       "gated": False, "tags": [], "downloads": 0, "likes": 0,
                       "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
-                      "siblings": [{"rfilename": p} for p in sorted(files)]})
+                      "siblings": [{"rfilename": p, "size": len(files[p]), "blobId": git_blob_sha(files[p])}
+                                   for p in sorted(files)]})
 
     def _tree(self, request: Request, type: str, repo: str, rev: str, sub: str | None = None):
         target, found = self._lookup(type, repo, rev)
@@ -359,7 +446,11 @@ class HubServer:
         auth = request.headers.get("Authorization")
         if not auth:
             return _error(401, "Unauthorized")
-        return _json({"type": "user", "name": "tester", "auth": {"accessToken": {"role": "write"}}})
+        name = self._user(request) if self._users else "tester"
+        if name is None:
+            return _error(401, "Invalid credentials in Authorization header")
+        return _json({"type": "user", "name": name, "fullname": name.title(), "avatarUrl": "",
+                      "orgs": [], "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
 
     def _resolve(self, request: Request, type: str | None, repo: str, rev: str, file: str):
         target, found = self._lookup(type, repo, rev)

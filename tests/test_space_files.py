@@ -21,8 +21,18 @@ def test_space_card_front_matter_names_the_app_and_the_pinned_gradio():
     front = yaml.safe_load(text.split("---")[1])
     assert front["sdk"] == "gradio" and (SPACE / front["app_file"]).is_file()
     pinned = next(r for r in project()["optional-dependencies"]["space"] if r.startswith("gradio"))
-    assert pinned == f"gradio=={front['sdk_version']}"
+    assert pinned == f"gradio[oauth]=={front['sdk_version']}"
     assert front["title"] and len(front["short_description"]) <= 60
+
+
+def test_space_card_enables_sign_in_with_a_scope_that_can_push():
+    front = yaml.safe_load((SPACE / "README.md").read_text(encoding="utf-8").split("---")[1])
+    assert front["hf_oauth"] is True
+    # A push creates a model repository and writes to it; nothing in the card asks for more (no deletion).
+    assert set(front["hf_oauth_scopes"]) & {"contribute-repos", "write-repos", "manage-repos"}
+    assert "manage-repos" not in front["hf_oauth_scopes"]
+    listed = (SPACE / "requirements.txt").read_text()
+    assert "authlib" in listed and "itsdangerous" in listed  # gradio's oauth extra, however gradio is installed
 
 
 def test_space_requirements_cover_the_package_dependencies():
