@@ -1099,7 +1099,7 @@ def read_audit(directory: str | os.PathLike) -> dict | None:
 
 
 def audit_run(results: "CVResults", dataset: "datasets.Dataset", config, *, model=None, embedding_model=None,
-              regroup: bool = False, save: bool = True, **audit_kwargs) -> AuditReport:
+              feature_cache=None, regroup: bool = False, save: bool = True, **audit_kwargs) -> AuditReport:
     """What a recipe's `--audit` does after the cross-validation: audit, save beside the results, and with `regroup`
     cross-validate again grouped by the near-duplicates found and add the comparison to the saved audit.
 
@@ -1110,13 +1110,19 @@ def audit_run(results: "CVResults", dataset: "datasets.Dataset", config, *, mode
         model: the model the run trained (name or built model), for `regroup`.
         embedding_model: the pretrained model to embed with (default: `model` when it is a name, else the run's
             `model_name_or_path`); a from-scratch run is audited with its pretrained counterpart's embeddings.
+        feature_cache: the run's frozen-feature cache (`KFoldTrainer.feature_cache`): when it holds the pretrained
+            embeddings (a linear probe's, see [`embeddings_from_feature_cache`]) the audit reads them instead of
+            running the backbone again.
         regroup: also run [`cross_validate_grouped`] (into `<output_dir>-grouped`).
         save: write the audit (only the main process should).
         audit_kwargs: passed to [`audit`].
     """
     if embedding_model is None and isinstance(model, str):
         embedding_model = model
-    report = audit(results, dataset, model=embedding_model, **audit_kwargs)
+    embeddings = embeddings_from_feature_cache(feature_cache) if feature_cache is not None else None
+    report = audit(results, dataset, model=embedding_model, embeddings=embeddings, **audit_kwargs)
+    if embeddings is not None:
+        report.embeddings_from = "feature cache"
     if save:
         report.save(config.output_dir)
     if regroup:

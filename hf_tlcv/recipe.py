@@ -205,7 +205,8 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
         from .audit import audit_run
 
         report = audit_run(results, dataset, config, model=model, embedding_model=script_args.model_name_or_path,
-                           regroup=script_args.audit_regroup, save=trainer.is_world_process_zero())
+                           feature_cache=trainer.feature_cache, regroup=script_args.audit_regroup,
+                           save=trainer.is_world_process_zero())
         if trainer.is_world_process_zero():
             print("\n" + report.to_markdown(max_rows=5))
     return results

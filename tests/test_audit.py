@@ -462,7 +462,9 @@ def test_recipe_audit_flag(tmp_path, capsys):
     recipe.main(script_args, config)
     assert "## Data audit" in capsys.readouterr().out
     saved = read_audit(out)
-    assert saved["n_audited"] == 60 and saved["embeddings_from"] == LITE0
+    # the linear probe's frozen-feature cache holds the embeddings: no second backbone pass
+    assert saved["n_audited"] == 60 and saved["embeddings_from"] == "feature cache"
+    assert "embeddings" not in saved["seconds"]
     script_args.audit = False
     script_args.audit_regroup = True
     with pytest.raises(ValueError, match="add --audit"):
