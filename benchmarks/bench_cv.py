@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import os
 import platform
@@ -165,8 +164,11 @@ def run_naive(spec: dict, workdir: Path) -> dict:
         train_ds = preprocess(raw.select(fold.train_indices), processor, image_size=spec["image_size"])
         eval_ds = preprocess(raw.select(fold.eval_indices), processor, image_size=spec["image_size"])
         args = TrainingArguments(**_args_dict(spec, str(workdir / "naive" / fold.name)))
-        fresh = functools.partial(_strategy_applied_copy, loaded, strategy_args)  # Trainer passes no trial to it
-        trainer = Trainer(model_init=fresh, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        # What a user writes for one fold: seed, build the model with its strategy (LoRA adapters draw their initial
+        # weights here), then Trainer(model=...), which seeds again before training (dropout draws from there).
+        set_seed(args.seed)
+        model = _strategy_applied_copy(loaded, strategy_args)
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           compute_metrics=build_compute_metrics(["accuracy"]))
         trainer.train()
         prediction = trainer.predict(eval_ds)
@@ -175,7 +177,7 @@ def run_naive(spec: dict, workdir: Path) -> dict:
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         oof[fold.eval_indices] = probs / probs.sum(-1, keepdims=True)
         accuracy.append(prediction.metrics["test_accuracy"])
-        del trainer, loaded
+        del trainer, model, loaded
     wall = time.perf_counter() - start
     return dict(wall_s=wall, accuracy=accuracy, oof=oof.tolist())
 

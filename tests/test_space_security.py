@@ -225,7 +225,8 @@ def test_class_names_and_ids_from_visitors_stay_text(page, hub, space, tmp_path)
     expect(page.locator("#class-counts")).to_contain_text(HOSTILE_CLASSES[1])
     small_run(page)
     page.get_by_role("tab", name="Predict").click()
-    expect(page.get_by_label("Fold models: one of your runs (newest first)")).to_have_value(re.compile(r"^Run 2: "))
+    expect(page.get_by_label("Fold models: one of your runs (newest first)")).to_have_value(re.compile(r"^Run 2: "),
+                                                                                    timeout=30_000)
     page.locator("#predict-button").click()
     # The prediction names one of the two classes, as the characters it is made of.
     expect(page.locator("#predict-status")).to_contain_text(
