@@ -21,6 +21,7 @@ its environment once started.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import os
@@ -51,6 +52,7 @@ from boundary import (  # noqa: E402  (spaces/ is the script's folder, first on 
     hub_repo_id,
     identity_markdown,
     push_credentials,
+    ticked,
     visitor_message,
 )
 from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer  # noqa: E402
@@ -90,6 +92,9 @@ QUESTIONS = {
     "Overfitting (train vs. eval per fold and epoch)": "overfitting",
 }
 QUESTION_TITLES = {v: k for k, v in QUESTIONS.items()}
+# Tune's default checklist: the two strategies whose trials share the frozen features computed once per trial.
+TUNE_STRATEGIES = ["Linear probe (train the head only)", "Freeze the bottom blocks"]
+TUNE_TRIALS = 4
 # The default run: the demo's recipe (`make demo`: linear probe, 128 px, lr 3e-3, 1,000 images, 5 folds, 3 epochs),
 # which reaches 0.925 accuracy; with the frozen-feature cache it takes about a minute on 2 CPU cores.
 DEFAULTS = dict(strategy=next(iter(STRATEGIES)), freeze_layers=LITE0_BLOCKS // 2, n_folds=5, n_repeats=1, epochs=3,
@@ -266,6 +271,7 @@ def fold_table(folds: list) -> pd.DataFrame:
 
 RUN_EMPTY = (fold_table([]), "", None, None, None, None)  # table, summary, 3 plots, download
 STUDY_EMPTY = ("", "", [], None)  # verdicts, report, plots, download
+TUNE_EMPTY = ("", None, None)  # report, history plot, download
 
 
 def summary_markdown(results: CVResults) -> str:
@@ -424,7 +430,7 @@ class SpaceApp:
 
     @staticmethod
     def _config(output_dir: Path, settings: RunSettings, label_column: str = "label",
-                save_fold_models: bool = True) -> KFoldConfig:
+                save_fold_models: bool = True, feature_cache: str = "auto") -> KFoldConfig:
         finetune = STRATEGIES[settings.strategy]
         return KFoldConfig(
             output_dir=str(output_dir), n_folds=settings.n_folds, n_repeats=settings.n_repeats,
@@ -433,6 +439,7 @@ class SpaceApp:
             label_column=label_column, per_device_train_batch_size=32, per_device_eval_batch_size=64,
             logging_steps=5, report_to="none", disable_tqdm=True, save_strategy="no", seed=42,
             dataloader_pin_memory=False, use_cpu=not _has_cuda(), save_fold_models=save_fold_models,
+            feature_cache=feature_cache,
         )
 
     @staticmethod
@@ -593,10 +600,7 @@ class SpaceApp:
         from hf_tlcv.study import TransferStudy
 
         try:
-            unknown = [q for q in (questions or []) if q not in QUESTIONS]
-            if unknown or not questions:
-                raise VisitorError(f"Tick at least one question to compare, among: {', '.join(QUESTIONS)}.")
-            chosen = tuple(QUESTIONS[q] for q in questions)
+            chosen = ticked(questions, QUESTIONS, "question to compare")
             settings = self._settings(strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate,
                                       sample_cap, image_size)
             if settings.n_folds * settings.n_repeats < 3 and set(chosen) != {"overfitting"}:
@@ -619,16 +623,23 @@ class SpaceApp:
         progress.total_folds = n_runs * config.n_folds * config.n_repeats
         progress.label = f"{n_runs} variants"
 
-        for item in run_in_thread(study.run, progress, lambda p: (p.status(), *STUDY_EMPTY)):
+        yield from self._follow(study.run, progress, STUDY_EMPTY, "the study stopped. Press Compare to start again.",
+                                lambda report: self._finished_study(visitor, out, report, progress), token)
+
+    def _follow(self, job: Callable[[], Any], progress: LiveProgress, empty: tuple, cancelled: str,
+                finish: Callable[[Any], tuple], token: str | None) -> Iterator[tuple]:
+        """Run `job` in a thread (see `run_in_thread`), showing its status line until it ends; then `finish(result)`,
+        or the cancellation sentence `cancelled`, or the error, each with the `empty` rest of the outputs."""
+        for item in run_in_thread(job, progress, lambda p: (p.status(), *empty)):
             if item[0] == "done":
                 try:
-                    yield self._finished_study(visitor, out, item[1], progress)
+                    yield finish(item[1])
                 except Exception as exc:  # noqa: BLE001
-                    yield (self._error(exc, token), *STUDY_EMPTY)
+                    yield (self._error(exc, token), *empty)
             elif item[0] == "cancelled":
-                yield (_say("cancel", "the study stopped. Press Compare to start again."), *STUDY_EMPTY)
+                yield (_say("cancel", cancelled), *empty)
             elif item[0] == "error":
-                yield (self._error(item[1], token), *STUDY_EMPTY)
+                yield (self._error(item[1], token), *empty)
             else:
                 yield item
 
@@ -641,6 +652,69 @@ class SpaceApp:
         elapsed = time.time() - progress.started
         return (_say("ok", f"{len(report.variants)} variants on identical folds in {elapsed:.0f} s."), verdicts,
                 _strip_images(markdown), [(str(p), p.stem.replace("_", " ")) for p in plots], archive)
+
+    # ---- tune --------------------------------------------------------------------------------------------------
+    def tune(self, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
+             sample_cap, image_size, n_trials, strategies, oauth_token: gr.OAuthToken | None = None,
+             request: gr.Request = None):
+        """A small hyperparameter search (`KFoldTrainer.hyperparameter_search`, every trial a cross-validation on the
+        same folds, the median pruner); yields (status, report, optimisation-history plot, download)."""
+        token = oauth_token.token if oauth_token else None
+        yield from self._exclusive(request, TUNE_EMPTY, lambda visitor: self._tune(
+            visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
+            sample_cap, image_size, n_trials, strategies, token))
+
+    def _tune(self, visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds,
+              epochs, sample_cap, image_size, n_trials, strategies, token):
+        try:
+            n_trials = bounded("n_trials", n_trials)
+            chosen = ticked(strategies, STRATEGIES, "strategy to search")
+            # The first tab's strategy and learning rate are what the search chooses; its epochs bound a trial's.
+            settings = self._settings(DEFAULTS["strategy"], 0, n_folds, 1, epochs, DEFAULTS["learning_rate"],
+                                      sample_cap, image_size)
+            dataset, model, label = self._prepare(visitor, source, upload, hub_id, hub_split, label_column,
+                                                  model_source, hub_model, settings, token)
+            out = visitor.new_dir("tune")
+            # Trials compare scores: no fold models. Frozen features stay in memory, one pass per trial: the search's
+            # default disk cache is shared by every process of the machine and never cleaned, so on a Space it would
+            # keep every visitor's features.
+            config = self._config(out, settings, label, save_fold_models=False, feature_cache="memory")
+        except Exception as exc:  # noqa: BLE001
+            yield (self._error(exc, token), *TUNE_EMPTY)
+            return
+        progress = LiveProgress(n_trials * config.n_folds, visitor.cancel,
+                                label=f"search of {n_trials} trials (pruned trials stop early)")
+
+        def job():
+            import optuna
+            from hf_tlcv.search import model_hp_space
+
+            trainer = KFoldTrainer(model, config, train_dataset=dataset, callbacks=[progress])
+            progress.check()
+            # default_hp_space bounded by the model's blocks, narrowed to the ticked strategies and the page's epochs.
+            space = functools.partial(model_hp_space(trainer), strategies=chosen,
+                                      num_train_epochs=(1, settings.epochs))
+            # The median pruner, judged from the second trial on: with 4 to 10 trials, Optuna's default of 5 startup
+            # trials would leave little to prune.
+            return trainer.hyperparameter_search(hp_space=space, n_trials=n_trials,
+                                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+
+        yield from self._follow(job, progress, TUNE_EMPTY, "the search stopped. Press Search to start again.",
+                                lambda best: self._finished_tune(visitor, out, best.run_summary, progress), token)
+
+    @staticmethod
+    def _finished_tune(visitor: Visitor, out: Path, report, progress: LiveProgress) -> tuple:
+        from hf_tlcv.run_dir import PLOTS_DIR
+        from hf_tlcv.search_report import PLOT_FILES
+
+        archive = shutil.make_archive(str(visitor.root / "downloads" / f"hf_tlcv-{out.name}"), "zip", root_dir=out)
+        elapsed = time.time() - progress.started
+        pruning = report.pruning
+        best = report.best
+        status = _say("ok", f"{len(report.trials)} trials in {elapsed:.0f} s; best: trial {best['trial']}, "
+                            f"{report.metric} {best['value']:.4f}; {pruning.get('n_pruned', 0)} pruned "
+                            f"({pruning.get('fold_trainings_saved', 0)} fold trainings saved).")
+        return (status, report.to_markdown(plots_dir=None), _existing(out / PLOTS_DIR / PLOT_FILES["history"]), archive)
 
     # ---- predict -----------------------------------------------------------------------------------------------
     def run_choices(self, request: gr.Request = None):
@@ -852,6 +926,24 @@ class SpaceApp:
                 with gr.Accordion("Full report: every variant, per fold", open=False):
                     report = gr.Markdown(elem_id="study-report", latex_delimiters=no_latex)
                 study_download = gr.File(label="Study folder (zip)")
+            with gr.Tab("Tune"):
+                gr.Markdown("Search the settings with a small budget: Optuna chooses what trains, the learning rate, "
+                            "the freeze depth (with freezing), the LoRA rank (with LoRA), layer-wise decay and the "
+                            "epochs (up to the first tab's), and **every trial is a whole cross-validation on the same "
+                            "folds**. The median pruner stops a trial after a fold when its running mean is below the "
+                            "median of the earlier trials at that fold. Uses the data, model, folds k, sample cap and "
+                            "image size of the first tab (one repeat); keep the sample cap small.")
+                tune_strategies = gr.CheckboxGroup(list(STRATEGIES), value=TUNE_STRATEGIES,
+                                                   label="Strategies to search", elem_id="tune-strategies")
+                n_trials = _slider("n_trials", TUNE_TRIALS)
+                with gr.Row(equal_height=True):
+                    tune = gr.Button("Search", variant="primary", elem_id="tune-button", scale=2)
+                    tune_cancel = gr.Button("Cancel", variant="stop", scale=1, elem_id="tune-cancel")
+                    tune_progress = gr.HTML("", elem_id="tune-progress", min_height=40, scale=2)
+                tune_status = gr.Markdown(elem_id="tune-status", latex_delimiters=no_latex)
+                tune_history = _plot("Optimisation history", "tune-history")
+                tune_report = gr.Markdown(elem_id="tune-report", latex_delimiters=no_latex)
+                tune_download = gr.File(label="Search folder (zip)", elem_id="tune-download")
             with gr.Tab("Predict") as predict_tab:
                 gr.Markdown("Classify an image with the fold ensemble of one of your runs (or of a run pushed to the "
                             "Hub): the class probabilities are averaged over the k fold models, and each fold's vote "
@@ -919,6 +1011,12 @@ class SpaceApp:
                 concurrency_limit=1, concurrency_id="training", show_progress="full",
                 show_progress_on=compare_progress)
             compare_cancel.click(self.cancel_from_page, None, compare_status, api_visibility="private", queue=False)
+            tune.click(self.mark_queued, None, tune_status, api_visibility="private", queue=False).then(
+                self.tune, [*data_inputs, model_source, hub_model, n_folds, epochs, sample_cap, image_size, n_trials,
+                            tune_strategies], [tune_status, tune_report, tune_history, tune_download],
+                api_name="tune", concurrency_limit=1, concurrency_id="training", show_progress="full",
+                show_progress_on=tune_progress)
+            tune_cancel.click(self.cancel_from_page, None, tune_status, api_visibility="private", queue=False)
             predict_tab.select(self.run_choices, None, predict_run, api_visibility="private", queue=False)
             image_file.upload(self.check_image, image_file, [predict_status, image_shown], api_visibility="private",
                               concurrency_limit=2)
@@ -973,18 +1071,19 @@ def ensure_space_assets() -> None:
 # Study plots are wide figures: show each whole in a wide cell instead of cropping it to a square thumbnail. The
 # queue place and timer sit in their own small box beside the Cancel button (not over the table, and without greying
 # out the status line), as plain text without the spinner.
+PROGRESS = ":is(#run-progress, #compare-progress, #tune-progress, #audit-progress)"  # the boxes beside Cancel
 CSS = """
 #study-plots .thumbnail-item { aspect-ratio: 3 / 2 !important; }
 #study-plots img { object-fit: contain !important; }
-#run-progress, #compare-progress { border: none !important; background: transparent !important; }
-:is(#run-progress, #compare-progress) [data-testid=status-tracker] { position: relative !important; top: auto !important;
+PROGRESS { border: none !important; background: transparent !important; }
+PROGRESS [data-testid=status-tracker] { position: relative !important; top: auto !important;
   left: auto !important; height: 100% !important; background: transparent !important; display: flex !important;
   align-items: center; justify-content: flex-start !important; }
-:is(#run-progress, #compare-progress) .progress-text { position: static !important; transform: none !important;
+PROGRESS .progress-text { position: static !important; transform: none !important;
   white-space: nowrap; text-align: left; font-size: var(--text-md) !important; font-weight: 600;
   color: var(--body-text-color) !important; }
-:is(#run-progress, #compare-progress) svg { display: none; }
-"""
+PROGRESS svg { display: none; }
+""".replace("PROGRESS", PROGRESS)
 
 
 def _loopback(host: str) -> bool:
