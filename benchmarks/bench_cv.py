@@ -57,10 +57,12 @@ SCENARIOS = {
                               variants=("hf_tlcv", "naive", "floor"), lr=1e-3),
     # The linear-probe targets at a size where one pass over the data outweighs fixed costs (run it alone with
     # --scenarios lite0-linear_probe-1000 --repeats 1; not in the default set: the naive loop takes ~6 min).
+    "lite0-linear_probe-500": dict(model="lite0", strategy="linear_probe", image_size=128, n_rows=500, epochs=2,
+                                   variants=("hf_tlcv", "naive", "floor"), lr=1e-3),
     "lite0-linear_probe-1000": dict(model="lite0", strategy="linear_probe", image_size=128, n_rows=1000, epochs=2,
                                     variants=("hf_tlcv", "naive", "floor"), lr=1e-3),
 }
-DEFAULT_SCENARIOS = [name for name in SCENARIOS if not name.endswith("-1000")]
+DEFAULT_SCENARIOS = [name for name in SCENARIOS if not name.endswith(("-500", "-1000"))]
 # How time grows with k and with the number of rows (ViT-6, linear probe).
 SCALING = dict(model="vit6", image_size=128, epochs=2, lr=1e-3, ks=(2, 5, 10), n_rows=(80, 160, 320), base_k=5,
                base_n=160)

@@ -13,6 +13,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from .folds import FOLD_STRATEGIES, validate_fold_inputs
 from .options import option
+from .pooling import TEXT_POOLING_CHOICES
 
 FINETUNE_STRATEGIES = ("full", "freeze", "linear_probe", "lora")
 FEATURE_CACHE_MODES = ("auto", "memory", "disk", "off")
@@ -34,7 +35,7 @@ TRAINING_RESULT_SETTINGS = (
 CV_RESULT_SETTINGS = (
     "n_folds", "fold_strategy", "n_repeats", "fold_seed", "label_column", "group_column", "finetune_strategy",
     "freeze_layers", "layerwise_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "metrics",
-    "metric_average", "eval_on_train", "image_column", "text_column", "image_size", "max_length",
+    "metric_average", "eval_on_train", "image_column", "text_column", "image_size", "max_length", "text_pooling",
 )
 RESULT_SETTINGS = TRAINING_RESULT_SETTINGS + CV_RESULT_SETTINGS
 
@@ -85,6 +86,11 @@ class KFoldConfig(TrainingArguments):
         image_column, text_column (`str`, *optional*): the input column; found automatically when unset.
         image_size (`int`, *optional*): resize images to this square size instead of the processor's default.
         max_length (`int`, *optional*): truncate tokenised text to this length.
+        text_pooling (`str`, defaults to `"auto"`): how a text classifier loaded by name reads the encoder's token
+            states (see `hf_tlcv.pooling`): `"auto"` (the pooling a sentence-transformers folder declares, e.g. mean
+            for all-MiniLM-L6-v2; else the model's own head), `"pooler"` (the head transformers builds: BERT's
+            `[CLS]` pooler), or a mode: `"mean"`, `"cls"`, `"max"`, `"mean_sqrt_len"`, `"weightedmean"`,
+            `"lasttoken"`.
         feature_cache (`str`, defaults to `"auto"`): with `freeze` / `linear_probe`, compute the frozen layers'
             output once for the whole dataset and train every fold on it (see `hf_tlcv.cache`): `"auto"` (in memory
             when small, else an on-disk Arrow cache), `"memory"`, `"disk"` or `"off"`. Results are the same either
@@ -191,6 +197,15 @@ class KFoldConfig(TrainingArguments):
         default=None, metadata={"help": "Resize images to this square size (default: the image processor's size)."}
     )
     max_length: int | None = field(default=None, metadata={"help": "Truncate tokenised text to this many tokens."})
+    text_pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "How a text model loaded by name is read: 'auto' (the pooling its sentence-transformers folder "
+            "declares, e.g. mean for all-MiniLM-L6-v2; else its own head), 'pooler' (the head transformers builds, "
+            "BERT's [CLS] pooler), or 'mean', 'cls', 'max', 'mean_sqrt_len', 'weightedmean', 'lasttoken'.",
+            "choices": list(TEXT_POOLING_CHOICES),
+        },
+    )
     feature_cache: str = field(
         default="auto",
         metadata={
@@ -274,6 +289,10 @@ class KFoldConfig(TrainingArguments):
             raise ValueError(f"feature_cache must be one of {', '.join(FEATURE_CACHE_MODES)} "
                              f"(got {self.feature_cache!r}); use {option('feature_cache', 'off')} to train without the "
                              "frozen-feature cache.")
+        if self.text_pooling not in TEXT_POOLING_CHOICES:
+            raise ValueError(f"text_pooling must be one of {', '.join(TEXT_POOLING_CHOICES)} (got "
+                             f"{option('text_pooling', self.text_pooling)}); 'auto' reads the pooling the model "
+                             "declares, 'pooler' keeps BERT's [CLS] pooler.")
         if self.push_fold_models not in PUSH_FOLD_MODELS:
             raise ValueError(f"push_fold_models must be one of {', '.join(PUSH_FOLD_MODELS)} (got "
                              f"{self.push_fold_models!r}); {option('push_fold_models', 'trainable')} pushes adapters "

@@ -130,7 +130,9 @@ class KFoldEnsemble:
                                  "cv_results.json names no model_name_or_path to load that base from.")
             from .modeling import load_classifier
 
-            base = load_classifier(base_name, label_names, n_labels)
+            # Runs saved before text_pooling existed read BERT's pooler.
+            base = load_classifier(base_name, label_names, n_labels,
+                                   text_pooling=config.get("text_pooling", "pooler"))
         models = [load_fold_model(p / FOLD_MODEL_DIR, info, base, label_names, n_labels)
                   for p, info in zip(fold_dirs, infos)]
         from .modeling import load_processor
@@ -178,12 +180,16 @@ class KFoldEnsemble:
                           max_length=self.config.get("max_length"))
 
     @torch.no_grad()
-    def predict(self, inputs, batch_size: int = 32) -> EnsemblePrediction:
+    def predict(self, inputs, batch_size: int = 32, share_frozen: bool = True) -> EnsemblePrediction:
         """Class probabilities averaged over the fold models, with each fold's probabilities and votes.
 
         Args:
             inputs: PIL images, strings, or a `datasets.Dataset` (raw, or already holding model inputs).
             batch_size: rows per forward pass.
+            share_frozen: with `linear_probe` / `freeze` fold models, run their frozen part (identical in every fold
+                model: checked) once and each fold's trained part on its output, as cross-validation trained them
+                (see [`hf_tlcv.cache`]); about the cost of one model instead of k. `False` runs each fold model
+                whole; the probabilities are the same.
         """
         from transformers import DataCollatorWithPadding, default_data_collator
 
@@ -196,14 +202,11 @@ class KFoldEnsemble:
         if text and self.processing_class is None:
             collate = _pad_collate
         rows = data.with_format(None) if text else data
-        batches = [collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-                   for start in range(0, len(rows), batch_size)]
-        fold_probs = []
-        for model in self.models:
-            device = next(model.parameters()).device
-            logits = [model(**{k: torch.as_tensor(v).to(device) for k, v in batch.items()}).logits
-                      for batch in batches]
-            fold_probs.append(softmax(torch.cat(logits).double().cpu().numpy()))
+        fold_probs = self._shared_frozen_probabilities(rows, collate, batch_size) if share_frozen else None
+        if fold_probs is None:
+            batches = [collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+                       for start in range(0, len(rows), batch_size)]
+            fold_probs = [self._probabilities(model, batches) for model in self.models]
         fold_probs = np.stack(fold_probs)
         mean = fold_probs.mean(axis=0)
         predictions = mean.argmax(axis=-1)
@@ -212,7 +215,59 @@ class KFoldEnsemble:
                                   labels=[names[i] for i in predictions], fold_probabilities=fold_probs,
                                   votes=fold_probs.argmax(axis=-1), fold_names=self.fold_names)
 
+    @staticmethod
+    def _probabilities(model: nn.Module, batches: list[dict]) -> np.ndarray:
+        device = next(model.parameters()).device
+        logits = [model(**{k: torch.as_tensor(v).to(device) for k, v in batch.items()}).logits for batch in batches]
+        return softmax(torch.cat(logits).double().cpu().numpy())
+
+    def _shared_frozen_probabilities(self, rows, collate, batch_size: int) -> list[np.ndarray] | None:
+        """Each fold model's probabilities with the frozen part run once for all of them, or `None` when the fold
+        models have no frozen part in common (strategy, differing weights, or a cut the cache cannot take exactly).
+
+        The frozen part's output is computed by the frozen-feature cache of cross-validation (same cut, same exactness
+        check against the whole model, same batches, so text is padded as the whole model would pad it), then every
+        fold model reads it through the cache's bypass."""
+        from types import SimpleNamespace
+
+        from .cache import FeatureCache, bypassed, plan_feature_cache
+
+        strategy = self.config.get("finetune_strategy")
+        if strategy not in ("linear_probe", "freeze") or len(rows) == 0:
+            return None
+        first = self.models[0]
+        settings = SimpleNamespace(feature_cache="memory", finetune_strategy=strategy,
+                                   freeze_layers=self.config.get("freeze_layers") or 0)
+        plan, _ = plan_feature_cache(first, settings, dataset=rows, data_collator=collate, user_model_init=False,
+                                     inference=True)
+        if plan is None or not all(_same_part(first, other, plan.bypass) for other in self.models[1:]):
+            return None
+        device = next(first.parameters()).device
+        on_device = collate if device.type == "cpu" else (
+            lambda batch: {k: torch.as_tensor(v).to(device) for k, v in collate(batch).items()})
+        cache, _ = FeatureCache.build(first, plan, rows, model_fingerprint="ensemble", collator=on_device,
+                                      batch_size=batch_size, mode="memory")
+        if cache is None:
+            return None
+        features = cache.as_tensors(cache.dataset)
+        batches = [cache.collate(features.__getitems__(range(start, min(start + batch_size, len(features)))))
+                   for start in range(0, len(features), batch_size)]
+        out = []
+        for model in self.models:
+            with bypassed(model, plan, cache.feature):
+                out.append(self._probabilities(model, batches))
+        return out
+
     __call__ = predict
+
+
+def _same_part(a: nn.Module, b: nn.Module, modules: tuple[str, ...]) -> bool:
+    """Whether modules `modules` of `a` and `b` hold equal parameters and buffers."""
+    for name in modules:
+        mine, theirs = a.get_submodule(name).state_dict(), b.get_submodule(name).state_dict()
+        if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
+            return False
+    return True
 
 
 def _pad_collate(rows: list[dict]) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .fold_models import read_fold_model_info
-from .run_dir import CARD_FILE, PLOTS_DIR, fold_dirs, write_text_atomic
+from .run_dir import AUDIT_DIR, AUDIT_FILE, AUDIT_MARKDOWN, CARD_FILE, PLOTS_DIR, fold_dirs, write_text_atomic
 from .utils import IMAGE_TASK, TEXT_TASK, finite, fmt
 
 if TYPE_CHECKING:  # the card reads results; results never need the card module to load
@@ -104,6 +104,15 @@ def _data_source(cv: "CVResults") -> str | None:
     return ", ".join(parts)
 
 
+def audit_section(directory: str | os.PathLike | None) -> str | None:
+    """The "Data audit" section a finished audit of the run left in its folder (`audit/audit.md`, its images linked
+    relative to the run folder), or `None`. `audit.json` is written last: without it the audit is not finished."""
+    if directory is None or not (Path(directory) / AUDIT_FILE).is_file():
+        return None
+    path = Path(directory) / AUDIT_DIR / AUDIT_MARKDOWN
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
 def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.PathLike | None = None):
     """The `huggingface_hub.ModelCard` of a run, rendered from `templates/model_card.md`."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -190,6 +199,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         plots=plots,
         fold_model_formats=fold_models,
         study_report=data.study_report,
+        audit_section=audit_section(directory),
         version=meta.get("hf_tlcv_version"),
     )
 

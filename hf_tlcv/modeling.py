@@ -54,7 +54,7 @@ def _is_local_main_process() -> bool:
 
 
 def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels: int,
-                    pretrained: bool = True) -> nn.Module:
+                    pretrained: bool = True, text_pooling: str = "auto") -> nn.Module:
     """A pretrained backbone with a new classification head of `num_labels` outputs.
 
     The head is initialised by the current torch seed (the caller seeds it), so every fold can start from the
@@ -62,29 +62,45 @@ def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels
     `AutoModelForSequenceClassification`. With `pretrained=False` the same architecture is built from its
     config with random weights: the "from scratch" baseline that tells whether pretraining helps.
 
+    A text model is read the way it was trained to be read (`text_pooling`, see [`hf_tlcv.pooling`]): with
+    `"auto"`, a sentence encoder whose folder declares a pooling (all-MiniLM-L6-v2: mean over tokens) gets a head on
+    that pooled embedding instead of BERT's `[CLS]` pooler, and a model hf_tlcv saved comes back as it was saved.
+
     Replacing the checkpoint's head is the point, so transformers' report of it is replaced by one line; any other
     loading problem (missing or unexpected backbone weights) is shown in full.
     """
+    from .pooling import apply_pooling, resolve_pooling
+
     path, config = load_config(name_or_path)
     names = label_names or [str(i) for i in range(num_labels)]
     config.num_labels = num_labels  # set on the config first: no "num_labels vs id2label" warning
     config.id2label = dict(enumerate(names))
     config.label2id = {n: i for i, n in enumerate(names)}
-    auto = AutoModelForImageClassification if is_image_model(config) else AutoModelForSequenceClassification
+    image = is_image_model(config)
+    auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
+    pooling = None if image else resolve_pooling(text_pooling, path, config, _hub_kwargs(path))
     if not pretrained:
-        return auto.from_config(config)
+        model = auto.from_config(config)
+        if pooling:
+            apply_pooling(model, pooling)
+        return model
     with hub_errors("model", name_or_path), held_load_report() as hold:
         model, info = auto.from_pretrained(path, config=config, ignore_mismatched_sizes=True,
                                            output_loading_info=True, **_hub_kwargs(path))
     head = _head_keys(model)
+    pooled = bool(pooling) and apply_pooling(model, pooling)
+    # A model saved with a pooling has no pooler weights: transformers reports them missing, and they are not used.
+    expected = head + ((f"{model.base_model_prefix}.pooler.",) if pooled else ())
     replaced = [k for k in [*info.get("missing_keys", ()), *(m[0] if isinstance(m, tuple) else m
                                                              for m in info.get("mismatched_keys", ()))]]
-    only_head = bool(head) and all(k.startswith(head) for k in replaced) and not info.get("unexpected_keys")
+    only_head = bool(head) and all(k.startswith(expected) for k in replaced) and not info.get("unexpected_keys")
     if only_head:
-        if replaced and _is_local_main_process():
+        new_head = [k for k in replaced if k.startswith(head)]
+        if new_head and _is_local_main_process():
             logger.warning(f"hf_tlcv: {name_or_path} gets a new classification head for {num_labels} classes "
-                           f"({', '.join(sorted({k.split('.')[0] for k in replaced}))} replaced on purpose; the "
-                           "backbone loads with its pretrained weights).")
+                           f"({', '.join(sorted({k.split('.')[0] for k in new_head}))} replaced on purpose; the "
+                           "backbone loads with its pretrained weights"
+                           + (f"; the head reads its {'+'.join(pooling)}-pooled tokens)." if pooled else ")."))
     else:
         hold.release()
     return model

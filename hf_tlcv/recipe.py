@@ -56,8 +56,9 @@ class ScriptArguments:
     study: str | None = field(
         default=None,
         metadata={"help": "Run a transfer-learning study instead of one cross-validation: comma-separated questions "
-                          "among pretrained, freeze, lr, overfitting (e.g. 'pretrained,freeze'). Every variant runs "
-                          "on the same folds in output_dir/<variant>; the report goes to output_dir/report.md."},
+                          "among pretrained, baseline (a classical baseline on the same folds), freeze, lr, "
+                          "overfitting (e.g. 'pretrained,baseline'). Every variant runs on the same folds in "
+                          "output_dir/<variant>; the report goes to output_dir/report.md."},
     )
     study_freeze_depths: str | None = field(
         default=None, metadata={"help": "Frozen-block counts of the freeze sweep, e.g. '0,4,8,12' (default: 0, n/4, "
@@ -75,6 +76,18 @@ class ScriptArguments:
                                          "cross-validation (inner CV on each outer-train part)."},
     )
     study_inner_folds: int = field(default=3, metadata={"help": "Inner folds with --study_nested."})
+    # Data audit with the run's own out-of-fold predictions (hf_tlcv.audit)
+    audit: bool = field(
+        default=False,
+        metadata={"help": "After the cross-validation, audit the data with its out-of-fold predictions and the "
+                          "pretrained embeddings (cleanlab: label issues, near-duplicates leaking across folds, "
+                          "outliers) into output_dir/audit.json and output_dir/audit/. Needs hf_tlcv[audit]."},
+    )
+    audit_regroup: bool = field(
+        default=False,
+        metadata={"help": "With --audit: cross-validate again with near-duplicates grouped (into <output_dir>-grouped) "
+                          "and add both estimates and the paired test of their difference to the audit."},
+    )
     # Tune: a hyperparameter search whose trials are cross-validations on the same folds (hf_tlcv.search)
     tune: int = field(
         default=0,
@@ -151,6 +164,8 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
     `--tune N`, search hyperparameters on the folds, print the trials and return the `BestRun`."""
     if not script_args.model_name_or_path or not script_args.dataset_name:
         raise ValueError("Name a model and a dataset: --model_name_or_path and --dataset_name.")
+    if script_args.audit or script_args.audit_regroup:
+        _check_audit(script_args)  # before any training: a missing package must not cost the run
     extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
     dataset = load_data(script_args.dataset_name, split=script_args.dataset_split, **extra)
     # String labels become a ClassLabel first, so that the subset below is stratified by class too.
@@ -174,7 +189,8 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
         set_seed(config.seed)
         processing_class = load_processor(model)
         model = load_classifier(model, label_names(dataset, config.label_column),
-                                num_labels(dataset, config.label_column), pretrained=False)
+                                num_labels(dataset, config.label_column), pretrained=False,
+                                text_pooling=config.text_pooling)
     trainer = KFoldTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class)
     if script_args.tune:
         return _run_tune(script_args, config, trainer, len(dataset))
@@ -185,7 +201,26 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
               f"({len(dataset)} rows, finetune_strategy={config.finetune_strategy})")
         print(results.format_table())
         print(f"\nResults saved in {config.output_dir} (plots in {config.output_dir}/plots)")
+    if script_args.audit:
+        from .audit import audit_run
+
+        report = audit_run(results, dataset, config, model=model, embedding_model=script_args.model_name_or_path,
+                           feature_cache=trainer.feature_cache, regroup=script_args.audit_regroup,
+                           save=trainer.is_world_process_zero())
+        if trainer.is_world_process_zero():
+            print("\n" + report.to_markdown(max_rows=5))
     return results
+
+
+def _check_audit(script_args: ScriptArguments) -> None:
+    from .audit import check_available
+
+    if script_args.audit_regroup and not script_args.audit:
+        raise ValueError("--audit_regroup re-runs the cross-validation grouped by what --audit finds: add --audit.")
+    if script_args.study or script_args.tune:
+        raise ValueError("--audit audits one cross-validation; with --study or --tune, audit a run folder from "
+                         "Python: hf_tlcv.audit.audit(CVResults.load(<its folder>), dataset).")
+    check_available()
 
 
 def _comma_list(text: str | None, cast, flag: str) -> list | None:

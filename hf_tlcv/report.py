@@ -23,6 +23,7 @@ REPORT_JSON = "study_report.json"
 
 QUESTION_TITLES = {
     "pretrained": "Pretrained vs. from scratch",
+    "baseline": "Pretrained vs. a classical baseline",
     "freeze": "Freeze depth",
     "lr": "Learning rate",
     "custom": "Variants",

@@ -355,6 +355,13 @@ class CVResults:
         results.directory = directory
         return results
 
+    def audit(self, dataset, **kwargs):
+        """Audit `dataset` (the rows these folds were cut from) with these out-of-fold predictions: label issues,
+        near-duplicates leaking across folds, outliers. See [`hf_tlcv.audit.audit`] for the arguments."""
+        from .audit import audit
+
+        return audit(self, dataset, **kwargs)
+
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
                     revision: str | None = None, push_fold_models: str | None = None,
                     commit_message: str | None = None, **card_kwargs):

@@ -37,6 +37,10 @@ FOLD_PREDICTIONS_FILE = "predictions.parquet"
 FOLD_TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 FOLD_MODEL_DIR = "model"
 FOLD_DIR_GLOB = "fold_*"
+# The data audit (hf_tlcv.audit): audit.json (written last) and audit/ (issues.parquet, audit.md, galleries).
+AUDIT_FILE = "audit.json"
+AUDIT_DIR = "audit"
+AUDIT_MARKDOWN = "audit.md"
 NESTED_FOLDS_FILE = "nested_folds.json"  # ci_method="nested": the extra repeats of the split
 NESTED_DIR_GLOB = "nested_*"  # ci_method="nested": the extra fits, one folder each, like a fold's
 
@@ -178,10 +182,12 @@ def fold_dirs(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def clear_run(output_dir: str | os.PathLike) -> None:
-    """Delete the results of a run from its folder (`overwrite_output_dir`); other files are left alone."""
+    """Delete the results of a run from its folder (`overwrite_output_dir`), their audit included; other files are
+    left alone."""
     out = Path(output_dir)
     for item in [out / FOLDS_FILE, out / NESTED_FOLDS_FILE, out / RESULTS_FILE, out / OOF_FILE, out / PLOTS_DIR,
-                 out / CARD_FILE, *fold_dirs(out), *(p for p in out.glob(NESTED_DIR_GLOB) if p.is_dir())]:
+                 out / CARD_FILE, out / AUDIT_FILE, out / AUDIT_DIR, *fold_dirs(out),
+                 *(p for p in out.glob(NESTED_DIR_GLOB) if p.is_dir())]:
         if item.is_dir():
             shutil.rmtree(item)
         elif item.exists():

@@ -35,7 +35,7 @@ from .results import CVResults, fold_sizes
 from .stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest, is_bounded_metric
 from .strategies import discover_layout
 
-QUESTIONS = ("pretrained", "freeze", "lr", "overfitting")
+QUESTIONS = ("pretrained", "baseline", "freeze", "lr", "overfitting")
 SELECTION_QUESTIONS = ("freeze", "lr", "custom")
 # Settings that decide the folds or the training seed: a variant that changed them would not be paired.
 _PAIRING_FIELDS = ("n_folds", "n_repeats", "fold_seed", "fold_strategy", "group_column", "label_column", "seed",
@@ -68,6 +68,12 @@ class Variant:
     @property
     def pretrained(self) -> bool:
         return bool(self.overrides.get("pretrained", True))
+
+    # ---- classical baseline (issue 15) ----
+    @property
+    def classical(self) -> str | None:
+        """The [`hf_tlcv.baselines`] kind when this variant is a classical baseline instead of a `KFoldTrainer` run."""
+        return self.overrides.get("baseline")
 
 
 def _parse_questions(questions) -> tuple[str, ...]:
@@ -329,6 +335,8 @@ class TransferStudy:
 
     Questions (any combination):
         - `"pretrained"`: the pretrained model against the same architecture with random initial weights.
+        - `"baseline"`: the pretrained model against a classical baseline fitted on the same folds (TF-IDF + logistic
+          regression for text, a logistic regression on raw pixels for images; see [`hf_tlcv.baselines`]).
         - `"freeze"`: freezing the embeddings and the bottom 0, n/4, n/2, 3n/4 of the n blocks, the linear probe
           (everything but the head frozen) and, as the alternative to freezing, layer-wise learning-rate decay.
         - `"lr"`: a log-spaced learning-rate grid around `args.learning_rate`.
@@ -396,7 +404,8 @@ class TransferStudy:
                              "'overfitting') and/or variants={name: overrides}.")
         if nested and not (set(self.questions) & {"freeze", "lr"} or variants):
             raise ValueError("nested=True estimates a selected winner: ask 'freeze' or 'lr' (or give variants).")
-        if (set(self.questions) & {"pretrained", "freeze", "lr"} or variants) and args.n_folds * args.n_repeats < 3:
+        paired = set(self.questions) & {"pretrained", "baseline", "freeze", "lr"} or variants
+        if paired and args.n_folds * args.n_repeats < 3:
             raise ValueError(f"The study's paired tests need at least 3 fold scores per variant to estimate the "
                              f"variance of a difference, and n_folds={args.n_folds} x n_repeats={args.n_repeats} gives "
                              f"{args.n_folds * args.n_repeats}; set n_folds=3 or more, or n_repeats=2 or more.")
@@ -420,7 +429,8 @@ class TransferStudy:
         if self._n_blocks is None:
             if isinstance(self.model, str):
                 set_seed(self.args.seed)
-                built = load_classifier(self.model, self.class_names, self.n_labels)
+                built = load_classifier(self.model, self.class_names, self.n_labels,
+                                        text_pooling=self.args.text_pooling)
             else:
                 built = self.model
             self._n_blocks = discover_layout(built).n_blocks
@@ -452,6 +462,14 @@ class TransferStudy:
             self._add("pretrained", Variant("pretrained", {}, "pretrained", base_label))
             self._add("pretrained", Variant("scratch", {"pretrained": False}, "pretrained",
                                             f"random init, finetune_strategy={args.finetune_strategy}"))
+        if "baseline" in self.questions:
+            from .baselines import baseline_kind
+
+            baseline_kind(self.train_dataset, "auto", args.text_column, args.image_column)  # no raw column: now
+            self._add("baseline", Variant("pretrained", {}, "baseline", base_label))
+            self._add("baseline", Variant("baseline", {"baseline": "auto"}, "baseline",
+                                          "classical baseline: TF-IDF + logistic regression (text) or logistic "
+                                          "regression on raw pixels (images), same folds"))
         if "freeze" in self.questions:
             n = self._layout_blocks()
             depths = default_freeze_depths(n) if self.freeze_depths is None else sorted(set(self.freeze_depths))
@@ -495,7 +513,8 @@ class TransferStudy:
         self.runs: dict[str, str] = {}
         seen: dict[str, str] = {}
         for name, variant in self.variants.items():
-            key = json.dumps([variant.pretrained, self._config_for(variant).result_fingerprint_dict()],
+            key = json.dumps([variant.pretrained, variant.classical,
+                              self._config_for(variant).result_fingerprint_dict()],
                              sort_keys=True, default=str)
             self.runs[name] = seen.setdefault(key, name)
 
@@ -504,7 +523,7 @@ class TransferStudy:
         return {"eval_strategy": "epoch"} if "overfitting" in self.questions else {}
 
     def _config_for(self, variant: Variant, output_dir: str | Path | None = None, **extra) -> KFoldConfig:
-        overrides = {k: v for k, v in variant.overrides.items() if k != "pretrained"}
+        overrides = {k: v for k, v in variant.overrides.items() if k not in ("pretrained", "baseline")}
         names = {f.name for f in dataclasses.fields(KFoldConfig)}
         unknown = sorted(set(overrides) - names)
         if unknown:
@@ -524,7 +543,8 @@ class TransferStudy:
         if isinstance(self.model, str):
             if processing_class is None:
                 processing_class = load_processor(self.model)
-            return load_classifier(self.model, self.class_names, self.n_labels, pretrained=False), processing_class
+            return load_classifier(self.model, self.class_names, self.n_labels, pretrained=False,
+                                   text_pooling=config.text_pooling), processing_class
         return type(self.model)(copy.deepcopy(self.model.config)), processing_class
 
     def make_trainer(self, variant: Variant, dataset: datasets.Dataset | None = None,
@@ -547,11 +567,16 @@ class TransferStudy:
         bar = tqdm(unique, desc="Study variants", unit="variant", disable=self.args.disable_tqdm)
         for run in bar:
             bar.set_postfix({"variant": run})
+            if self.variants[run].classical:
+                continue  # fitted below, on the folds the trained variants wrote
             trainer = self.make_trainer(self.variants[run])
             results[run] = trainer.cross_validate()
             is_main = trainer.is_world_process_zero()
             del trainer  # the trainer released its fold models already; drop the template before the next one
         bar.close()
+        for run in unique:
+            if self.variants[run].classical:
+                results[run] = self._run_baseline(self.variants[run], out / next(r for r in results), is_main)
         fingerprints = {run: folds_fingerprint(load_folds(out / run / "folds.json")[0]) for run in unique} \
             if is_main else {}
         if len(set(fingerprints.values())) > 1:  # cannot happen unless a variant changed the fold settings
@@ -570,6 +595,23 @@ class TransferStudy:
         if is_main:
             report.save(out)
         return report
+
+    def _run_baseline(self, variant: Variant, trained_run: Path, is_main: bool) -> CVResults:
+        """The classical baseline fitted on the folds of `trained_run` (its `folds.json`, copied beside it)."""
+        from .baselines import classical_baseline
+        from .folds import save_folds
+
+        folds, metadata = load_folds(trained_run / "folds.json")
+        args = self.args
+        cv = classical_baseline(self.train_dataset, folds, kind=variant.classical, label_column=args.label_column,
+                                text_column=args.text_column, image_column=args.image_column, metrics=args.metrics,
+                                metric_average=args.metric_average, seed=args.seed,
+                                compute_metrics=self.trainer_kwargs.get("compute_metrics"))
+        if is_main:
+            directory = Path(args.output_dir) / variant.name
+            save_folds(folds, directory / "folds.json", metadata)
+            cv.save(directory)
+        return cv
 
     # ---- analysis ----------------------------------------------------------------------------------------
     def _resolve_metric(self, results: dict[str, CVResults]) -> str:
@@ -596,6 +638,12 @@ class TransferStudy:
                     "pretrained", "pretrained", "scratch", variants["pretrained"], variants["scratch"], metric,
                     self.rope, self.alpha,
                     context=f"With finetune_strategy={self.args.finetune_strategy}: "))
+            elif question == "baseline":
+                verdicts.append(pairwise_verdict(
+                    "baseline", "pretrained", "baseline", variants["pretrained"], variants["baseline"], metric,
+                    self.rope, self.alpha,
+                    context=f"Pretrained with finetune_strategy={self.args.finetune_strategy} against the classical "
+                            f"baseline ({variants['baseline'].config.get('baseline')}) on the same folds: "))
             elif question in SELECTION_QUESTIONS:
                 verdicts.append(self._selection_verdict(question, variants))
         diagnoses = {}

@@ -118,3 +118,78 @@ def test_ensemble_predicts_raw_text_and_says_when_there_are_no_models(tmp_path):
     KFoldTrainer(base, args, train_dataset=dataset_for("bert")).cross_validate()
     with pytest.raises(FileNotFoundError, match="no fold models"):
         KFoldEnsemble.from_pretrained(tmp_path / "none")
+
+
+def _raw_texts(n: int = 24):
+    """Texts of 1 to 6 words of the tiny tokenizer's vocabulary, so that every batch is padded differently."""
+    from datasets import ClassLabel, Dataset
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    texts = [" ".join(f"w{5 + 15 * c + int(rng.integers(0, 15))}" for _ in range(1 + i % 6))
+             for i, c in enumerate(labels)]
+    return Dataset.from_dict({"text": texts, "label": labels}).cast_column("label",
+                                                                          ClassLabel(names=["c0", "c1", "c2"]))
+
+
+def _count_calls(module, counter: list):
+    return module.register_forward_hook(lambda *_: counter.append(1))
+
+
+# (model, finetune_strategy, extra settings, a layer inside the frozen part: it runs only when the part does)
+SHARED = {
+    "vit-linear_probe": ("vit", "linear_probe", {}, "vit.embeddings.patch_embeddings"),
+    "efficientnet-freeze": ("efficientnet", "freeze", {"freeze_layers": 2}, "efficientnet.embeddings.convolution"),
+    "bert-freeze-padded-text": ("bert", "freeze", {"freeze_layers": 1, "max_length": 8},
+                                "bert.embeddings.word_embeddings"),
+    "bert-linear_probe-padded-text": ("bert", "linear_probe", {"max_length": 8}, "bert.embeddings.word_embeddings"),
+}
+
+
+@pytest.mark.parametrize("case", list(SHARED))
+def test_the_frozen_part_runs_once_for_all_fold_models_with_the_same_predictions(case, tmp_path):
+    name, strategy, extra, first_frozen = SHARED[case]
+    base = save_base(tmp_path / "base", name)
+    data = _raw_texts() if name == "bert" else dataset_for(name)
+    args = make_config(tmp_path / "cv", finetune_strategy=strategy, save_fold_models=True, n_folds=3, **extra)
+    results = KFoldTrainer(base, args, train_dataset=data).cross_validate()
+    ensemble = KFoldEnsemble.from_pretrained(tmp_path / "cv")
+
+    calls = [[] for _ in ensemble.models]
+    hooks = [_count_calls(m.get_submodule(first_frozen), c) for m, c in zip(ensemble.models, calls)]
+    inputs = list(data["text"]) if name == "bert" else data
+    shared = ensemble.predict(inputs, batch_size=8)
+    once = [len(c) for c in calls]
+    for c in calls:
+        c.clear()
+    whole = ensemble.predict(inputs, batch_size=8, share_frozen=False)
+    every = [len(c) for c in calls]
+    for hook in hooks:
+        hook.remove()
+
+    batches = -(-len(data) // 8)
+    assert every == [batches] * 3  # each fold model ran its own copy of the frozen part
+    assert once[1:] == [0, 0] and batches <= once[0] <= batches + 1  # once in all (+ the cache's exactness check)
+    np.testing.assert_allclose(shared.fold_probabilities, whole.fold_probabilities, atol=1e-6, rtol=0)
+    assert (shared.predictions == whole.predictions).all()
+    if name != "bert":  # rows in the run's order: the fold models reproduce their out-of-fold probabilities
+        _check_reproduces_oof(ensemble, results, data)
+
+
+def test_fold_models_whose_frozen_parts_differ_are_run_whole(tmp_path):
+    base = save_base(tmp_path / "base", "vit")
+    data = dataset_for("vit")
+    args = make_config(tmp_path / "cv", finetune_strategy="linear_probe", save_fold_models=True, n_folds=2)
+    KFoldTrainer(base, args, train_dataset=data).cross_validate()
+    ensemble = KFoldEnsemble.from_pretrained(tmp_path / "cv")
+    import torch
+
+    with torch.no_grad():
+        ensemble.models[1].vit.embeddings.patch_embeddings.projection.weight.mul_(1.5)
+    calls = []
+    hook = _count_calls(ensemble.models[1].vit.embeddings.patch_embeddings, calls)
+    shared = ensemble.predict(data, batch_size=8)
+    hook.remove()
+    assert len(calls) == -(-len(data) // 8)  # not shared: model 1 ran its own (different) frozen part
+    np.testing.assert_allclose(shared.fold_probabilities, ensemble.predict(data, share_frozen=False).fold_probabilities,
+                               atol=1e-6, rtol=0)
