@@ -1,4 +1,5 @@
-"""hf_tlcv Space: cross-validate fine-tuning from the browser, compare settings, predict with the fold ensemble, push.
+"""hf_tlcv Space: cross-validate fine-tuning from the browser, compare and tune settings, audit the data, predict
+with the fold ensemble, push.
 
 Run it locally from the repository root:
 
@@ -9,7 +10,8 @@ Run it locally from the repository root:
 
 or deploy `spaces/` as a Hugging Face Space (see spaces/README.md, which also holds the threat model). The app is UI
 wiring over the library: upload checks and image limits (`hf_tlcv.upload`), training (`KFoldTrainer`), comparisons
-(`TransferStudy`), predictions (`KFoldEnsemble`) and pushes (`CVResults.push_to_hub`). What a visitor's request may
+(`TransferStudy`), searches (`KFoldTrainer.hyperparameter_search`), audits (`CVResults.audit`), predictions
+(`KFoldEnsemble`) and pushes (`CVResults.push_to_hub`). What a visitor's request may
 do on this machine is decided in `boundary.py`, next to this file.
 
 Every visitor (Gradio session) gets a private working folder; runs are queued one at a time on the shared machine,
@@ -142,12 +144,26 @@ class Visitor:
     data_key: tuple | None = None
     dataset: Any = None
     runs: dict[str, tuple[Path, str, str | None]] = field(default_factory=dict)  # name -> (folder, label, dataset)
+    # name -> (the rows the run's folds were cut from, their embeddings from its frozen-feature cache or None): Audit
+    rows: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    audits: dict[str, tuple[Any, dict]] = field(default_factory=dict)  # name -> (AuditReport, files it saved)
     ensemble: tuple[tuple, Any] | None = None
     counter: int = 0
 
     @property
     def last_run(self) -> str | None:
         return next(reversed(self.runs), None)
+
+    def own_run(self, name: str | None, none_yet: str) -> str:
+        """`name` (default: the last run) if it is one of this visitor's runs of this session, looked up by name
+        only (never a path); else a [`VisitorError`] (`none_yet` when there is no run at all)."""
+        name = (name or "").strip() or self.last_run
+        if name is None:
+            raise VisitorError(none_yet)
+        if name not in self.runs:
+            raise VisitorError(f"There is no run {name[:100]!r} in your session; choose one of your runs from the "
+                               "list.")
+        return name
 
     def remove_if_left(self) -> None:
         if self.left and not self.active:
@@ -272,6 +288,14 @@ def fold_table(folds: list) -> pd.DataFrame:
 RUN_EMPTY = (fold_table([]), "", None, None, None, None)  # table, summary, 3 plots, download
 STUDY_EMPTY = ("", "", [], None)  # verdicts, report, plots, download
 TUNE_EMPTY = ("", None, None)  # report, history plot, download
+ISSUE_COLUMNS = ["row", "given", "predicted", "p(predicted)", "p(given)", "label quality"]
+LEAK_COLUMNS = ["repeat", "fold", "eval rows", "with a near-duplicate in train", "share"]
+AUDIT_EMPTY = ("", [], pd.DataFrame(columns=ISSUE_COLUMNS), pd.DataFrame(columns=LEAK_COLUMNS))
+# The library's issue types, with cleanlab's label search in this process: by default it forks a pool of workers,
+# which deadlocks in a process that already runs threads (the server, torch's).
+AUDIT_ISSUES = {"label": {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}},
+                "near_duplicate": {}, "outlier": {}}
+AUDIT_ROWS = 50  # label issues listed on the page: those audit.json keeps (AuditReport.save's top_k)
 
 
 def summary_markdown(results: CVResults) -> str:
@@ -288,6 +312,55 @@ def summary_markdown(results: CVResults) -> str:
                  "" if train is None else f"{train:.4f}", f"{pooled:.4f}" if isinstance(pooled, float) else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def cached_embeddings(trainer: KFoldTrainer):
+    """The audit's embeddings from a linear probe's frozen-feature cache, which the run has built already (no extra
+    pass), or `None`: the audit then makes one embedding pass. Never raises: a finished run is not lost to this."""
+    if trainer.cv_args.finetune_strategy != "linear_probe":
+        return None
+    try:
+        from hf_tlcv.audit import embeddings_from_feature_cache
+
+        cache = trainer.feature_cache
+        return embeddings_from_feature_cache(cache) if cache is not None else None
+    except Exception as exc:  # noqa: BLE001
+        logger.info("No embeddings from the feature cache (the audit will compute them): %s", exc)
+        return None
+
+
+def audit_outputs(report, written: dict, run_label: str) -> tuple:
+    """What the Audit section shows of an `AuditReport`: a status line, the numbers, the gallery, the label issues
+    and the leakage per fold. Class names come from the visitor's data: they reach the page escaped, or in tables."""
+    n_rows = len(report.issues)
+    n_eval = int(report.fold_leakage["n_eval"].sum())
+    lines = [f"**{n_rows:,} rows audited** with the out-of-fold predictions of the cross-validation"
+             + (f" (mean over {report.n_repeats} repeats)" if report.n_repeats > 1 else "")
+             + (f" and the pretrained embeddings ({escape_markdown(report.embeddings_from)})"
+                if report.embeddings_from else "") + "; no model was trained for it.", "",
+             "| issue | rows flagged | share | score (1 = clean) |", "|---|---:|---:|---:|"]
+    lines += [f"| {escape_markdown(str(r.issue_type))} | {r.num_issues} | {r.num_issues / max(n_rows, 1):.1%} | "
+              f"{r.score:.3f} |" for r in report.issue_summary.itertuples()]
+    lines += ["", f"**Leakage across folds:** {report.n_leaked} of {n_eval} evaluations "
+                  f"({report.n_leaked / max(n_eval, 1):.1%}) were of a row with a near-duplicate in its fold's "
+                  f"training part; {len(report.near_duplicate_pairs)} near-duplicate pairs, "
+                  f"{len(report.straddling_pairs)} of them split between training and evaluation."]
+    issues = report.label_issues.head(AUDIT_ROWS)
+    table = pd.DataFrame({ISSUE_COLUMNS[0]: issues["row"].astype(int), ISSUE_COLUMNS[1]: issues["given"],
+                          ISSUE_COLUMNS[2]: issues["predicted"],
+                          ISSUE_COLUMNS[3]: [f"{v:.4f}" for v in issues["prob_prediction"]],
+                          ISSUE_COLUMNS[4]: [f"{v:.4f}" for v in issues["prob_label"]],
+                          ISSUE_COLUMNS[5]: [f"{v:.4f}" for v in issues["label_score"]]}, columns=ISSUE_COLUMNS)
+    leak = report.fold_leakage
+    leakage = pd.DataFrame(dict(zip(LEAK_COLUMNS, (leak["repeat"], leak["fold"], leak["n_eval"], leak["n_leaked"],
+                                                   [f"{v:.1%}" for v in leak["share"]]))), columns=LEAK_COLUMNS)
+    gallery = [(str(written[k]), caption) for k, caption in (("gallery", "suspected label errors"),
+                                                              ("pairs", "near-duplicates split across folds"))
+               if k in written]
+    status = _say("ok", f"{run_label}: {report.count('label')} suspected label errors, "
+                        f"{len(report.near_duplicate_pairs)} near-duplicate pairs, {report.n_leaked} leaked "
+                        "evaluations. The run's results folder (and its model card, for Push) now holds the audit.")
+    return status, "\n".join(lines), gallery, table, leakage
 
 
 def run_in_thread(job: Callable[[], Any], progress: LiveProgress, render: Callable[[LiveProgress], tuple],
@@ -547,12 +620,14 @@ class SpaceApp:
         def job():
             trainer = KFoldTrainer(model, config, train_dataset=dataset, callbacks=[progress])
             progress.check()
-            return trainer.cross_validate()
+            return trainer.cross_validate(), cached_embeddings(trainer)
 
         for item in run_in_thread(job, progress, lambda p: (p.status(), fold_table(p.finished), *RUN_EMPTY[1:])):
             if item[0] == "done":
                 try:
-                    yield self._finished_run(visitor, out, item[1], progress, settings, source, len(dataset))
+                    results, embeddings = item[1]
+                    visitor.rows[out.name] = (dataset, embeddings)
+                    yield self._finished_run(visitor, out, results, progress, settings, source, len(dataset))
                 except Exception as exc:  # noqa: BLE001
                     yield (self._error(exc, token), fold_table(progress.finished), *RUN_EMPTY[1:])
             elif item[0] == "cancelled":
@@ -716,6 +791,51 @@ class SpaceApp:
                             f"({pruning.get('fold_trainings_saved', 0)} fold trainings saved).")
         return (status, report.to_markdown(plots_dir=None), _existing(out / PLOTS_DIR / PLOT_FILES["history"]), archive)
 
+    # ---- audit -------------------------------------------------------------------------------------------------
+    def audit(self, run_name, request: gr.Request = None):
+        """Audit the data of one of the visitor's runs with its out-of-fold predictions (`CVResults.audit`); yields
+        (status, numbers, gallery, label issues, leakage per fold)."""
+        yield from self._exclusive(request, AUDIT_EMPTY, lambda visitor: self._audit(visitor, run_name))
+
+    def _audit(self, visitor: Visitor, run_name) -> Iterator[tuple]:
+        try:
+            from hf_tlcv.audit import check_available
+
+            name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab); then audit it here.")
+            check_available()
+        except Exception as exc:  # noqa: BLE001
+            yield (self._error(exc), *AUDIT_EMPTY)
+            return
+        if name in visitor.audits:  # audited already: the report is shown again, nothing is computed
+            yield audit_outputs(*visitor.audits[name], visitor.runs[name][1])
+            return
+        folder = visitor.runs[name][0]
+        rows, embeddings = visitor.rows[name]
+        how = ("the embeddings from the run's frozen-feature cache" if embeddings is not None
+               else "one embedding pass of the pretrained model")
+        progress = LiveProgress(0, visitor.cancel)
+
+        def job():
+            report = CVResults.load(folder).audit(rows, embeddings=embeddings, issue_types=AUDIT_ISSUES)
+            if embeddings is not None:
+                report.embeddings_from = "feature cache"  # as the recipes' `audit_run` says it
+            return report, report.save(folder)  # audit.json and audit/ beside the run's results; the card gains it
+
+        def busy(p: LiveProgress) -> tuple:
+            return (_say("busy", f"auditing {len(rows):,} rows with {how} · {time.time() - p.started:.0f} s elapsed"),
+                    *AUDIT_EMPTY)
+
+        for item in run_in_thread(job, progress, busy):
+            if item[0] == "done":
+                visitor.audits[name] = item[1]
+                yield audit_outputs(*item[1], visitor.runs[name][1])
+            elif item[0] == "error":
+                yield (self._error(item[1]), *AUDIT_EMPTY)
+            elif item[0] == "cancelled":  # only when the page went away: the audit itself has no training step
+                yield (_say("cancel", "the audit stopped."), *AUDIT_EMPTY)
+            else:
+                yield item
+
     # ---- predict -----------------------------------------------------------------------------------------------
     def run_choices(self, request: gr.Request = None):
         """The visitor's own runs, newest first, for the Predict tab's list."""
@@ -747,12 +867,8 @@ class SpaceApp:
                 folder = self._download_run(visitor, repo, token)
                 visitor.ensemble = (key, KFoldEnsemble.from_pretrained(folder))
             return visitor.ensemble[1]
-        name = (run_name or "").strip() or visitor.last_run
-        if name is None:
-            raise VisitorError("Run a cross-validation first (Cross-validate tab), or type the Hub id of a run "
-                               "pushed with hf_tlcv.")
-        if name not in visitor.runs:  # only this visitor's own runs of this session, looked up by name
-            raise VisitorError(f"There is no run {name!r} in your session; choose one of your runs from the list.")
+        name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab), or type the Hub id of a "
+                                         "run pushed with hf_tlcv.")
         key = ("run", name)
         if visitor.ensemble is None or visitor.ensemble[0] != key:
             visitor.ensemble = (key, KFoldEnsemble.from_pretrained(visitor.runs[name][0]))
@@ -944,6 +1060,26 @@ class SpaceApp:
                 tune_history = _plot("Optimisation history", "tune-history")
                 tune_report = gr.Markdown(elem_id="tune-report", latex_delimiters=no_latex)
                 tune_download = gr.File(label="Search folder (zip)", elem_id="tune-download")
+            with gr.Tab("Audit") as audit_tab:
+                gr.Markdown("Audit the data of one of your runs with the run's own out-of-fold predictions "
+                            "(cleanlab's Datalab): rows whose label the models that never trained on them disbelieve, "
+                            "near-duplicates and outliers, and the near-duplicates that sat on both sides of a fold "
+                            "(leakage: it inflates the estimate). It trains nothing: it reads the run's predictions "
+                            "and folds, and the pretrained embeddings of its rows (a linear probe's frozen features, "
+                            "else one forward pass of the model).")
+                audit_choice = gr.Dropdown([], label="Run to audit: one of your runs (newest first)",
+                                           allow_custom_value=True, elem_id="audit-run")
+                with gr.Row(equal_height=True):
+                    audit_button = gr.Button("Audit", variant="primary", elem_id="audit-button", scale=2)
+                    audit_progress = gr.HTML("", elem_id="audit-progress", min_height=40, scale=3)
+                audit_status = gr.Markdown(elem_id="audit-status", latex_delimiters=no_latex)
+                audit_numbers = gr.Markdown(elem_id="audit-numbers", latex_delimiters=no_latex)
+                audit_gallery = gr.Gallery(label="Suspected label errors, and near-duplicates split across folds",
+                                           columns=1, height="auto", object_fit="contain", elem_id="audit-gallery")
+                audit_issues = gr.Dataframe(AUDIT_EMPTY[2], label="Suspected label errors (lowest label quality "
+                                            "first)", interactive=False, elem_id="audit-issues")
+                audit_leakage = gr.Dataframe(AUDIT_EMPTY[3], label="Leakage per fold", interactive=False,
+                                             elem_id="audit-leakage")
             with gr.Tab("Predict") as predict_tab:
                 gr.Markdown("Classify an image with the fold ensemble of one of your runs (or of a run pushed to the "
                             "Hub): the class probabilities are averaged over the k fold models, and each fold's vote "
@@ -1017,6 +1153,10 @@ class SpaceApp:
                 api_name="tune", concurrency_limit=1, concurrency_id="training", show_progress="full",
                 show_progress_on=tune_progress)
             tune_cancel.click(self.cancel_from_page, None, tune_status, api_visibility="private", queue=False)
+            audit_tab.select(self.run_choices, None, audit_choice, api_visibility="private", queue=False)
+            audit_button.click(self.audit, audit_choice, [audit_status, audit_numbers, audit_gallery, audit_issues,
+                                                          audit_leakage], api_name="audit", concurrency_limit=1,
+                               concurrency_id="training", show_progress="full", show_progress_on=audit_progress)
             predict_tab.select(self.run_choices, None, predict_run, api_visibility="private", queue=False)
             image_file.upload(self.check_image, image_file, [predict_status, image_shown], api_visibility="private",
                               concurrency_limit=2)

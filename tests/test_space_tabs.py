@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,4 +104,81 @@ def test_tune_settings_outside_the_page_are_refused_through_the_api(space, overr
         status, shown = f"**Error:** {exc}", ["", None, None]
     assert status.startswith("**Error:**") and re.search(refusal, status.replace("\\", "")), status
     assert shown == ["", None, None]
-    assert set(space.workdir.glob("visitor-*/tune-*")) == before  # refused before any folder or training
+    assert set(space.workdir.glob("visitor-*/tune-*")) <= before  # refused before any folder or training
+
+
+# ---- Audit -------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def own_run(space):
+    """A visitor with one finished small run (a linear probe: its frozen features serve as the audit's embeddings)."""
+    pytest.importorskip("cleanlab")
+    visitor = client(space)
+    status, *_ = visitor.predict(*run_args(), api_name="/run")
+    assert "2 folds in" in status, status
+    return visitor, latest(space, "visitor-*/run-*/cv_results.json").parent
+
+
+def shown_rows(table: dict) -> list[dict]:
+    return [dict(zip(table["headers"], row)) for row in table["data"]]
+
+
+def test_audit_of_a_visitors_run_shows_the_saved_numbers(own_run):
+    import pandas as pd
+
+    from hf_tlcv.folds import load_folds
+
+    visitor, folder = own_run
+    status, numbers, gallery, issues, leakage = visitor.predict("", api_name="/audit")  # "": the last run
+    assert status.startswith("**Done:** Run 1:"), status
+    saved = json.loads((folder / "audit.json").read_text())
+    assert saved["n_audited"] == 48 and saved["embeddings_from"] == "feature cache"  # no extra embedding pass
+    assert "**48 rows audited**" in numbers and "(feature cache)" in numbers
+    for rec in saved["issue_summary"]:  # markdown escapes aside, one row per issue type with its count and score
+        assert f"| {rec['issue_type']} | {rec['num_issues']} |" in numbers.replace("\\", "")
+        assert f"| {rec['score']:.3f} |" in numbers
+    flagged = pd.read_parquet(folder / "audit" / "issues.parquet")["is_label_issue"]
+    assert f"{int(flagged.sum())} suspected label errors" in status
+
+    # The label issues shown are audit.json's, and p(given) is the run's own out-of-fold probability of the label.
+    rows = shown_rows(issues)
+    assert [int(r["row"]) for r in rows] == [r["row"] for r in saved["label_issues"]] and len(rows) == flagged.sum()
+    oof = pd.read_parquet(folder / "oof_predictions.parquet").set_index("row")
+    for row in rows:
+        label = int(oof.loc[int(row["row"]), "label"])
+        assert float(row["p(given)"]) == pytest.approx(oof.loc[int(row["row"]), f"prob_{label}"], abs=6e-5)
+        assert row["given"] == saved["label_names"][label]
+
+    # Leakage per fold, recomputed from folds.json and the near-duplicate pairs found.
+    pairs = [(p["row_a"], p["row_b"]) for p in saved["near_duplicate_pairs"]]
+    folds = load_folds(folder / "folds.json")[0]
+    shown = shown_rows(leakage)
+    assert len(shown) == len(folds) == 2
+    for fold, row in zip(folds, shown):
+        evaluated, trained = set(fold.eval_indices.tolist()), set(fold.train_indices.tolist())
+        leaked = {a for a, b in pairs if a in evaluated and b in trained} | {
+            b for a, b in pairs if b in evaluated and a in trained}
+        assert (int(row["fold"]), int(row["eval rows"])) == (fold.fold, len(evaluated))
+        assert int(row["with a near-duplicate in train"]) == len(leaked)
+    assert f"{saved['leakage']['n_leaked']} of {saved['leakage']['n_eval']} evaluations" in numbers
+
+    # The gallery is the images the audit saved beside the run's results.
+    assert sorted(Path(item["image"]).name for item in gallery) == sorted(
+        p.name for p in (folder / "audit").glob("*.png"))
+
+    # Asked again, the same report comes back without a second audit.
+    stamp = (folder / "audit.json").stat().st_mtime_ns
+    assert visitor.predict("", api_name="/audit")[0] == status
+    assert (folder / "audit.json").stat().st_mtime_ns == stamp
+
+
+def test_a_stranger_cannot_audit_another_visitors_run(space, own_run):
+    _, folder = own_run
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    stranger = client(space)
+    for name in ("", folder.name, f"../{folder.parent.name}/{folder.name}", str(folder)):
+        status, numbers, gallery, issues, leakage = stranger.predict(name, api_name="/audit")
+        assert status.startswith("**Error:**") and not numbers and not gallery, status
+        assert ("Run a cross-validation first" in status if not name else "There is no run" in status), status
+        assert str(space.workdir) not in status
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # the owner's run is untouched
+    assert len(list(space.workdir.glob("visitor-*/run-*/audit.json"))) == 1  # and nobody else's run was audited
