@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("gradio")
 pytest.importorskip("optuna")
 from hub_server import HubServer  # noqa: E402  (tests/ is on sys.path under pytest)
-from space_harness import BUILTIN, LITE0, PROBE, run_args, running_app  # noqa: E402
+from space_harness import BUILTIN, LITE0, PROBE, ZIP, png, run_args, running_app  # noqa: E402
 
 FREEZE = "Freeze the bottom blocks"
 
@@ -109,11 +109,22 @@ def test_tune_settings_outside_the_page_are_refused_through_the_api(space, overr
 
 # ---- Audit -------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def own_run(space):
-    """A visitor with one finished small run (a linear probe: its frozen features serve as the audit's embeddings)."""
+def own_run(space, tmp_path_factory):
+    """A visitor with one finished small run (a linear probe: its frozen features serve as the audit's embeddings) on
+    an uploaded zip of near-identical dark and bright squares, one bright square filed as dark."""
     pytest.importorskip("cleanlab")
+    from gradio_client import handle_file
+
+    folder = tmp_path_factory.mktemp("zip")
+    archive = folder / "squares.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for i in range(12):
+            out.write(png(folder / f"d{i}.png", 10 + 3 * i), f"dark/{i}.png")
+            out.write(png(folder / f"b{i}.png", 200 + 3 * i), f"bright/{i}.png")
+        out.write(png(folder / "wrong.png", 240), "dark/wrong.png")
     visitor = client(space)
-    status, *_ = visitor.predict(*run_args(), api_name="/run")
+    status, *_ = visitor.predict(*run_args(source=ZIP, upload=handle_file(str(archive)), sample_cap=0, epochs=3,
+                                           learning_rate=0.03), api_name="/run")
     assert "2 folds in" in status, status
     return visitor, latest(space, "visitor-*/run-*/cv_results.json").parent
 
@@ -131,8 +142,8 @@ def test_audit_of_a_visitors_run_shows_the_saved_numbers(own_run):
     status, numbers, gallery, issues, leakage = visitor.predict("", api_name="/audit")  # "": the last run
     assert status.startswith("**Done:** Run 1:"), status
     saved = json.loads((folder / "audit.json").read_text())
-    assert saved["n_audited"] == 48 and saved["embeddings_from"] == "feature cache"  # no extra embedding pass
-    assert "**48 rows audited**" in numbers and "(feature cache)" in numbers
+    assert saved["n_audited"] == 25 and saved["embeddings_from"] == "feature cache"  # no extra embedding pass
+    assert "**25 rows audited**" in numbers and "(feature cache)" in numbers
     for rec in saved["issue_summary"]:  # markdown escapes aside, one row per issue type with its count and score
         assert f"| {rec['issue_type']} | {rec['num_issues']} |" in numbers.replace("\\", "")
         assert f"| {rec['score']:.3f} |" in numbers
