@@ -1,4 +1,5 @@
-"""hf_tlcv Space: cross-validate fine-tuning from the browser, compare settings, predict with the fold ensemble, push.
+"""hf_tlcv Space: cross-validate fine-tuning from the browser, compare and tune settings, audit the data, predict
+with the fold ensemble, push.
 
 Run it locally from the repository root:
 
@@ -9,7 +10,8 @@ Run it locally from the repository root:
 
 or deploy `spaces/` as a Hugging Face Space (see spaces/README.md, which also holds the threat model). The app is UI
 wiring over the library: upload checks and image limits (`hf_tlcv.upload`), training (`KFoldTrainer`), comparisons
-(`TransferStudy`), predictions (`KFoldEnsemble`) and pushes (`CVResults.push_to_hub`). What a visitor's request may
+(`TransferStudy`), searches (`KFoldTrainer.hyperparameter_search`), audits (`CVResults.audit`), predictions
+(`KFoldEnsemble`) and pushes (`CVResults.push_to_hub`). What a visitor's request may
 do on this machine is decided in `boundary.py`, next to this file.
 
 Every visitor (Gradio session) gets a private working folder; runs are queued one at a time on the shared machine,
@@ -21,6 +23,7 @@ its environment once started.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import os
@@ -51,6 +54,7 @@ from boundary import (  # noqa: E402  (spaces/ is the script's folder, first on 
     hub_repo_id,
     identity_markdown,
     push_credentials,
+    ticked,
     visitor_message,
 )
 from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer  # noqa: E402
@@ -90,6 +94,9 @@ QUESTIONS = {
     "Overfitting (train vs. eval per fold and epoch)": "overfitting",
 }
 QUESTION_TITLES = {v: k for k, v in QUESTIONS.items()}
+# Tune's default checklist: the two strategies whose trials share the frozen features computed once per trial.
+TUNE_STRATEGIES = ["Linear probe (train the head only)", "Freeze the bottom blocks"]
+TUNE_TRIALS = 4
 # The default run: the demo's recipe (`make demo`: linear probe, 128 px, lr 3e-3, 1,000 images, 5 folds, 3 epochs),
 # which reaches 0.925 accuracy; with the frozen-feature cache it takes about a minute on 2 CPU cores.
 DEFAULTS = dict(strategy=next(iter(STRATEGIES)), freeze_layers=LITE0_BLOCKS // 2, n_folds=5, n_repeats=1, epochs=3,
@@ -137,12 +144,26 @@ class Visitor:
     data_key: tuple | None = None
     dataset: Any = None
     runs: dict[str, tuple[Path, str, str | None]] = field(default_factory=dict)  # name -> (folder, label, dataset)
+    # name -> (the rows the run's folds were cut from, their embeddings from its frozen-feature cache or None): Audit
+    rows: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    audits: dict[str, tuple[Any, dict]] = field(default_factory=dict)  # name -> (AuditReport, files it saved)
     ensemble: tuple[tuple, Any] | None = None
     counter: int = 0
 
     @property
     def last_run(self) -> str | None:
         return next(reversed(self.runs), None)
+
+    def own_run(self, name: str | None, none_yet: str) -> str:
+        """`name` (default: the last run) if it is one of this visitor's runs of this session, looked up by name
+        only (never a path); else a [`VisitorError`] (`none_yet` when there is no run at all)."""
+        name = (name or "").strip() or self.last_run
+        if name is None:
+            raise VisitorError(none_yet)
+        if name not in self.runs:
+            raise VisitorError(f"There is no run {name[:100]!r} in your session; choose one of your runs from the "
+                               "list.")
+        return name
 
     def remove_if_left(self) -> None:
         if self.left and not self.active:
@@ -266,6 +287,15 @@ def fold_table(folds: list) -> pd.DataFrame:
 
 RUN_EMPTY = (fold_table([]), "", None, None, None, None)  # table, summary, 3 plots, download
 STUDY_EMPTY = ("", "", [], None)  # verdicts, report, plots, download
+TUNE_EMPTY = ("", None, None)  # report, history plot, download
+ISSUE_COLUMNS = ["row", "given", "predicted", "p(predicted)", "p(given)", "label quality"]
+LEAK_COLUMNS = ["repeat", "fold", "eval rows", "with a near-duplicate in train", "share"]
+AUDIT_EMPTY = ("", [], pd.DataFrame(columns=ISSUE_COLUMNS), pd.DataFrame(columns=LEAK_COLUMNS))
+# The library's issue types, with cleanlab's label search in this process: by default it forks a pool of workers,
+# which deadlocks in a process that already runs threads (the server, torch's).
+AUDIT_ISSUES = {"label": {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}},
+                "near_duplicate": {}, "outlier": {}}
+AUDIT_ROWS = 50  # label issues listed on the page: those audit.json keeps (AuditReport.save's top_k)
 
 
 def summary_markdown(results: CVResults) -> str:
@@ -282,6 +312,55 @@ def summary_markdown(results: CVResults) -> str:
                  "" if train is None else f"{train:.4f}", f"{pooled:.4f}" if isinstance(pooled, float) else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def cached_embeddings(trainer: KFoldTrainer):
+    """The audit's embeddings from a linear probe's frozen-feature cache, which the run has built already (no extra
+    pass), or `None`: the audit then makes one embedding pass. Never raises: a finished run is not lost to this."""
+    if trainer.cv_args.finetune_strategy != "linear_probe":
+        return None
+    try:
+        from hf_tlcv.audit import embeddings_from_feature_cache
+
+        cache = trainer.feature_cache
+        return embeddings_from_feature_cache(cache) if cache is not None else None
+    except Exception as exc:  # noqa: BLE001
+        logger.info("No embeddings from the feature cache (the audit will compute them): %s", exc)
+        return None
+
+
+def audit_outputs(report, written: dict, run_label: str) -> tuple:
+    """What the Audit section shows of an `AuditReport`: a status line, the numbers, the gallery, the label issues
+    and the leakage per fold. Class names come from the visitor's data: they reach the page escaped, or in tables."""
+    n_rows = len(report.issues)
+    n_eval = int(report.fold_leakage["n_eval"].sum())
+    lines = [f"**{n_rows:,} rows audited** with the out-of-fold predictions of the cross-validation"
+             + (f" (mean over {report.n_repeats} repeats)" if report.n_repeats > 1 else "")
+             + (f" and the pretrained embeddings ({escape_markdown(report.embeddings_from)})"
+                if report.embeddings_from else "") + "; no model was trained for it.", "",
+             "| issue | rows flagged | share | score (1 = clean) |", "|---|---:|---:|---:|"]
+    lines += [f"| {escape_markdown(str(r.issue_type))} | {r.num_issues} | {r.num_issues / max(n_rows, 1):.1%} | "
+              f"{r.score:.3f} |" for r in report.issue_summary.itertuples()]
+    lines += ["", f"**Leakage across folds:** {report.n_leaked} of {n_eval} evaluations "
+                  f"({report.n_leaked / max(n_eval, 1):.1%}) were of a row with a near-duplicate in its fold's "
+                  f"training part; {len(report.near_duplicate_pairs)} near-duplicate pairs, "
+                  f"{len(report.straddling_pairs)} of them split between training and evaluation."]
+    issues = report.label_issues.head(AUDIT_ROWS)
+    table = pd.DataFrame({ISSUE_COLUMNS[0]: issues["row"].astype(int), ISSUE_COLUMNS[1]: issues["given"],
+                          ISSUE_COLUMNS[2]: issues["predicted"],
+                          ISSUE_COLUMNS[3]: [f"{v:.4f}" for v in issues["prob_prediction"]],
+                          ISSUE_COLUMNS[4]: [f"{v:.4f}" for v in issues["prob_label"]],
+                          ISSUE_COLUMNS[5]: [f"{v:.4f}" for v in issues["label_score"]]}, columns=ISSUE_COLUMNS)
+    leak = report.fold_leakage
+    leakage = pd.DataFrame(dict(zip(LEAK_COLUMNS, (leak["repeat"], leak["fold"], leak["n_eval"], leak["n_leaked"],
+                                                   [f"{v:.1%}" for v in leak["share"]]))), columns=LEAK_COLUMNS)
+    gallery = [(str(written[k]), caption) for k, caption in (("gallery", "suspected label errors"),
+                                                              ("pairs", "near-duplicates split across folds"))
+               if k in written]
+    status = _say("ok", f"{run_label}: {report.count('label')} suspected label errors, "
+                        f"{len(report.near_duplicate_pairs)} near-duplicate pairs, {report.n_leaked} leaked "
+                        "evaluations. The run's results folder (and its model card, for Push) now holds the audit.")
+    return status, "\n".join(lines), gallery, table, leakage
 
 
 def run_in_thread(job: Callable[[], Any], progress: LiveProgress, render: Callable[[LiveProgress], tuple],
@@ -424,7 +503,7 @@ class SpaceApp:
 
     @staticmethod
     def _config(output_dir: Path, settings: RunSettings, label_column: str = "label",
-                save_fold_models: bool = True) -> KFoldConfig:
+                save_fold_models: bool = True, feature_cache: str = "auto") -> KFoldConfig:
         finetune = STRATEGIES[settings.strategy]
         return KFoldConfig(
             output_dir=str(output_dir), n_folds=settings.n_folds, n_repeats=settings.n_repeats,
@@ -433,6 +512,7 @@ class SpaceApp:
             label_column=label_column, per_device_train_batch_size=32, per_device_eval_batch_size=64,
             logging_steps=5, report_to="none", disable_tqdm=True, save_strategy="no", seed=42,
             dataloader_pin_memory=False, use_cpu=not _has_cuda(), save_fold_models=save_fold_models,
+            feature_cache=feature_cache,
         )
 
     @staticmethod
@@ -540,12 +620,14 @@ class SpaceApp:
         def job():
             trainer = KFoldTrainer(model, config, train_dataset=dataset, callbacks=[progress])
             progress.check()
-            return trainer.cross_validate()
+            return trainer.cross_validate(), cached_embeddings(trainer)
 
         for item in run_in_thread(job, progress, lambda p: (p.status(), fold_table(p.finished), *RUN_EMPTY[1:])):
             if item[0] == "done":
                 try:
-                    yield self._finished_run(visitor, out, item[1], progress, settings, source, len(dataset))
+                    results, embeddings = item[1]
+                    visitor.rows[out.name] = (dataset, embeddings)
+                    yield self._finished_run(visitor, out, results, progress, settings, source, len(dataset))
                 except Exception as exc:  # noqa: BLE001
                     yield (self._error(exc, token), fold_table(progress.finished), *RUN_EMPTY[1:])
             elif item[0] == "cancelled":
@@ -593,10 +675,7 @@ class SpaceApp:
         from hf_tlcv.study import TransferStudy
 
         try:
-            unknown = [q for q in (questions or []) if q not in QUESTIONS]
-            if unknown or not questions:
-                raise VisitorError(f"Tick at least one question to compare, among: {', '.join(QUESTIONS)}.")
-            chosen = tuple(QUESTIONS[q] for q in questions)
+            chosen = ticked(questions, QUESTIONS, "question to compare")
             settings = self._settings(strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate,
                                       sample_cap, image_size)
             if settings.n_folds * settings.n_repeats < 3 and set(chosen) != {"overfitting"}:
@@ -619,16 +698,23 @@ class SpaceApp:
         progress.total_folds = n_runs * config.n_folds * config.n_repeats
         progress.label = f"{n_runs} variants"
 
-        for item in run_in_thread(study.run, progress, lambda p: (p.status(), *STUDY_EMPTY)):
+        yield from self._follow(study.run, progress, STUDY_EMPTY, "the study stopped. Press Compare to start again.",
+                                lambda report: self._finished_study(visitor, out, report, progress), token)
+
+    def _follow(self, job: Callable[[], Any], progress: LiveProgress, empty: tuple, cancelled: str,
+                finish: Callable[[Any], tuple], token: str | None) -> Iterator[tuple]:
+        """Run `job` in a thread (see `run_in_thread`), showing its status line until it ends; then `finish(result)`,
+        or the cancellation sentence `cancelled`, or the error, each with the `empty` rest of the outputs."""
+        for item in run_in_thread(job, progress, lambda p: (p.status(), *empty)):
             if item[0] == "done":
                 try:
-                    yield self._finished_study(visitor, out, item[1], progress)
+                    yield finish(item[1])
                 except Exception as exc:  # noqa: BLE001
-                    yield (self._error(exc, token), *STUDY_EMPTY)
+                    yield (self._error(exc, token), *empty)
             elif item[0] == "cancelled":
-                yield (_say("cancel", "the study stopped. Press Compare to start again."), *STUDY_EMPTY)
+                yield (_say("cancel", cancelled), *empty)
             elif item[0] == "error":
-                yield (self._error(item[1], token), *STUDY_EMPTY)
+                yield (self._error(item[1], token), *empty)
             else:
                 yield item
 
@@ -641,6 +727,114 @@ class SpaceApp:
         elapsed = time.time() - progress.started
         return (_say("ok", f"{len(report.variants)} variants on identical folds in {elapsed:.0f} s."), verdicts,
                 _strip_images(markdown), [(str(p), p.stem.replace("_", " ")) for p in plots], archive)
+
+    # ---- tune --------------------------------------------------------------------------------------------------
+    def tune(self, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
+             sample_cap, image_size, n_trials, strategies, oauth_token: gr.OAuthToken | None = None,
+             request: gr.Request = None):
+        """A small hyperparameter search (`KFoldTrainer.hyperparameter_search`, every trial a cross-validation on the
+        same folds, the median pruner); yields (status, report, optimisation-history plot, download)."""
+        token = oauth_token.token if oauth_token else None
+        yield from self._exclusive(request, TUNE_EMPTY, lambda visitor: self._tune(
+            visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
+            sample_cap, image_size, n_trials, strategies, token))
+
+    def _tune(self, visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds,
+              epochs, sample_cap, image_size, n_trials, strategies, token):
+        try:
+            n_trials = bounded("n_trials", n_trials)
+            chosen = ticked(strategies, STRATEGIES, "strategy to search")
+            # The first tab's strategy and learning rate are what the search chooses; its epochs bound a trial's.
+            settings = self._settings(DEFAULTS["strategy"], 0, n_folds, 1, epochs, DEFAULTS["learning_rate"],
+                                      sample_cap, image_size)
+            dataset, model, label = self._prepare(visitor, source, upload, hub_id, hub_split, label_column,
+                                                  model_source, hub_model, settings, token)
+            out = visitor.new_dir("tune")
+            # Trials compare scores: no fold models. Frozen features stay in memory, one pass per trial: the search's
+            # default disk cache is shared by every process of the machine and never cleaned, so on a Space it would
+            # keep every visitor's features.
+            config = self._config(out, settings, label, save_fold_models=False, feature_cache="memory")
+        except Exception as exc:  # noqa: BLE001
+            yield (self._error(exc, token), *TUNE_EMPTY)
+            return
+        progress = LiveProgress(n_trials * config.n_folds, visitor.cancel,
+                                label=f"search of {n_trials} trials (pruned trials stop early)")
+
+        def job():
+            import optuna
+            from hf_tlcv.search import model_hp_space
+
+            trainer = KFoldTrainer(model, config, train_dataset=dataset, callbacks=[progress])
+            progress.check()
+            # default_hp_space bounded by the model's blocks, narrowed to the ticked strategies and the page's epochs.
+            space = functools.partial(model_hp_space(trainer), strategies=chosen,
+                                      num_train_epochs=(1, settings.epochs))
+            # The median pruner, judged from the second trial on: with 4 to 10 trials, Optuna's default of 5 startup
+            # trials would leave little to prune.
+            return trainer.hyperparameter_search(hp_space=space, n_trials=n_trials,
+                                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+
+        yield from self._follow(job, progress, TUNE_EMPTY, "the search stopped. Press Search to start again.",
+                                lambda best: self._finished_tune(visitor, out, best.run_summary, progress), token)
+
+    @staticmethod
+    def _finished_tune(visitor: Visitor, out: Path, report, progress: LiveProgress) -> tuple:
+        from hf_tlcv.run_dir import PLOTS_DIR
+        from hf_tlcv.search_report import PLOT_FILES
+
+        archive = shutil.make_archive(str(visitor.root / "downloads" / f"hf_tlcv-{out.name}"), "zip", root_dir=out)
+        elapsed = time.time() - progress.started
+        pruning = report.pruning
+        best = report.best
+        status = _say("ok", f"{len(report.trials)} trials in {elapsed:.0f} s; best: trial {best['trial']}, "
+                            f"{report.metric} {best['value']:.4f}; {pruning.get('n_pruned', 0)} pruned "
+                            f"({pruning.get('fold_trainings_saved', 0)} fold trainings saved).")
+        return (status, report.to_markdown(plots_dir=None), _existing(out / PLOTS_DIR / PLOT_FILES["history"]), archive)
+
+    # ---- audit -------------------------------------------------------------------------------------------------
+    def audit(self, run_name, request: gr.Request = None):
+        """Audit the data of one of the visitor's runs with its out-of-fold predictions (`CVResults.audit`); yields
+        (status, numbers, gallery, label issues, leakage per fold)."""
+        yield from self._exclusive(request, AUDIT_EMPTY, lambda visitor: self._audit(visitor, run_name))
+
+    def _audit(self, visitor: Visitor, run_name) -> Iterator[tuple]:
+        try:
+            from hf_tlcv.audit import check_available
+
+            name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab); then audit it here.")
+            check_available()
+        except Exception as exc:  # noqa: BLE001
+            yield (self._error(exc), *AUDIT_EMPTY)
+            return
+        if name in visitor.audits:  # audited already: the report is shown again, nothing is computed
+            yield audit_outputs(*visitor.audits[name], visitor.runs[name][1])
+            return
+        folder = visitor.runs[name][0]
+        rows, embeddings = visitor.rows[name]
+        how = ("the embeddings from the run's frozen-feature cache" if embeddings is not None
+               else "one embedding pass of the pretrained model")
+        progress = LiveProgress(0, visitor.cancel)
+
+        def job():
+            report = CVResults.load(folder).audit(rows, embeddings=embeddings, issue_types=AUDIT_ISSUES)
+            if embeddings is not None:
+                report.embeddings_from = "feature cache"  # as the recipes' `audit_run` says it
+            return report, report.save(folder)  # audit.json and audit/ beside the run's results; the card gains it
+
+        def busy(p: LiveProgress) -> tuple:
+            return (_say("busy", f"auditing {len(rows):,} rows with {how} · {time.time() - p.started:.0f} s elapsed"),
+                    *AUDIT_EMPTY)
+
+        for item in run_in_thread(job, progress, busy):
+            if item[0] == "done":
+                visitor.audits[name] = item[1]
+                yield audit_outputs(*item[1], visitor.runs[name][1])
+            elif item[0] == "error":
+                yield (self._error(item[1]), *AUDIT_EMPTY)
+            elif item[0] == "cancelled":  # only when the page went away: the audit itself has no training step
+                yield (_say("cancel", "the audit stopped."), *AUDIT_EMPTY)
+            else:
+                yield item
 
     # ---- predict -----------------------------------------------------------------------------------------------
     def run_choices(self, request: gr.Request = None):
@@ -673,12 +867,8 @@ class SpaceApp:
                 folder = self._download_run(visitor, repo, token)
                 visitor.ensemble = (key, KFoldEnsemble.from_pretrained(folder))
             return visitor.ensemble[1]
-        name = (run_name or "").strip() or visitor.last_run
-        if name is None:
-            raise VisitorError("Run a cross-validation first (Cross-validate tab), or type the Hub id of a run "
-                               "pushed with hf_tlcv.")
-        if name not in visitor.runs:  # only this visitor's own runs of this session, looked up by name
-            raise VisitorError(f"There is no run {name!r} in your session; choose one of your runs from the list.")
+        name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab), or type the Hub id of a "
+                                         "run pushed with hf_tlcv.")
         key = ("run", name)
         if visitor.ensemble is None or visitor.ensemble[0] != key:
             visitor.ensemble = (key, KFoldEnsemble.from_pretrained(visitor.runs[name][0]))
@@ -852,6 +1042,44 @@ class SpaceApp:
                 with gr.Accordion("Full report: every variant, per fold", open=False):
                     report = gr.Markdown(elem_id="study-report", latex_delimiters=no_latex)
                 study_download = gr.File(label="Study folder (zip)")
+            with gr.Tab("Tune"):
+                gr.Markdown("Search the settings with a small budget: Optuna chooses what trains, the learning rate, "
+                            "the freeze depth (with freezing), the LoRA rank (with LoRA), layer-wise decay and the "
+                            "epochs (up to the first tab's), and **every trial is a whole cross-validation on the same "
+                            "folds**. The median pruner stops a trial after a fold when its running mean is below the "
+                            "median of the earlier trials at that fold. Uses the data, model, folds k, sample cap and "
+                            "image size of the first tab (one repeat); keep the sample cap small.")
+                tune_strategies = gr.CheckboxGroup(list(STRATEGIES), value=TUNE_STRATEGIES,
+                                                   label="Strategies to search", elem_id="tune-strategies")
+                n_trials = _slider("n_trials", TUNE_TRIALS)
+                with gr.Row(equal_height=True):
+                    tune = gr.Button("Search", variant="primary", elem_id="tune-button", scale=2)
+                    tune_cancel = gr.Button("Cancel", variant="stop", scale=1, elem_id="tune-cancel")
+                    tune_progress = gr.HTML("", elem_id="tune-progress", min_height=40, scale=2)
+                tune_status = gr.Markdown(elem_id="tune-status", latex_delimiters=no_latex)
+                tune_history = _plot("Optimisation history", "tune-history")
+                tune_report = gr.Markdown(elem_id="tune-report", latex_delimiters=no_latex)
+                tune_download = gr.File(label="Search folder (zip)", elem_id="tune-download")
+            with gr.Tab("Audit") as audit_tab:
+                gr.Markdown("Audit the data of one of your runs with the run's own out-of-fold predictions "
+                            "(cleanlab's Datalab): rows whose label the models that never trained on them disbelieve, "
+                            "near-duplicates and outliers, and the near-duplicates that sat on both sides of a fold "
+                            "(leakage: it inflates the estimate). It trains nothing: it reads the run's predictions "
+                            "and folds, and the pretrained embeddings of its rows (a linear probe's frozen features, "
+                            "else one forward pass of the model).")
+                audit_choice = gr.Dropdown([], label="Run to audit: one of your runs (newest first)",
+                                           allow_custom_value=True, elem_id="audit-run")
+                with gr.Row(equal_height=True):
+                    audit_button = gr.Button("Audit", variant="primary", elem_id="audit-button", scale=2)
+                    audit_progress = gr.HTML("", elem_id="audit-progress", min_height=40, scale=3)
+                audit_status = gr.Markdown(elem_id="audit-status", latex_delimiters=no_latex)
+                audit_numbers = gr.Markdown(elem_id="audit-numbers", latex_delimiters=no_latex)
+                audit_gallery = gr.Gallery(label="Suspected label errors, and near-duplicates split across folds",
+                                           columns=1, height="auto", object_fit="contain", elem_id="audit-gallery")
+                audit_issues = gr.Dataframe(AUDIT_EMPTY[2], label="Suspected label errors (lowest label quality "
+                                            "first)", interactive=False, elem_id="audit-issues")
+                audit_leakage = gr.Dataframe(AUDIT_EMPTY[3], label="Leakage per fold", interactive=False,
+                                             elem_id="audit-leakage")
             with gr.Tab("Predict") as predict_tab:
                 gr.Markdown("Classify an image with the fold ensemble of one of your runs (or of a run pushed to the "
                             "Hub): the class probabilities are averaged over the k fold models, and each fold's vote "
@@ -919,6 +1147,16 @@ class SpaceApp:
                 concurrency_limit=1, concurrency_id="training", show_progress="full",
                 show_progress_on=compare_progress)
             compare_cancel.click(self.cancel_from_page, None, compare_status, api_visibility="private", queue=False)
+            tune.click(self.mark_queued, None, tune_status, api_visibility="private", queue=False).then(
+                self.tune, [*data_inputs, model_source, hub_model, n_folds, epochs, sample_cap, image_size, n_trials,
+                            tune_strategies], [tune_status, tune_report, tune_history, tune_download],
+                api_name="tune", concurrency_limit=1, concurrency_id="training", show_progress="full",
+                show_progress_on=tune_progress)
+            tune_cancel.click(self.cancel_from_page, None, tune_status, api_visibility="private", queue=False)
+            audit_tab.select(self.run_choices, None, audit_choice, api_visibility="private", queue=False)
+            audit_button.click(self.audit, audit_choice, [audit_status, audit_numbers, audit_gallery, audit_issues,
+                                                          audit_leakage], api_name="audit", concurrency_limit=1,
+                               concurrency_id="training", show_progress="full", show_progress_on=audit_progress)
             predict_tab.select(self.run_choices, None, predict_run, api_visibility="private", queue=False)
             image_file.upload(self.check_image, image_file, [predict_status, image_shown], api_visibility="private",
                               concurrency_limit=2)
@@ -973,18 +1211,19 @@ def ensure_space_assets() -> None:
 # Study plots are wide figures: show each whole in a wide cell instead of cropping it to a square thumbnail. The
 # queue place and timer sit in their own small box beside the Cancel button (not over the table, and without greying
 # out the status line), as plain text without the spinner.
+PROGRESS = ":is(#run-progress, #compare-progress, #tune-progress, #audit-progress)"  # the boxes beside Cancel
 CSS = """
 #study-plots .thumbnail-item { aspect-ratio: 3 / 2 !important; }
 #study-plots img { object-fit: contain !important; }
-#run-progress, #compare-progress { border: none !important; background: transparent !important; }
-:is(#run-progress, #compare-progress) [data-testid=status-tracker] { position: relative !important; top: auto !important;
+PROGRESS { border: none !important; background: transparent !important; }
+PROGRESS [data-testid=status-tracker] { position: relative !important; top: auto !important;
   left: auto !important; height: 100% !important; background: transparent !important; display: flex !important;
   align-items: center; justify-content: flex-start !important; }
-:is(#run-progress, #compare-progress) .progress-text { position: static !important; transform: none !important;
+PROGRESS .progress-text { position: static !important; transform: none !important;
   white-space: nowrap; text-align: left; font-size: var(--text-md) !important; font-weight: 600;
   color: var(--body-text-color) !important; }
-:is(#run-progress, #compare-progress) svg { display: none; }
-"""
+PROGRESS svg { display: none; }
+""".replace("PROGRESS", PROGRESS)
 
 
 def _loopback(host: str) -> bool:

@@ -46,6 +46,7 @@ __all__ = [
     "identity_markdown",
     "push_credentials",
     "redact",
+    "ticked",
     "visitor_message",
 ]
 
@@ -64,6 +65,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "sample_cap": (0, 10_000, "sample cap"),
     "image_size": (32, 224, "image size"),
     "freeze_layers": (0, 48, "blocks frozen"),
+    # Tune: every trial is a whole cross-validation, so a search costs up to this many runs of the first tab.
+    "n_trials": (4, 10, "trials"),
 }
 
 
@@ -78,6 +81,15 @@ def bounded(name: str, value, integer: bool = True):
         kind = "a whole number" if integer else "a number"
         raise VisitorError(f"The {label} must be {kind} between {low:g} and {high:g} (got {value}).")
     return int(number) if integer else number
+
+
+def ticked(labels, offered: dict[str, str], what: str) -> tuple[str, ...]:
+    """The values of the ticked `labels` of a checklist whose choices are `offered` (label -> value), or a
+    [`VisitorError`] that lists the choices: an API caller can send any list, or none."""
+    labels = list(labels or [])
+    if not labels or any(label not in offered for label in labels):
+        raise VisitorError(f"Tick at least one {what}, among: {', '.join(offered)}.")
+    return tuple(offered[label] for label in dict.fromkeys(labels))
 
 
 @dataclass(frozen=True)

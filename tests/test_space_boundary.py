@@ -22,11 +22,13 @@ import boundary  # noqa: E402
 from boundary import (  # noqa: E402
     RunSettings,
     VisitorError,
+    bounded,
     check_hub_repo,
     hub_repo_id,
     identity_markdown,
     push_credentials,
     redact,
+    ticked,
     visitor_message,
 )
 
@@ -235,6 +237,28 @@ def test_settings_out_of_the_pages_ranges_are_refused(case):
 def test_settings_in_range_pass_as_numbers():
     settings = RunSettings.from_inputs(**{**GOOD, "n_folds": 5.0, "learning_rate": "0.003"}, strategies=STRATEGIES)
     assert (settings.n_folds, settings.learning_rate, settings.image_size) == (5, 0.003, 128)
+
+
+@pytest.mark.parametrize("value", [3, 11, 4.5, -4, "10; rm -rf /", None, float("nan"), 1e9])
+def test_a_trial_count_outside_tunes_range_is_refused(value):
+    with pytest.raises(VisitorError, match="trials must be"):
+        bounded("n_trials", value)
+
+
+def test_a_trial_count_in_range_passes_as_an_integer():
+    assert [bounded("n_trials", v) for v in (4, "7", 10.0)] == [4, 7, 10]
+
+
+@pytest.mark.parametrize("labels", [[], None, ["exec"], ["Linear probe", "linear_probe"], "Linear probe"])
+def test_a_checklist_takes_only_its_own_choices(labels):
+    with pytest.raises(VisitorError, match="Tick at least one strategy, among: Linear probe, Full fine-tuning"):
+        ticked(labels, dict(zip(STRATEGIES, ("linear_probe", "full"))), "strategy")
+
+
+def test_a_checklist_gives_the_values_of_the_ticked_choices_once_in_order():
+    offered = dict(zip(STRATEGIES, ("linear_probe", "full")))
+    assert ticked(["Full fine-tuning", "Linear probe", "Full fine-tuning"], offered, "strategy") == ("full",
+                                                                                                     "linear_probe")
 
 
 def test_a_push_uses_the_visitors_own_credentials_in_order_and_never_prints_them():
