@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -915,7 +916,7 @@ def _issue_settings(issue_types, threshold: float, possible: Sequence[str]) -> d
         issue_types = DEFAULT_ISSUE_TYPES
     if isinstance(issue_types, str):
         issue_types = [issue_types]
-    settings = {k: dict(v) for k, v in issue_types.items()} if isinstance(issue_types, dict) else {
+    settings = {k: copy.deepcopy(dict(v)) for k, v in issue_types.items()} if isinstance(issue_types, dict) else {
         k: {} for k in issue_types}
     if not settings:
         raise ValueError("issue_types is empty: name at least one, e.g. ['label', 'near_duplicate', 'outlier'].")
@@ -924,6 +925,11 @@ def _issue_settings(issue_types, threshold: float, possible: Sequence[str]) -> d
         raise ValueError(f"Unknown issue type(s) {unknown}; cleanlab knows {', '.join(sorted(possible))}.")
     if "near_duplicate" in settings:
         settings["near_duplicate"].setdefault("threshold", threshold)
+    if "label" in settings:
+        # cleanlab's label search forks a pool of workers by default, which can deadlock in a process that already runs
+        # threads (a web server, torch's intra-op threads): seen in the Space. One job unless the caller asks for more.
+        clean = settings["label"].setdefault("clean_learning_kwargs", {})
+        clean.setdefault("find_label_issues_kwargs", {}).setdefault("n_jobs", 1)
     return settings
 
 

@@ -486,3 +486,19 @@ def test_injection_helpers(digits):
     assert detection_scores([1, 2], [2, 3]) == {"n_flagged": 2, "n_true": 2, "n_found": 1, "precision": 0.5,
                                                 "recall": 0.5}
     assert list(itertools.islice(leakage_truth([Fold(0, 0, [0, 1], [2])], np.array([0, 1, 1])), 5)) == [(0, 0, 2)]
+
+
+def test_label_search_runs_in_one_job_unless_asked_otherwise():
+    """cleanlab's default worker pool can deadlock in a threaded process (a server): one job by default, the
+    caller's own choice kept, the caller's settings never modified."""
+    from hf_tlcv.audit import _issue_settings
+
+    possible = ["label", "near_duplicate", "outlier"]
+    settings = _issue_settings(None, 0.13, possible)
+    assert settings["label"]["clean_learning_kwargs"]["find_label_issues_kwargs"]["n_jobs"] == 1
+    asked = {"label": {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 4}}}, "outlier": {}}
+    assert _issue_settings(asked, 0.13, possible)["label"]["clean_learning_kwargs"][
+        "find_label_issues_kwargs"]["n_jobs"] == 4
+    bare = {"label": {}}
+    _issue_settings(bare, 0.13, possible)
+    assert bare == {"label": {}}
