@@ -78,15 +78,20 @@ def nested_fits(folds: Sequence[Fold], extra_folds: Sequence[Fold] = ()) -> list
     return outer + pairs
 
 
-def _per_row(frame, eval_indices: np.ndarray, what: str) -> np.ndarray:
-    """Per-row values of a predictions frame in the order of `eval_indices`: `what` is "accuracy" or "loss"."""
+def _per_row(frame, eval_indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row values of a predictions frame, in the order of `eval_indices`: `accuracy` (1 for a right prediction,
+    0 for a wrong one) and `loss` (the cross-entropy of the predicted probabilities)."""
     frame = frame.set_index("row").loc[eval_indices]
     labels = frame["label"].to_numpy(dtype=np.int64)
-    probs = frame.filter(like="prob_").to_numpy(dtype=np.float64)
-    if what == "accuracy":
-        return (probs.argmax(axis=1) == labels).astype(np.float64)
-    picked = probs[np.arange(len(labels)), labels]
-    return -np.log(np.maximum(picked, np.finfo(np.float64).tiny))
+    picked = frame.filter(like="prob_").to_numpy(dtype=np.float64)[np.arange(len(labels)), labels]
+    return {"accuracy": (frame["prediction"].to_numpy() == labels).astype(np.float64),
+            "loss": -np.log(np.maximum(picked, np.finfo(np.float64).tiny))}
+
+
+def _reproduces_loss(per_row_loss: np.ndarray, result) -> bool:
+    """Whether the mean per-row cross-entropy is the fold's reported loss (the model's loss is plain cross-entropy)."""
+    loss = result.eval_metrics.get("loss")
+    return loss is not None and abs(float(np.mean(per_row_loss)) - loss) <= _LOSS_MATCH * max(1.0, abs(loss))
 
 
 def training_seconds(results) -> float:
@@ -111,15 +116,14 @@ def nested_summary(folds: Sequence[Fold], fold_results, fits: Sequence[NestedFit
     outer_folds = [*folds, *(f for f in fits if f.is_outer)]
     outer_results = [*fold_results, *(r for f, r in zip(fits, fit_results) if f.is_outer)]
     pairs = [(f, r) for f, r in zip(fits, fit_results) if not f.is_outer]
+    outer_values = {f.name: _per_row(r.predictions, f.eval_indices) for f, r in zip(outer_folds, outer_results)}
+    fit_values = {fit.name: _per_row(r.predictions, fit.eval_indices) for fit, r in pairs}
+    # Without a plain cross-entropy loss there is no per-row loss to use: accuracy only.
+    plain = all(_reproduces_loss(outer_values[f.name]["loss"], r) for f, r in zip(outer_folds, outer_results))
     metrics = {}
-    for what in ("accuracy", "loss"):
-        fold_values = {f.name: _per_row(r.predictions, f.eval_indices, what) for f, r in zip(outer_folds, outer_results)}
-        if what == "loss" and any(
-                "loss" not in r.eval_metrics or abs(float(np.mean(fold_values[f.name])) - r.eval_metrics["loss"])
-                > _LOSS_MATCH * max(1.0, abs(r.eval_metrics["loss"])) for f, r in zip(outer_folds, outer_results)):
-            continue  # the model's loss is not the cross-entropy of its probabilities: no per-row loss to use
-        fit_values = {fit.name: _per_row(r.predictions, fit.eval_indices, what) for fit, r in pairs}
-        inner, outer = nested_cv_errors(outer_folds, fold_values, fit_values)
+    for what in ("accuracy", "loss") if plain else ("accuracy",):
+        inner, outer = nested_cv_errors(outer_folds, {name: v[what] for name, v in outer_values.items()},
+                                        {name: v[what] for name, v in fit_values.items()})
         metrics[what] = nested_cv_interval(inner, outer, confidence, bounded=what == "accuracy")
     return {"metrics": metrics, "extra_fits": len(fits), "fit_seconds": training_seconds(fit_results),
             "fold_seconds": training_seconds(fold_results)}
