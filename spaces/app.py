@@ -291,10 +291,6 @@ TUNE_EMPTY = ("", None, None)  # report, history plot, download
 ISSUE_COLUMNS = ["row", "given", "predicted", "p(predicted)", "p(given)", "label quality"]
 LEAK_COLUMNS = ["repeat", "fold", "eval rows", "with a near-duplicate in train", "share"]
 AUDIT_EMPTY = ("", [], pd.DataFrame(columns=ISSUE_COLUMNS), pd.DataFrame(columns=LEAK_COLUMNS))
-# The library's issue types, with cleanlab's label search in this process: by default it forks a pool of workers,
-# which deadlocks in a process that already runs threads (the server, torch's).
-AUDIT_ISSUES = {"label": {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}},
-                "near_duplicate": {}, "outlier": {}}
 AUDIT_ROWS = 50  # label issues listed on the page: those audit.json keeps (AuditReport.save's top_k)
 
 
@@ -816,7 +812,9 @@ class SpaceApp:
         progress = LiveProgress(0, visitor.cancel)
 
         def job():
-            report = CVResults.load(folder).audit(rows, embeddings=embeddings, issue_types=AUDIT_ISSUES)
+            # The library's issue types; it runs cleanlab's label search in this process (a worker pool can deadlock
+            # in a threaded server).
+            report = CVResults.load(folder).audit(rows, embeddings=embeddings)
             if embeddings is not None:
                 report.embeddings_from = "feature cache"  # as the recipes' `audit_run` says it
             return report, report.save(folder)  # audit.json and audit/ beside the run's results; the card gains it
