@@ -41,7 +41,6 @@ import dataclasses
 import inspect
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -52,6 +51,7 @@ from transformers.utils import logging
 
 from .run_dir import (AUDIT_DIR, AUDIT_FILE, AUDIT_MARKDOWN, CARD_FILE, RESULTS_FILE, atomic_path,
                       write_json_atomic)
+from .utils import timed
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import datasets
@@ -806,22 +806,20 @@ def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = 
             raise ValueError("The run was given a built model, so the audit does not know which backbone to embed "
                              "the rows with: pass model= (a name or the pretrained model) or embeddings=, or "
                              "issue_types=['label'] for label issues only.")
-        start = time.perf_counter()
-        embeddings = compute_embeddings(
-            model, dataset, processing_class, label_column=label_column, image_column=config.get("image_column"),
-            text_column=config.get("text_column"), image_size=config.get("image_size"),
-            max_length=config.get("max_length"), batch_size=batch_size, device=device)
-        seconds["embeddings"] = time.perf_counter() - start
+        with timed(seconds, "embeddings"):
+            embeddings = compute_embeddings(
+                model, dataset, processing_class, label_column=label_column, image_column=config.get("image_column"),
+                text_column=config.get("text_column"), image_size=config.get("image_size"),
+                max_length=config.get("max_length"), batch_size=batch_size, device=device)
         embeddings_from = model if isinstance(model, str) else type(model).__name__
     elif embeddings is not None:
         embeddings = _checked_embeddings(embeddings, len(dataset))
     else:
         embeddings_from = None
 
-    start = time.perf_counter()
-    lab.find_issues(pred_probs=probs, features=None if embeddings is None else embeddings[rows],
-                    issue_types=settings)
-    seconds["cleanlab"] = time.perf_counter() - start
+    with timed(seconds, "cleanlab"):
+        lab.find_issues(pred_probs=probs, features=None if embeddings is None else embeddings[rows],
+                        issue_types=settings)
 
     issues = pd.DataFrame({"row": rows, "label": labels, "prediction": probs.argmax(axis=1),
                            "prob_label": probs[np.arange(len(rows)), labels], "prob_prediction": probs.max(axis=1)})

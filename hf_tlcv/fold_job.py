@@ -31,7 +31,7 @@ from .folds import Fold
 from .run_dir import FOLD_MODEL_DIR
 from .results import FoldResult, predictions_frame
 from .strategies import apply_strategy, discover_layout, layerwise_lr_groups
-from .utils import log_softmax, softmax
+from .utils import log_softmax, softmax, timed
 
 if TYPE_CHECKING:
     import datasets
@@ -245,14 +245,19 @@ def _train_and_score(trainer: StrategyTrainer, job: FoldJob, args, train_rows, e
     from .fold_models import save_fold_model
 
     fold = job.fold
-    trainer.train()
+    seconds: dict[str, float] = {}
+    with timed(seconds, "train"):
+        trainer.train()
     log_history = list(trainer.state.log_history)
-    prediction = trainer.predict(eval_rows, metric_key_prefix="eval")
+    with timed(seconds, "eval"):
+        prediction = trainer.predict(eval_rows, metric_key_prefix="eval")
     train_metrics, test_metrics, test_predictions = {}, {}, None
     if args.eval_on_train:
-        train_metrics = _metrics(trainer, trainer.predict(train_rows, metric_key_prefix="train"), "train")
+        with timed(seconds, "train_eval"):
+            train_metrics = _metrics(trainer, trainer.predict(train_rows, metric_key_prefix="train"), "train")
     if test_rows is not None:
-        test = trainer.predict(test_rows, metric_key_prefix="test")
+        with timed(seconds, "test"):
+            test = trainer.predict(test_rows, metric_key_prefix="test")
         test_metrics = _metrics(trainer, test, "test")
         test_predictions = predictions_frame(np.arange(len(test_rows)), fold.repeat, fold.fold, _labels(test_rows),
                                              _probabilities(test))
@@ -261,7 +266,7 @@ def _train_and_score(trainer: StrategyTrainer, job: FoldJob, args, train_rows, e
         repeat=fold.repeat, fold=fold.fold, n_train=len(train_rows), n_eval=len(eval_rows),
         eval_metrics=_metrics(trainer, prediction, "eval"), train_metrics=train_metrics, log_history=log_history,
         predictions=predictions_frame(fold.eval_indices, fold.repeat, fold.fold, labels, _probabilities(prediction)),
-        test_metrics=test_metrics, test_predictions=test_predictions,
+        test_metrics=test_metrics, test_predictions=test_predictions, seconds=seconds,
     )
     # The fold model in the form push_fold_models asks for (adapter / trained part / full weights). Not
     # Trainer.save_model: it writes training_args.bin, token included.

@@ -64,6 +64,8 @@ class FoldResult:
         predictions: out-of-fold predictions of the fold's eval rows (see [`predictions_frame`]).
         test_metrics: the fold model's metrics on the held-out test set (`eval_dataset`), when one was given.
         test_predictions: the fold model's predictions on the test set (`row` indexes the test set).
+        seconds: where the fold's time went, in wall-clock seconds: `train` (`Trainer.train`), `eval` (the eval
+            rows), `train_eval` (the extra pass over the training rows of `eval_on_train`), `test` (the test set).
     """
 
     repeat: int
@@ -76,6 +78,7 @@ class FoldResult:
     predictions: pd.DataFrame | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
     test_predictions: pd.DataFrame | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -209,6 +212,16 @@ class CVResults:
         return self._summarize(self.folds, "test_metrics") if self.folds[0].test_metrics else {}
 
     @property
+    def seconds(self) -> dict[str, float]:
+        """Wall-clock seconds summed over the folds, per part of a fold (see [`FoldResult`]): what `eval_on_train`
+        costs is `seconds["train_eval"]`. Empty for runs saved before hf_tlcv recorded it."""
+        out: dict[str, float] = {}
+        for f in self.folds:
+            for part, value in f.seconds.items():
+                out[part] = out.get(part, 0.0) + value
+        return out
+
+    @property
     def fold_metrics(self) -> list[dict[str, float]]:
         return [dict(f.eval_metrics) for f in self.folds]
 
@@ -277,6 +290,12 @@ class CVResults:
         if self.oof_metrics:
             pooled = ", ".join(f"{k}={fmt(v)}" for k, v in self.oof_metrics.items() if isinstance(v, float))
             lines.append(f"  pooled out-of-fold: {pooled}")
+        seconds = self.seconds
+        if seconds:
+            parts = {"train": "training", "eval": "eval", "train_eval": "eval on the training rows (eval_on_train)",
+                     "test": "test set"}
+            lines.append("  time over the folds: " + ", ".join(f"{parts.get(k, k)} {v:.1f} s"
+                                                             for k, v in seconds.items()))
         if self.test_summary:
             n_test = self.metadata.get("n_test_rows")
             lines.append(f"Held-out test set ({n_test} rows, never used to choose anything): mean of the fold models "

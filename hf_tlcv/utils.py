@@ -3,8 +3,10 @@ a run."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+import time
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -61,3 +63,11 @@ def fmt(value: Any, digits: int = 4, missing: str = "n/a") -> str:
 def task_of_columns(columns: list[str]) -> str:
     """`"image-classification"` when the model inputs are pixels, else `"text-classification"`."""
     return IMAGE_TASK if any(c in columns for c in IMAGE_INPUTS) else TEXT_TASK
+
+
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], part: str) -> Iterator[None]:
+    """Record the wall-clock seconds of the `with` block in `seconds[part]` (when the block finishes)."""
+    start = time.perf_counter()
+    yield
+    seconds[part] = time.perf_counter() - start

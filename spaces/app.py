@@ -89,6 +89,7 @@ STRATEGIES = {
 }
 QUESTIONS = {
     "Pretrained vs. from scratch": "pretrained",
+    "Pretrained vs. a classical baseline (raw pixels or TF-IDF + logistic regression)": "baseline",
     "How many blocks to freeze": "freeze",
     "Learning rate": "lr",
     "Overfitting (train vs. eval per fold and epoch)": "overfitting",
@@ -690,7 +691,8 @@ class SpaceApp:
         except Exception as exc:  # noqa: BLE001
             yield (self._error(exc, token), *STUDY_EMPTY)
             return
-        n_runs = len(dict.fromkeys(study.runs.values()))
+        # The classical baseline is fitted in seconds after the trained variants, on their folds: no folds to follow.
+        n_runs = len([run for run in dict.fromkeys(study.runs.values()) if not study.variants[run].classical])
         progress.total_folds = n_runs * config.n_folds * config.n_repeats
         progress.label = f"{n_runs} variants"
 

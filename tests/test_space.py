@@ -277,7 +277,7 @@ def test_push_with_a_pasted_token_keeps_the_token_secret(page, hub, space):
             assert TOKEN.encode() not in path.read_bytes(), f"the token was written to {path}"
 
 
-def test_compare_pretrained_with_scratch_on_the_same_folds(page):
+def test_compare_pretrained_with_scratch_and_a_baseline_on_the_same_folds(page):
     page.get_by_role("tab", name="Compare").click()  # the small settings of the first tab are still set: 2 folds
     page.locator("#compare-button").click()
     expect(page.locator("#compare-status")).to_contain_text(
@@ -285,9 +285,12 @@ def test_compare_pretrained_with_scratch_on_the_same_folds(page):
     page.get_by_role("tab", name="Cross-validate").click()
     set_number(page, "folds k", 3)
     page.get_by_role("tab", name="Compare").click()
+    page.get_by_label("Pretrained vs. a classical baseline (raw pixels or TF-IDF + logistic regression)").check()
     page.locator("#compare-button").click()
-    expect(page.locator("#compare-status")).to_contain_text("2 variants on identical folds", timeout=300_000)
+    # pretrained, from scratch, and the baseline fitted on the same folds
+    expect(page.locator("#compare-status")).to_contain_text("3 variants on identical folds", timeout=300_000)
     expect(page.locator("#verdicts")).to_contain_text("Pretrained vs. from scratch")
+    expect(page.locator("#verdicts")).to_contain_text("Pretrained vs. a classical baseline")
     expect(page.locator("#verdicts")).to_contain_text("corrected t-test p=")
     expect(page.locator("#study-plots img").first).to_be_visible()
     shot(page, "11_compare")

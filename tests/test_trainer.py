@@ -117,6 +117,15 @@ def test_cross_validate_every_strategy(strategy, tmp_path):
     assert saved["summary"]["accuracy"]["mean"] == pytest.approx(summary["mean"])
     assert saved["config"]["finetune_strategy"] == args.finetune_strategy
 
+    # where each fold's time went: one entry per pass, training at least the Trainer's own measure of it
+    for fold in results.folds:
+        assert set(fold.seconds) == {"train", "eval", "train_eval"}
+        train_runtime = next(e["train_runtime"] for e in fold.log_history if "train_runtime" in e)
+        assert fold.seconds["train"] >= train_runtime - 1e-3
+    assert results.seconds["train_eval"] == pytest.approx(sum(f.seconds["train_eval"] for f in results.folds))
+    assert loaded.seconds == pytest.approx(results.seconds)
+    assert "eval on the training rows (eval_on_train)" in results.format_table()
+
 
 @pytest.mark.parametrize("name", sorted(set(TINY_MODELS) - {"vit"}))
 def test_cross_validate_other_architectures(name, tmp_path):
