@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_cv.py            # the full table (about 25 min of one free CPU core)
     .venv/bin/python benchmarks/bench_cv.py --quick    # small sizes, a few minutes: checks that it all runs
+    .venv/bin/python benchmarks/bench_cv.py --sizes    # the linear probe at 200, 500 and 1000 rows, one run
 
 Variants, each run in its own subprocess (so that its peak memory is its own), one thread each:
 
@@ -54,14 +55,15 @@ SCENARIOS = {
                          variants=("hf_tlcv", "naive"), lr=1e-3),
     "vit6-linear_probe": dict(model="vit6", strategy="linear_probe", image_size=128, n_rows=160, epochs=2,
                               variants=("hf_tlcv", "naive", "floor"), lr=1e-3),
-    # The linear-probe targets at a size where one pass over the data outweighs fixed costs (run it alone with
-    # --scenarios lite0-linear_probe-1000 --repeats 1; not in the default set: the naive loop takes ~6 min).
+    # The linear probe at more rows (--sizes runs them with the 200-row one; not in the default set: the naive loop
+    # takes ~6 min at 1000 rows).
     "lite0-linear_probe-500": dict(model="lite0", strategy="linear_probe", image_size=128, n_rows=500, epochs=2,
                                    variants=("hf_tlcv", "naive", "floor"), lr=1e-3),
     "lite0-linear_probe-1000": dict(model="lite0", strategy="linear_probe", image_size=128, n_rows=1000, epochs=2,
                                     variants=("hf_tlcv", "naive", "floor"), lr=1e-3),
 }
 DEFAULT_SCENARIOS = [name for name in SCENARIOS if not name.endswith(("-500", "-1000"))]
+SIZES = ["lite0-linear_probe", "lite0-linear_probe-500", "lite0-linear_probe-1000"]
 # How time grows with k and with the number of rows (ViT-6, linear probe).
 SCALING = dict(model="vit6", image_size=128, epochs=2, lr=1e-3, ks=(2, 5, 10), n_rows=(80, 160, 320), base_k=5,
                base_n=160)
@@ -375,6 +377,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="rows of the main table to run (none: only the scaling table)")
     parser.add_argument("--variants", nargs="*", default=None, choices=list(VARIANTS),
                         help="run only these variants of each scenario (hf_tlcv is always run)")
+    parser.add_argument("--sizes", action="store_true", help=f"the linear-probe table: {', '.join(SIZES)}, one "
+                        "repeat, no scaling table, into benchmarks/results/linear_probe_sizes.json")
     parser.add_argument("--k", type=int, default=5, help="number of folds of the main table")
     parser.add_argument("--no-scaling", action="store_true", help="skip the k / dataset-size table")
     parser.add_argument("--scaling-repeats", type=int, default=1)
@@ -385,7 +389,11 @@ def main(argv: list[str] | None = None) -> None:
     if opts.worker:
         worker(json.loads(opts.worker))
         return
-    repeats = opts.repeats or (1 if opts.quick else 2)
+    if opts.sizes:
+        opts.scenarios, opts.no_scaling = SIZES, True
+        opts.output = opts.output or str(RESULTS / ("quick_linear_probe_sizes.json" if opts.quick
+                                                    else "linear_probe_sizes.json"))
+    repeats = opts.repeats or (1 if opts.quick or opts.sizes else 2)
     workdir = Path(tempfile.mkdtemp(prefix="hf_tlcv_bench_"))
     _setup_env(workdir)
     _make_vit(workdir)
