@@ -194,3 +194,39 @@ def test_auto_writes_a_large_cache_to_disk(tmp_path, monkeypatch):
 def test_config_rejects_an_unknown_cache_mode(tmp_path):
     with pytest.raises(ValueError, match="feature_cache must be one of auto, memory, disk, off"):
         make_config(tmp_path, feature_cache="gpu")
+
+
+@pytest.mark.parametrize("strategy,extra", [("linear_probe", {}), ("freeze", {"freeze_layers": 1})])
+def test_fold_models_read_the_bypassed_part_from_the_template(strategy, extra, tmp_path):
+    """Cached folds share the frozen part's memory with the template instead of copying it, and leave the template
+    as it was: its weights and its requires_grad flags."""
+    from hf_tlcv.fold_job import run_fold
+
+    args = make_config(tmp_path / "cv", finetune_strategy=strategy, feature_cache="memory", n_folds=3, **extra)
+    trainer = KFoldTrainer(model=tiny_model("vit"), args=args, train_dataset=image_dataset())
+    template = trainer.model_source.template
+    before = {n: (p.detach().clone(), p.requires_grad) for n, p in template.named_parameters()}
+    features = trainer._feature_cache()
+    frozen = features[0].plan.bypass
+    shared = {n for name in frozen for n, _ in template.get_submodule(name).named_parameters(prefix=name)}
+    assert shared
+
+    models = []
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr("hf_tlcv.fold_job._train_and_score", lambda trainer, *a: models.append(trainer.model))
+    try:
+        for job in trainer.fold_jobs():
+            run_fold(job)
+    finally:
+        monkey.undo()
+    assert len(models) == 3
+    for model in models:
+        mine = dict(model.named_parameters())
+        for name, param in template.named_parameters():
+            same_memory = mine[name].data_ptr() == param.data_ptr()
+            assert same_memory == (name in shared), name
+            if name in shared:
+                assert not mine[name].requires_grad
+    # the template is untouched: the strategies' flags were set on the copies' own Parameter objects
+    for name, param in template.named_parameters():
+        assert torch.equal(param, before[name][0]) and param.requires_grad == before[name][1], name
