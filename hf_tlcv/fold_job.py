@@ -110,8 +110,8 @@ class ModelSource:
             seed: the run's seed, set first.
             share: submodules of `template` whose parameters and buffers the copy reads from the template's own memory
                 instead of copying them: the frozen part a fold bypasses with the frozen-feature cache, which the
-                fold never runs nor trains, so one copy serves every fold (a ViT-L linear probe: 1.2 GB and a second
-                of copying less per fold). Each shared tensor is a new `nn.Parameter` (or tensor) over the same
+                fold never runs nor trains, so one copy serves every fold (a large backbone is then neither copied
+                nor held twice per fold). Each shared tensor is a new `nn.Parameter` (or tensor) over the same
                 storage, so that the strategy's `requires_grad` settings on the copy leave the template's alone.
         """
         set_seed(seed)  # as Trainer does before model_init: a randomly initialised init repeats itself
