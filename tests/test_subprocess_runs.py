@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import oof_cross_entropy
+from conftest import oof_cross_entropy, subprocess_env
 from sklearn.metrics import accuracy_score
 
 SCRIPT = Path(__file__).parent / "scripts" / "cv_run.py"
@@ -21,14 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return env
-
-
 def _run(cmd: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     if expect_ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -38,10 +31,8 @@ def _digest(path: Path, rank: int = 0) -> dict:
     return json.loads((path / f"rank_{rank}.json").read_text())
 
 
-def test_killed_mid_fold_resumes_to_the_same_results(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run([sys.executable, str(SCRIPT), "--output_dir", str(straight), "--digest_dir", str(tmp_path / "d1")])
-
+def test_killed_mid_fold_resumes_to_the_same_results(tmp_path, one_process_cv_run):
+    killed = tmp_path / "killed"
     # SIGKILL at step 5 of the second fold: the first fold is finished, the second has a checkpoint at step 4
     proc = _run([sys.executable, str(SCRIPT), "--output_dir", str(killed), "--digest_dir", str(tmp_path / "d2"),
                  "--kill_fold", "fold_0_1", "--kill_step", "5"], expect_ok=False)
@@ -52,7 +43,7 @@ def test_killed_mid_fold_resumes_to_the_same_results(tmp_path):
     assert not (killed / "cv_results.json").exists()
 
     _run([sys.executable, str(SCRIPT), "--output_dir", str(killed), "--digest_dir", str(tmp_path / "d2")])
-    a, b = _digest(tmp_path / "d1"), _digest(tmp_path / "d2")
+    a, b = one_process_cv_run, _digest(tmp_path / "d2")
     assert a["folds_fingerprint"] == b["folds_fingerprint"]
     assert a["oof_rows"] == b["oof_rows"]
     np.testing.assert_allclose(b["oof_probs"], a["oof_probs"], rtol=1e-5, atol=1e-6)
