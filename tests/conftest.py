@@ -12,6 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -105,6 +107,27 @@ def make_config(output_dir, **overrides) -> KFoldConfig:
     )
     settings.update(overrides)
     return KFoldConfig(**settings)
+
+
+CV_RUN = Path(__file__).resolve().parent / "scripts" / "cv_run.py"
+
+
+def subprocess_env() -> dict:
+    """The environment of a run the tests start in its own process: one thread, offline, unbuffered output."""
+    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="session")
+def one_process_cv_run(tmp_path_factory) -> dict:
+    """The digest of `tests/scripts/cv_run.py` with its defaults in one plain process (see that script): the
+    reference that a run killed and resumed, or split over processes, must reproduce. Run once per session; the tests
+    only read it."""
+    out = tmp_path_factory.mktemp("one_process_cv_run")
+    proc = subprocess.run([sys.executable, str(CV_RUN), "--output_dir", str(out / "cv"), "--digest_dir",
+                           str(out / "digest")], cwd=CV_RUN.parents[2], env=subprocess_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "digest" / "rank_0.json").read_text())
 
 
 @pytest.fixture

@@ -83,8 +83,8 @@ def test_ctrl_c_keeps_the_finished_folds_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, str(ROOT / "recipes" / "vit_kfold.py"), "--dataset_name", "builtin:digits",
-           "--max_samples", "200", "--image_size", "32", "--n_folds", "4", "--finetune_strategy", "full",
-           "--num_train_epochs", "4", "--output_dir", str(out), "--disable_tqdm", "true"]
+           "--max_samples", "80", "--image_size", "32", "--n_folds", "4", "--finetune_strategy", "full",
+           "--num_train_epochs", "2", "--output_dir", str(out), "--disable_tqdm", "true"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not (out / "fold_0_0" / "fold_result.json").exists() and time.monotonic() < deadline \

@@ -7,7 +7,6 @@ writes; the rest checks the configuration field and the pieces in `hf_tlcv.execu
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 from transformers import HfArgumentParser
 
-from conftest import image_dataset, load_recipe, make_config, oof_cross_entropy, tiny_model
+from conftest import image_dataset, load_recipe, make_config, oof_cross_entropy, subprocess_env, tiny_model
 from hf_tlcv import KFoldConfig, KFoldTrainer
 from hf_tlcv.execution import deal_folds, one_device_environment
 
@@ -89,29 +88,19 @@ def test_worker_environment_is_a_one_process_run_on_one_device(monkeypatch):
 
 
 # ---- two processes under accelerate launch ----------------------------------------------------------------------
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return env
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _cv_run(out: Path, digests: Path, *extra: str, processes: int = 2,
-            expect_ok: bool = True) -> subprocess.CompletedProcess:
-    """`cv_run.py` in one plain process, or with `parallel_folds` in `processes` DDP ranks on CPU (gloo)."""
-    run = [str(SCRIPT), "--output_dir", str(out), "--digest_dir", str(digests), *extra]
-    if processes == 1:
-        cmd = [sys.executable, *run]
-    else:
-        cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes",
-               str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), *run, "--ddp", "--parallel_folds"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+def _cv_run(out: Path, digests: Path, *extra: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
+    """`cv_run.py` with `parallel_folds` in 2 DDP ranks on CPU (gloo)."""
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(_free_port()), str(SCRIPT), "--output_dir", str(out), "--digest_dir", str(digests), *extra, "--ddp",
+           "--parallel_folds"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     if expect_ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -137,9 +126,8 @@ def _trained(digest: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_parallel_folds_match_the_one_process_run_and_resume(tmp_path):
-    _cv_run(tmp_path / "seq", tmp_path / "d_seq", processes=1)
-    sequential = _digest(tmp_path / "d_seq")
+def test_parallel_folds_match_the_one_process_run_and_resume(tmp_path, one_process_cv_run):
+    sequential = one_process_cv_run
     assert [t["max_steps"] for t in sequential["trained"]] == [18, 18, 18]
     out = tmp_path / "par"
 

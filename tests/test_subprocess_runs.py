@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import oof_cross_entropy
+from conftest import oof_cross_entropy, subprocess_env
 from sklearn.metrics import accuracy_score
 
 SCRIPT = Path(__file__).parent / "scripts" / "cv_run.py"
@@ -21,14 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return env
-
-
 def _run(cmd: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     if expect_ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -38,10 +31,8 @@ def _digest(path: Path, rank: int = 0) -> dict:
     return json.loads((path / f"rank_{rank}.json").read_text())
 
 
-def test_killed_mid_fold_resumes_to_the_same_results(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run([sys.executable, str(SCRIPT), "--output_dir", str(straight), "--digest_dir", str(tmp_path / "d1")])
-
+def test_killed_mid_fold_resumes_to_the_same_results(tmp_path, one_process_cv_run):
+    killed = tmp_path / "killed"
     # SIGKILL at step 5 of the second fold: the first fold is finished, the second has a checkpoint at step 4
     proc = _run([sys.executable, str(SCRIPT), "--output_dir", str(killed), "--digest_dir", str(tmp_path / "d2"),
                  "--kill_fold", "fold_0_1", "--kill_step", "5"], expect_ok=False)
@@ -52,7 +43,7 @@ def test_killed_mid_fold_resumes_to_the_same_results(tmp_path):
     assert not (killed / "cv_results.json").exists()
 
     _run([sys.executable, str(SCRIPT), "--output_dir", str(killed), "--digest_dir", str(tmp_path / "d2")])
-    a, b = _digest(tmp_path / "d1"), _digest(tmp_path / "d2")
+    a, b = one_process_cv_run, _digest(tmp_path / "d2")
     assert a["folds_fingerprint"] == b["folds_fingerprint"]
     assert a["oof_rows"] == b["oof_rows"]
     np.testing.assert_allclose(b["oof_probs"], a["oof_probs"], rtol=1e-5, atol=1e-6)
@@ -69,12 +60,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_ddp_processes_agree_and_only_the_main_one_writes(tmp_path):
-    out, digests = tmp_path / "cv", tmp_path / "digests"
+def test_two_ddp_processes_agree_only_the_main_one_writes_and_the_losses_are_a_one_process_runs(tmp_path):
+    """One 2-process launch for both checks. With a learning rate of 0 no fold model changes, so every loss must be the
+    same on 1 and 2 processes: the eval and train-part losses of each fold (recomputed in neither run from the other),
+    and the training loss logged over the first epoch (every step's per-row mean, averaged) must match the model's
+    loss on its training rows. Both ranks report the same results, and only the main process writes them."""
     launcher = Path(sys.executable).with_name("accelerate")
+    frozen = ["--n_folds", "2", "--learning_rate", "0", "--logging_steps", "1"]
+    out, digests = tmp_path / "two", tmp_path / "d2"
+    _run([sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "one"), "--digest_dir", str(tmp_path / "d1"),
+          *frozen])
     _run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-          str(SCRIPT), "--output_dir", str(out), "--digest_dir", str(digests), "--ddp"])
+          str(SCRIPT), "--output_dir", str(out), "--digest_dir", str(digests), "--ddp", *frozen])
     rank0, rank1 = _digest(digests, 0), _digest(digests, 1)
     assert rank0["world_size"] == rank1["world_size"] == 2
     # identical folds and identical results on both ranks
@@ -87,7 +85,7 @@ def test_two_ddp_processes_agree_and_only_the_main_one_writes(tmp_path):
     # gathered predictions: every row exactly once (no duplicates from uneven sharding), metrics consistent
     oof = pd.read_parquet(out / "oof_predictions.parquet")
     assert sorted(oof["row"]) == list(range(36))
-    for fold_metrics, (_, rows) in zip(rank0["fold_metrics"], oof.groupby("fold")):
+    for fold_metrics, (_, rows) in zip(rank0["fold_metrics"], oof.groupby("fold"), strict=True):
         assert fold_metrics["accuracy"] == pytest.approx(accuracy_score(rows["label"], rows["prediction"]))
     # every reported eval loss is the cross-entropy of the saved predictions (not the 2x of a 2-process mean loss)
     entropy = oof_cross_entropy(oof)
@@ -96,26 +94,13 @@ def test_two_ddp_processes_agree_and_only_the_main_one_writes(tmp_path):
     # the layout is recorded: each fold on 2 processes, global batch 8 = 4 per device x 2
     assert rank0["processes"] == {"world_size": 2, "fold_processes": 2, "parallel_folds": False,
                                   "global_train_batch_size": 8}
-
-
-def test_two_ddp_processes_report_the_losses_of_a_one_process_run(tmp_path):
-    """With a learning rate of 0 no fold model changes, so every loss must be the same on 1 and 2 processes: the eval
-    and train-part losses of each fold (recomputed in neither run from the other), and the training loss logged over
-    the first epoch (every step's per-row mean, averaged) must match the model's loss on its training rows."""
-    launcher = Path(sys.executable).with_name("accelerate")
-    frozen = ["--n_folds", "2", "--learning_rate", "0", "--logging_steps", "1"]
-    _run([sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "one"), "--digest_dir", str(tmp_path / "d1"),
-          *frozen])
-    _run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-          str(SCRIPT), "--output_dir", str(tmp_path / "two"), "--digest_dir", str(tmp_path / "d2"), "--ddp", *frozen])
-    one, two = _digest(tmp_path / "d1"), _digest(tmp_path / "d2")
-    assert two["processes"]["fold_processes"] == 2
-    for a, b in zip(one["fold_metrics"], two["fold_metrics"]):
+    # the losses of the one-process run
+    one = _digest(tmp_path / "d1")
+    for a, b in zip(one["fold_metrics"], rank0["fold_metrics"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)  # not 2x, and not the padded shards' mean
-    for a, b in zip(one["train_metrics"], two["train_metrics"]):
+    for a, b in zip(one["train_metrics"], rank0["train_metrics"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
-    for history, train in zip(two["log_history"], two["train_metrics"]):
+    for history, train in zip(rank0["log_history"], rank0["train_metrics"], strict=True):
         steps = [h["loss"] for h in history if "loss" in h and h["epoch"] <= 1.0]
         assert len(steps) == 3  # 18 rows, 2 processes x 4 rows per step (the last step padded with repeated rows)
         assert np.mean(steps) == pytest.approx(train["loss"], rel=0.05)
