@@ -40,10 +40,10 @@ demo: install
 test: install $(CHROMIUM)
 	$(PY) -m pytest -q
 
-# The tables of docs/benchmarks.md and docs/text.md, each from one run (results in benchmarks/results/; about 3 h on
-# 2 free cores; each script's docstring gives small sizes for a smoke test): every strategy against the naive per-fold loop and how
-# time grows with k and rows; the linear probe at 200, 500 and 1000 rows; the fold ensemble's predictions; text
-# transfer against TF-IDF; hyperparameter search and Ray.
+# The tables of docs/benchmarks.md and docs/text.md, each from one run, into benchmarks/results/: every strategy
+# against the naive per-fold loop and how time grows with k and rows; the linear probe at 200, 500 and 1000 rows; the
+# fold ensemble's predictions; text transfer against TF-IDF; hyperparameter search and Ray. About 2.5 h on 2 free
+# cores (the sum of the parts' measured times); each script's docstring gives small sizes for a smoke test.
 bench: install
 	$(PY) benchmarks/bench_cv.py
 	$(PY) benchmarks/bench_cv.py --sizes
