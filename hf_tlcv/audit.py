@@ -752,7 +752,7 @@ def _pair_distances(graph, pairs: np.ndarray) -> np.ndarray:
 def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = None, *, model=None,
           processing_class=None, folds: Sequence | None = None, issue_types: dict | Sequence[str] | None = None,
           near_duplicate_threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD, batch_size: int = 64,
-          device: str | None = None) -> AuditReport:
+          device: str | None = None, embeddings_from: str = "given") -> AuditReport:
     """Audit the cross-validated dataset with cleanlab's `Datalab`, from the run's out-of-fold probabilities and the
     pretrained embeddings; count the near-duplicates that leak across its folds.
 
@@ -771,6 +771,8 @@ def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = 
         near_duplicate_threshold: a pair is a near-duplicate when its embedding distance is below this fraction of
             the median nearest-neighbour distance (cleanlab's rule and default).
         batch_size, device: of the embedding pass.
+        embeddings_from: where the given `embeddings` came from, as the report says it (e.g. `"feature cache"`);
+            unused when the audit computes them (the report then names the model).
 
     Returns:
         [`AuditReport`]; `report.save(output_dir)` writes `audit.json` and the gallery beside the run's results.
@@ -799,7 +801,7 @@ def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = 
     settings = _issue_settings(issue_types, near_duplicate_threshold, lab.list_possible_issue_types())
     folds = list(folds) if folds is not None else _folds_of(results, len(dataset))
 
-    seconds, embeddings_from = {}, "given"
+    seconds = {}
     if embeddings is None and any(k != "label" for k in settings):
         model = model if model is not None else config.get("model_name_or_path")
         if model is None:
@@ -1124,9 +1126,8 @@ def audit_run(results: "CVResults", dataset: "datasets.Dataset", config, *, mode
     if embedding_model is None and isinstance(model, str):
         embedding_model = model
     embeddings = embeddings_from_feature_cache(feature_cache) if feature_cache is not None else None
-    report = audit(results, dataset, model=embedding_model, embeddings=embeddings, **audit_kwargs)
-    if embeddings is not None:
-        report.embeddings_from = "feature cache"
+    report = audit(results, dataset, model=embedding_model, embeddings=embeddings, embeddings_from="feature cache",
+                   **audit_kwargs)
     if save:
         report.save(config.output_dir)
     if regroup:

@@ -816,9 +816,7 @@ class SpaceApp:
         def job():
             # The library's issue types; it runs cleanlab's label search in this process (a worker pool can deadlock
             # in a threaded server).
-            report = CVResults.load(folder).audit(rows, embeddings=embeddings)
-            if embeddings is not None:
-                report.embeddings_from = "feature cache"  # as the recipes' `audit_run` says it
+            report = CVResults.load(folder).audit(rows, embeddings=embeddings, embeddings_from="feature cache")
             return report, report.save(folder)  # audit.json and audit/ beside the run's results; the card gains it
 
         def busy(p: LiveProgress) -> tuple:
