@@ -24,7 +24,10 @@ _PUBLIC = {
     "run_fold": ".fold_job",
 }
 
-__all__ = [*sorted(_PUBLIC), "__version__"]
+__all__ = [
+    "CVResults", "FoldJob", "FoldResult", "KFoldConfig", "KFoldEnsemble", "KFoldTrainer", "StudyReport",
+    "TransferStudy", "Verdict", "__version__", "load_data", "run_fold",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from .config import KFoldConfig

@@ -183,7 +183,7 @@ class KFoldConfig(TrainingArguments):
     ci_method: str = field(
         default="corrected",
         metadata={
-            "help": "The summary's 95% interval: 'corrected' (Nadeau-Bengio corrected, no extra training) or 'nested' "
+            "help": "The summary's 95%% interval: 'corrected' (Nadeau-Bengio corrected, no extra training) or 'nested' "
             "(Bates-Hastie-Tibshirani nested CV for accuracy and loss: narrower, targets the model trained on all "
             "rows, needs extra fits: 25 for 5 folds).",
             "choices": list(CI_METHODS),

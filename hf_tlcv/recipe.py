@@ -17,7 +17,6 @@ from .data import encode_labels, label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
 from .options import command_line_options
-from .results import CVResults
 from .sources import load_data, offline_options
 from .trainer import KFoldTrainer
 

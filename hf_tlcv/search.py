@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import shutil
 import socket
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
     import optuna
 
     from .folds import Fold
-    from .search_report import SearchReport
     from .trainer import KFoldTrainer
 
 logger = logging.get_logger(__name__)

@@ -112,7 +112,7 @@ class SearchReport:
         from .results import CVResults
         from .search import RUN_ATTR, SETTINGS_ATTR, TRIAL_FILE, best_trial
 
-        metric, out = runner.objective.metric, Path(runner.output_dir)
+        metric = runner.objective.metric
         fingerprint = folds_fingerprint(folds)
         rows, runs_seen, same = [], {}, True
         for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):

@@ -32,3 +32,11 @@ def test_import_loads_no_plotting_or_statistics_library_and_leaves_the_matplotli
     loaded, backend = out.splitlines()
     assert loaded == "loaded:"
     assert backend.lower() == "backend:svg"  # a notebook user's choice survives; plots draw on Figure objects
+
+
+def test_the_public_names_are_exactly_the_lazily_loaded_ones():
+    import hf_tlcv
+
+    assert sorted(hf_tlcv.__all__) == sorted([*hf_tlcv._PUBLIC, "__version__"])
+    for name in hf_tlcv._PUBLIC:
+        assert getattr(hf_tlcv, name).__name__ == name

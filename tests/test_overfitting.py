@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import image_dataset, make_config, tiny_model
 
-from hf_tlcv import KFoldTrainer, TransferStudy
+from hf_tlcv import TransferStudy
 from hf_tlcv.overfitting import detect_overfitting, loss_curves
 
 

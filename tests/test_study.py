@@ -11,7 +11,7 @@ import torch
 from conftest import image_dataset, load_recipe, make_config, tiny_model
 from transformers import TrainerCallback
 
-from hf_tlcv import KFoldTrainer, StudyReport, TransferStudy
+from hf_tlcv import StudyReport, TransferStudy
 from hf_tlcv.folds import load_folds
 from hf_tlcv.modeling import state_fingerprint
 from hf_tlcv.results import CVResults, FoldResult, predictions_frame

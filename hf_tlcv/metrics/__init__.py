@@ -10,8 +10,6 @@ Example:
 
 ```python
 >>> import numpy as np
-
-from ..utils import to_plain
 >>> from transformers import EvalPrediction
 >>> compute_metrics = build_compute_metrics()  # accuracy, precision, recall, f1 (macro)
 >>> logits = np.array([[2.0, 0.1], [0.3, 1.5], [1.2, 0.4], [0.2, 0.9]])
@@ -28,6 +26,8 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 import numpy as np
+
+from ..utils import to_plain
 
 if TYPE_CHECKING:
     import evaluate
