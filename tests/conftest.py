@@ -1,4 +1,13 @@
-"""Tiny models built from configs, tiny learnable datasets, and a KFoldConfig sized for tests."""
+"""Tiny models built from configs, tiny learnable datasets, a KFoldConfig sized for tests, and the test tiers.
+
+Tiers, gated by environment variables as transformers gates `RUN_SLOW`:
+- unmarked (the fast tier, `make test-fast`): pure functions and tiny models in this process; no subprocess, browser,
+  Gradio app or embedded real model. Always runs.
+- `@pytest.mark.integration`: one-process recipes and subprocesses, the embedded real models, optional backends
+  (Optuna, cleanlab) on tiny runs, the Space's functions without a browser. Runs with `RUN_INTEGRATION=1`.
+- `@pytest.mark.slow`: several processes (DDP, workers, Ray), the browser, kill/interrupt/resume end to end. Runs with
+  `RUN_SLOW=1`, which also runs the integration tier. `make test` (CI) sets both.
+"""
 
 from __future__ import annotations
 
@@ -128,6 +137,22 @@ def one_process_cv_run(tmp_path_factory) -> dict:
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "digest" / "rank_0.json").read_text())
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = _env_flag("RUN_SLOW")
+    run_integration = run_slow or _env_flag("RUN_INTEGRATION")
+    skip_slow = pytest.mark.skip(reason="slow tier: set RUN_SLOW=1 (make test) to run it")
+    skip_integration = pytest.mark.skip(reason="integration tier: set RUN_INTEGRATION=1 or RUN_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        elif "integration" in item.keywords and not run_integration:
+            item.add_marker(skip_integration)
 
 
 @pytest.fixture
