@@ -18,6 +18,7 @@ Example:
 '\\[click me\\](javascript:alert(1))'
 >>> escape_markdown("cat_photos")  # an underscore inside a word starts nothing
 'cat_photos'
+
 ```
 """
 

@@ -31,6 +31,7 @@ Example:
 >>> report.fold_leakage         # per fold: eval rows with a near-duplicate in the training part
 >>> report.save("outputs/vit_kfold")  # audit.json, audit/issues.parquet, audit/label_issues.png
 >>> print(report.to_markdown())
+
 ```
 """
 
@@ -110,6 +111,7 @@ def oof_probabilities(oof: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nda
     >>> rows, labels, probs = oof_probabilities(oof)
     >>> rows.tolist(), labels.tolist(), probs.round(2).tolist()
     ([0, 1], [0, 1], [[0.8, 0.2], [0.3, 0.7]])
+
     ```
     """
     prob_columns = _prob_columns(oof)
@@ -234,6 +236,7 @@ def compute_embeddings(model, dataset: "datasets.Dataset", processing_class=None
     >>> emb = compute_embeddings("builtin:efficientnet-lite0", load_dataset("builtin:digits"), image_size=64)
     >>> emb.shape
     (1797, 1280)
+
     ```
     """
     import torch
@@ -318,6 +321,7 @@ def near_duplicate_groups(pairs: np.ndarray, n_rows: int, base_groups: Sequence 
     ```python
     >>> near_duplicate_groups(np.array([[0, 3], [3, 4]]), 6).tolist()
     [0, 1, 2, 0, 0, 3]
+
     ```
     """
     from scipy.sparse import coo_matrix

@@ -160,6 +160,7 @@ def detection_scores(flagged: Iterable[Hashable], truth: Iterable[Hashable]) -> 
     ```python
     >>> detection_scores([1, 2, 3, 4], [2, 4, 6])
     {'n_flagged': 4, 'n_true': 3, 'n_found': 2, 'precision': 0.5, 'recall': 0.6666666666666666}
+
     ```
     """
     flagged = {int(x) if isinstance(x, (int, np.integer)) else x for x in flagged}

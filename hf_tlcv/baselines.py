@@ -13,6 +13,7 @@ folds (a [`TransferStudy`] asks it as the `"baseline"` question).
 >>> folds, _ = load_folds("cv/folds.json")                       # the folds of a finished run
 >>> baseline = classical_baseline(load_data("builtin:trec"), folds)
 >>> baseline.summary["accuracy"]["mean"]
+
 ```
 """
 

@@ -368,6 +368,7 @@ class FeatureCache:
     >>> plan, reason = plan_feature_cache(model, args, dataset=ds, data_collator=None, user_model_init=False)
     >>> cache, reason = FeatureCache.build(model, plan, ds, model_fingerprint=state_fingerprint(model))
     >>> fold_rows = cache.dataset.select(train_indices)
+
     ```
     """
 

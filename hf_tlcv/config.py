@@ -120,6 +120,7 @@ class KFoldConfig(TrainingArguments):
     ```python
     >>> from hf_tlcv import KFoldConfig
     >>> config = KFoldConfig(output_dir="cv", n_folds=5, finetune_strategy="freeze", freeze_layers=8)
+
     ```
     """
 

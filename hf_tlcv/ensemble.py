@@ -63,6 +63,7 @@ class KFoldEnsemble:
     >>> ensemble = KFoldEnsemble.from_pretrained("outputs/vit_kfold")   # or a Hub repo id
     >>> out = ensemble.predict(images)                                   # PIL images, texts or a datasets.Dataset
     >>> out.labels[:3], out.votes.shape
+
     ```
     """
 

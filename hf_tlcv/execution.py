@@ -83,6 +83,7 @@ class WorkerProcess:
     ```python
     >>> with WorkerProcess() as worker:
     ...     result = worker.run(job)      # equal to run_fold(job) in this process
+
     ```
     """
 
@@ -124,6 +125,7 @@ def deal_folds(pending: list[int], world_size: int) -> list[list[int]]:
     ```python
     >>> deal_folds([0, 1, 3, 4, 5], world_size=2)
     [[0, 1], [3, 4], [5]]
+
     ```
     """
     if world_size < 1:
@@ -244,6 +246,7 @@ class RayExecutor:
     >>> from hf_tlcv.execution import RayExecutor
     >>> with RayExecutor(num_gpus=1) as executor:
     ...     results = trainer.cross_validate(executor=executor)   # eight folds at once on an eight-GPU node
+
     ```
     """
 
@@ -341,6 +344,7 @@ def run_on_ray(jobs: list["FoldJob"], **executor_kwargs) -> list["FoldResult"]:
     Example:
     ```python
     >>> results = run_on_ray(trainer.fold_jobs(), num_cpus=1)
+
     ```
     """
     with RayExecutor(**executor_kwargs) as executor:

@@ -10,6 +10,7 @@ worker process ([`hf_tlcv.execution`]) or on another machine.
 >>> jobs = trainer.fold_jobs()                 # the folds still to train
 >>> result = run_fold(jobs[0])                 # here, or: run_in_worker(jobs[0]) in a fresh process
 >>> result.eval_metrics["accuracy"]
+
 ```
 """
 

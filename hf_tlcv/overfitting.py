@@ -49,6 +49,7 @@ def loss_curves(log_history: list[dict]) -> LossCurves:
     ...                       {"eval_loss": 0.9, "epoch": 1.0}])
     >>> curves.epochs, curves.train_loss, curves.eval_loss
     ([1], [0.9], [0.9])
+
     ```
     """
     train: dict[int, list[float]] = {}
@@ -137,6 +138,7 @@ def detect_overfitting(log_history: list[dict], train_metrics: dict | None = Non
     >>> d = detect_overfitting(history, {"accuracy": 1.0}, {"accuracy": 0.7})
     >>> d.overfitting, d.onset_epoch, round(d.gap, 2)
     (True, 3, 0.3)
+
     ```
     """
     if gap_threshold < 0 or loss_rise < 0:

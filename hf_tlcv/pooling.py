@@ -19,6 +19,7 @@ them (`normalize_embeddings=False`).
 >>> model = load_classifier("builtin:minilm-l6", ["neg", "pos"], 2)     # text_pooling="auto"
 >>> model.config.hf_tlcv_pooling
 ['mean']
+
 ```
 """
 

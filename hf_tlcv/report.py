@@ -81,6 +81,7 @@ class StudyReport:
     >>> for verdict in report.verdicts:
     ...     print(verdict)
     >>> report.save("study"); StudyReport.load("study")
+
     ```
     """
 

@@ -160,6 +160,7 @@ class CVResults:
     {'mean': 0.93, 'std': 0.012, 'ci95': [0.91, 0.95], 'ci_method': 'corrected_wilson'}
     >>> results.to_pandas()  # one row per fold
     >>> results.save("cv-out"); CVResults.load("cv-out")
+
     ```
     """
 
@@ -403,6 +404,7 @@ class CVResults:
         Example:
         ```python
         >>> CVResults.load("outputs/vit_kfold").push_to_hub("me/vit-kfold-animal-mnist")
+
         ```
         """
         from .hub import push_run

@@ -28,6 +28,7 @@ keeps its signature and its `BestRun`, but a trial here is a whole cross-validat
 >>> best.hyperparameters
 {'learning_rate': 0.0021, 'finetune_strategy': 'freeze', 'freeze_layers': 8, ...}
 >>> best.run_summary.to_markdown()                                # the report, also in output_dir/search_report.md
+
 ```
 """
 
@@ -127,6 +128,7 @@ def default_hp_space(trial: "optuna.Trial", n_blocks: int | None = None, *,
     >>> import functools
     >>> space = functools.partial(default_hp_space, n_blocks=12, strategies=("freeze", "lora"), learning_rate=(1e-5, 1e-3))
     >>> best = trainer.hyperparameter_search(hp_space=space, n_trials=30)
+
     ```
     """
     unknown = sorted(set(strategies) - set(FINETUNE_STRATEGIES))

@@ -193,6 +193,7 @@ class SearchReport:
         >>> best = trainer.hyperparameter_search(n_trials=20)
         >>> run = CVResults.load(f"{args.output_dir}/trials/{best.run_summary.best['run']}")   # the winner's folds
         >>> run.push_to_hub("me/tuned-run", study_report=best.run_summary.card_section())
+
         ```
         """
         lines = self.to_markdown(plots_dir=None).splitlines()

@@ -238,6 +238,7 @@ def hub_errors(kind: str, name: str) -> Iterator[None]:
     ```python
     >>> with hub_errors("model", "google/vit-base-patch16-224-in21k"):
     ...     AutoConfig.from_pretrained("google/vit-base-patch16-224-in21k")  # doctest: +SKIP
+
     ```
     """
     try:

@@ -375,6 +375,7 @@ class TransferStudy:
     >>> args = KFoldConfig(output_dir="study", n_folds=5, image_size=64, num_train_epochs=3, learning_rate=1e-3)
     >>> report = TransferStudy("builtin:efficientnet-lite0", ds, args, questions=("pretrained", "freeze")).run()
     >>> print(report.verdicts[0].text)
+
     ```
     """
 

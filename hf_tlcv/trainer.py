@@ -95,6 +95,7 @@ class KFoldTrainer(StrategyTrainer):
     >>> args = KFoldConfig(output_dir="cv", n_folds=5, finetune_strategy="linear_probe", image_size=112)
     >>> trainer = KFoldTrainer("builtin:efficientnet-lite0", args, train_dataset=load_data("builtin:animal-mnist"))
     >>> results = trainer.cross_validate()
+
     ```
     """
 
@@ -868,6 +869,7 @@ class KFoldTrainer(StrategyTrainer):
         >>> best = trainer.hyperparameter_search(n_trials=20)
         >>> best.hyperparameters, best.objective
         >>> print(best.run_summary.to_markdown())
+
         ```
         """
         from .search import run_search

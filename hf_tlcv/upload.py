@@ -17,6 +17,7 @@ Example:
 >>> dataset = load_image_zip("pets.zip", "extracted/", min_per_class=5)  # pets/cat/*.jpg, pets/dog/*.jpg
 >>> dataset.features["label"].names
 ['cat', 'dog']
+
 ```
 """
 
@@ -95,6 +96,7 @@ class UploadLimits:
     ```python
     >>> UploadLimits(max_files=500).describe()
     'at most 500 files, 1,024 MB unpacked (32 MB per file), a 200 MB zip, 40 megapixels and 10 s of decoding per image'
+
     ```
     """
 
@@ -199,6 +201,7 @@ def open_image(source: bytes | str | os.PathLike | BinaryIO, limits: UploadLimit
     ```python
     >>> from hf_tlcv.upload import UploadLimits, open_image
     >>> image = open_image("photo.jpg", UploadLimits(max_image_pixels=25_000_000, max_decode_seconds=5))
+
     ```
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
