@@ -40,3 +40,12 @@ def test_the_public_names_are_exactly_the_lazily_loaded_ones():
     assert sorted(hf_tlcv.__all__) == sorted([*hf_tlcv._PUBLIC, "__version__"])
     for name in hf_tlcv._PUBLIC:
         assert getattr(hf_tlcv, name).__name__ == name
+
+
+def test_one_version_source():
+    # pyproject.toml reads the version from hf_tlcv.__version__ (runs record it), so the installed metadata agrees.
+    from importlib.metadata import version
+
+    import hf_tlcv
+
+    assert version("hf_tlcv") == hf_tlcv.__version__
