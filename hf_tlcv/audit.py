@@ -723,7 +723,7 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
         raise ValueError(f"The run's folds were cut from {expected} rows but the dataset has {len(dataset)}: pass the "
                          "same dataset (after the same max_samples subset) that was cross-validated.")
     # Checked (and string labels encoded) as KFoldTrainer checks them: hf_tlcv.validation.
-    dataset = validate_dataset(dataset, label_column=label_column, name="the audited dataset")
+    dataset = validate_dataset(dataset, label_column=label_column, inputs="if_present", name="the audited dataset")
     if len(rows) and rows.max() >= len(dataset):
         raise ValueError(f"The out-of-fold predictions refer to row {rows.max()}, but the dataset has {len(dataset)} "
                          "rows: pass the dataset that was cross-validated.")

@@ -49,7 +49,7 @@ class CheckedData:
 
 def validate_dataset(dataset: Any, args: Any = None, *, label_column: str | None = None,
                      text_column: str | None = None, image_column: str | None = None, n_folds: int | None = None,
-                     labels: str = "required", inputs: bool = True, name: str = "the dataset",
+                     labels: str = "required", inputs: bool | str = True, name: str = "the dataset",
                      checked: bool = False) -> "datasets.Dataset | CheckedData":
     """Check a dataset before anything is trained on it, and encode its labels.
 
@@ -63,7 +63,9 @@ def validate_dataset(dataset: Any, args: Any = None, *, label_column: str | None
         labels (`str`, defaults to `"required"`): `"required"` (a training set: the label column must exist and hold
             at least two classes), `"optional"` (a test set: labels are checked only when the column exists) or
             `"none"` (rows to predict).
-        inputs (`bool`, defaults to `True`): check every text cell and decode every image (`False`: labels only).
+        inputs (`bool` or `"if_present"`, defaults to `True`): check every text cell and decode every image, and
+            require a text or image column when the rows hold no model inputs yet; `"if_present"`: check them when
+            there are some (data that is not read, e.g. an audit given its embeddings); `False`: labels only.
         name (`str`): how messages refer to the dataset (`"train_dataset"`, `"eval_dataset"`, ...).
         checked (`bool`, defaults to `False`): return a [`CheckedData`] instead of the dataset alone.
 
@@ -117,7 +119,7 @@ def validate_dataset(dataset: Any, args: Any = None, *, label_column: str | None
             _check_images(dataset, image_col, name)
         elif text_col is not None:
             _check_texts(dataset, text_col, name)
-        else:
+        elif inputs != "if_present":
             raise ValueError(f"{name} has no model inputs (pixel_values / input_ids) and no image or text column to "
                              f"preprocess (its columns: {', '.join(dataset.column_names)}); set "
                              f"{option('image_column')} or {option('text_column')}.")
