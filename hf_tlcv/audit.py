@@ -710,7 +710,7 @@ def _load_results(results) -> "CVResults":
 def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.ndarray,
                    labels: np.ndarray) -> "datasets.Dataset":
     """The dataset must be the one the folds were cut from: same number of rows, same label on every row. String
-    labels are encoded as `KFoldTrainer` encodes them (`hf_tlcv.data.encode_labels`); the encoded dataset is returned."""
+    labels are encoded as `KFoldTrainer` encodes them (`hf_tlcv.validation`); the encoded dataset is returned."""
     import datasets
 
     from .data import describe_dataset

@@ -375,3 +375,35 @@ def test_the_audit_compares_the_fingerprint_the_run_recorded(caplog):
         assert "fingerprint differs" not in caplog.text  # the same rows: no false alarm
         _check_dataset(other, _text_rows("string_labels"), "label", rows, labels)
         assert "fingerprint differs" in caplog.text
+
+
+# ---- the recipes go through the same check, with the options as typed on the command line ------------------------
+@pytest.mark.parametrize("case,error", [
+    ("empty_text", r"empty or missing in 1 of 36 rows \(row 3\).*dataset\.filter\("),
+    ("one_class", r"single class \('positive'\).*set --label_column"),
+    ("misspelled_label", r"--label_column lable is not a column .*\(its columns: text, label\)"),
+], ids=lambda value: value if value in ("empty_text", "one_class", "misspelled_label") else "")
+def test_the_text_recipe_refuses_a_bad_csv_before_loading_the_model(case, error, tmp_path, monkeypatch):
+    from conftest import load_recipe
+
+    import hf_tlcv.trainer
+    from hf_tlcv.recipe import cli
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(hf_tlcv.trainer, "load_classifier", no_model)
+    path = _reviews_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    if case == "empty_text":
+        lines[4] = "," + lines[4].split(",")[1]  # row 3: an empty text cell, as a spreadsheet leaves it
+    if case == "one_class":
+        lines = [lines[0]] + [line.rsplit(",", 1)[0] + ",positive" for line in lines[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    argv = ["--dataset_name", str(path), "--max_samples", "0", "--n_folds", "3", "--output_dir", str(out)]
+    if case == "misspelled_label":
+        argv += ["--label_column", "lable"]
+    with pytest.raises(ValueError, match=error):
+        cli(load_recipe("text_kfold").make_parser, argv)
+    assert not out.exists() or not any(out.iterdir())
