@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +40,15 @@ __all__ = ["CheckedData", "validate_dataset"]
 MAX_NAMED = 5
 
 
+@dataclass(frozen=True)
 class CheckedData:
-    """What [`validate_dataset`] found: the dataset with encoded labels, its class names and count, and the fold
-    strategy it resolved (`None` when no fold settings were given)."""
+    """What [`validate_dataset`] found: the dataset with encoded labels, its class names (`None` for integer labels
+    without names) and count, and the fold strategy it resolved (`None` when no fold settings were given)."""
 
-    def __init__(self, dataset, class_names, n_labels, fold_strategy):
-        self.dataset, self.class_names, self.n_labels, self.fold_strategy = dataset, class_names, n_labels, fold_strategy
+    dataset: "datasets.Dataset"
+    class_names: list[str] | None
+    n_labels: int | None
+    fold_strategy: str | None
 
 
 def validate_dataset(dataset: Any, args: Any = None, *, label_column: str | None = None,
@@ -83,6 +87,8 @@ def validate_dataset(dataset: Any, args: Any = None, *, label_column: str | None
         text_column = args.text_column if text_column is None else text_column
         image_column = args.image_column if image_column is None else image_column
     label_column = label_column or "label"
+    if labels not in ("required", "optional", "none"):
+        raise ValueError(f"labels must be 'required', 'optional' or 'none', got {labels!r}.")
     if not isinstance(dataset, datasets.Dataset):
         hint = " (a DatasetDict: pick a split, e.g. dataset['train'])" if isinstance(dataset, dict) else ""
         raise TypeError(f"{name} must be a datasets.Dataset, got {type(dataset).__name__}{hint}; convert it with "
