@@ -714,10 +714,11 @@ def _load_results(results) -> "CVResults":
 def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.ndarray,
                    labels: np.ndarray) -> "datasets.Dataset":
     """The dataset must be the one the folds were cut from: same number of rows, same label on every row. String
-    labels are encoded as `KFoldTrainer` encodes them (`hf_tlcv.data.encode_labels`); the encoded dataset is returned."""
+    labels are encoded as `KFoldTrainer` encodes them (`hf_tlcv.validation`); the encoded dataset is returned."""
     import datasets
 
-    from .data import encode_labels
+    from .data import describe_dataset
+    from .validation import validate_dataset
 
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be the datasets.Dataset the folds were cut from, got {type(dataset).__name__}.")
@@ -725,9 +726,8 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
     if expected is not None and expected != len(dataset):
         raise ValueError(f"The run's folds were cut from {expected} rows but the dataset has {len(dataset)}: pass the "
                          "same dataset (after the same max_samples subset) that was cross-validated.")
-    if label_column not in dataset.column_names:
-        raise ValueError(f"label_column {label_column!r} is not in the dataset (columns: {dataset.column_names}).")
-    dataset = encode_labels(dataset, label_column)
+    # Checked (and string labels encoded) as KFoldTrainer checks them: hf_tlcv.validation.
+    dataset = validate_dataset(dataset, label_column=label_column, inputs="if_present", name="the audited dataset")
     if len(rows) and rows.max() >= len(dataset):
         raise ValueError(f"The out-of-fold predictions refer to row {rows.max()}, but the dataset has {len(dataset)} "
                          "rows: pass the dataset that was cross-validated.")
@@ -739,7 +739,8 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
                          f"{given[mismatch[0]]} vs {labels[mismatch[0]]}): the dataset is not the one the folds "
                          "were cut from (another subset, order or labelling).")
     fingerprint = results.metadata.get("data_fingerprint")
-    if fingerprint and fingerprint != getattr(dataset, "_fingerprint", fingerprint):
+    # The run records the public content fingerprint of its (label-encoded) rows: hf_tlcv.data.describe_dataset.
+    if fingerprint and fingerprint != describe_dataset(dataset)["fingerprint"]:
         logger.info("The dataset's fingerprint differs from the run's (it was loaded or built anew); its rows and "
                     "labels match the run's, so the audit goes on.")
     return dataset

@@ -24,10 +24,11 @@ from typing import Callable, Sequence
 import datasets
 import numpy as np
 
-from .data import encode_labels, find_column, label_names
+from .data import find_column, label_names
 from .folds import Fold, folds_fingerprint
 from .metrics import build_compute_metrics, metrics_from_probabilities
 from .results import CVResults, FoldResult, predictions_frame
+from .validation import validate_dataset
 
 BASELINE_KINDS = ("auto", "tfidf_logreg", "pixels_logreg")
 
@@ -105,9 +106,8 @@ def classical_baseline(dataset: datasets.Dataset, folds: Sequence[Fold], *, kind
         [`CVResults`] with per-fold eval metrics (`loss`: the log loss), out-of-fold predictions and, in `config`,
         the baseline's settings; `metadata["folds_fingerprint"]` names the folds.
     """
-    if label_column not in dataset.column_names:
-        raise ValueError(f"label_column={label_column!r} is not a column of the dataset; its columns are "
-                         f"{dataset.column_names}.")
+    # Checked (and string labels encoded) as every entry point checks its data: hf_tlcv.validation.
+    dataset = validate_dataset(dataset, label_column=label_column, text_column=text_column, image_column=image_column)
     if not folds:
         raise ValueError("classical_baseline needs the folds of a run (load_folds(output_dir / 'folds.json')[0]).")
     n_rows = len(dataset)
@@ -115,7 +115,6 @@ def classical_baseline(dataset: datasets.Dataset, folds: Sequence[Fold], *, kind
     if too_far >= n_rows:
         raise ValueError(f"The folds index row {too_far}, but the dataset has {n_rows} rows: they were made for "
                          "another dataset.")
-    dataset = encode_labels(dataset, label_column)
     labels = np.asarray(dataset.with_format(None)[label_column], dtype=np.int64)
     names = label_names(dataset, label_column)
     n_labels = len(names) if names is not None else int(labels.max()) + 1

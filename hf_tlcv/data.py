@@ -73,23 +73,45 @@ def needs_preprocessing(dataset: Dataset) -> bool:
 
 
 def describe_dataset(dataset: Dataset) -> dict:
-    """What a run records about its data: the name (a builtin or Hub id, or the path a recipe loaded), the
-    configuration, the revision and data files `datasets` downloaded or read, the row count and a content fingerprint
-    (`datasets.fingerprint.Hasher`)."""
+    """What a run records about its data, as the user named it: the name (a builtin or Hub id, or the path
+    `hf_tlcv.load_data` or a recipe loaded), the configuration, the revision and the data files `datasets` downloaded,
+    the row count and a content fingerprint (`datasets.fingerprint.Hasher`, the one the run's folds record).
+
+    `datasets`' own cache files (`~/.cache/huggingface/datasets/csv/default-.../*.arrow`) are never recorded as the
+    data: they are an implementation detail of the machine that ran. A dataset read by one of `datasets`' file
+    builders (`load_dataset("csv", data_files=...)`) keeps no trace of its file names; it is recorded by its format
+    (`"format": "csv"`) and fingerprint, and `hf_tlcv.load_data("reviews.csv")` records the path as well.
+    """
     from datasets.fingerprint import Hasher
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
     info = dataset.info
-    files = list((info.download_checksums or {}).keys())
+    files = [url for url in (info.download_checksums or {}) if "://" in url or not _in_datasets_cache(url)]
     revision = None
     for url in files:  # hf://datasets/<id>@<revision>/... records the exact Hub revision
         if "@" in url and url.startswith("hf://"):
             revision = url.split("@", 1)[1].split("/", 1)[0]
             break
-    if not files:
-        files = sorted({c["filename"] for c in dataset.cache_files})
-    return {"name": info.dataset_name or None, "config": info.config_name or None, "revision": revision,
-            "split": str(dataset.split) if dataset.split is not None else None, "data_files": files[:50],
-            "n_rows": len(dataset), "fingerprint": Hasher.hash(dataset)}
+    name, config, fmt = info.dataset_name or None, info.config_name or None, None
+    if name is not None and name == info.builder_name and name in _PACKAGED_DATASETS_MODULES:
+        # "csv" / "imagefolder" names the reader, not the data: say which format was read, and no name.
+        name, fmt = None, info.builder_name
+        config = None if config == "default" else config
+    record = {"name": name, "config": config, "revision": revision,
+              "split": str(dataset.split) if dataset.split is not None else None, "data_files": files[:50],
+              "n_rows": len(dataset), "fingerprint": Hasher.hash(dataset)}
+    if fmt is not None:
+        record["format"] = fmt
+    return record
+
+
+def _in_datasets_cache(path: str) -> bool:
+    from datasets import config
+
+    try:
+        return str(path).startswith(str(config.HF_DATASETS_CACHE))
+    except TypeError:
+        return False
 
 
 def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "label",

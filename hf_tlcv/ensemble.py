@@ -156,6 +156,7 @@ class KFoldEnsemble:
         from PIL import Image as PILImage
 
         from .data import preprocess
+        from .validation import validate_dataset
 
         if isinstance(inputs, (str, PILImage.Image)):
             inputs = [inputs]
@@ -173,6 +174,9 @@ class KFoldEnsemble:
             image_column, text_column = self.config.get("image_column"), self.config.get("text_column")
             image_column = image_column if image_column in inputs.column_names else None
             text_column = text_column if text_column in inputs.column_names else None
+        # Empty texts and images that do not decode are named here, before a fold model runs.
+        inputs = validate_dataset(inputs, labels="none", text_column=text_column, image_column=image_column,
+                                  name="the rows to predict")
         label_column = self.config.get("label_column", "label")
         if label_column not in inputs.column_names:
             label_column = "label"

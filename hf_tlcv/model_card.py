@@ -91,7 +91,12 @@ def _data_source(cv: "CVResults") -> str | None:
     data = cv.metadata.get("data") or {}
     if not data:
         return None
-    parts = [f"`{data['name']}`" if data.get("name") else "a dataset built in code"]
+    if data.get("name"):
+        parts = [f"`{data['name']}`"]
+    elif data.get("format"):
+        parts = [f"local `{data['format']}` data"]
+    else:
+        parts = ["a dataset built in code"]
     if data.get("config"):
         parts.append(f"config `{data['config']}`")
     if data.get("revision"):

@@ -57,15 +57,33 @@ def pooling_from_config(config: dict) -> list[str]:
 
 
 def _read_json(folder: str, name: str, hub_kwargs: dict) -> dict | None:
+    """`name` inside a model folder or Hub repo, or `None` when it genuinely does not exist there. Any other failure
+    (no network, 401, an outage, a file that is not cached offline) raises: guessing "no pooling declared" would
+    silently swap a sentence encoder's mean pooling for BERT's pooler."""
     if os.path.isdir(folder):
         path = Path(folder) / name
         return json.loads(path.read_text()) if path.is_file() else None
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    try:
         return json.loads(Path(hf_hub_download(folder, name, **hub_kwargs)).read_text())
-    except Exception:  # noqa: BLE001 - no such file on the Hub, or not cached while offline: nothing declared
+    except LocalEntryNotFoundError as exc:
+        cached = try_to_load_from_cache(folder, name, revision=hub_kwargs.get("revision"),
+                                        cache_dir=hub_kwargs.get("cache_dir"))
+        if cached is not None and not isinstance(cached, str):  # the Hub said "no such file" earlier
+            return None
+        error = exc
+    except EntryNotFoundError:
         return None
+    except Exception as exc:  # noqa: BLE001 - reported below with what to do
+        error = exc
+    raise OSError(
+        f"Could not read {name} from {folder!r} to find the text pooling it declares ({type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else 'no details'}); check the model id and your access to it, "
+        "or set text_pooling explicitly (e.g. text_pooling='mean' for a sentence-transformers encoder, "
+        "text_pooling='pooler' for the model's own head)."
+    ) from error
 
 
 def read_pooling(name_or_path: str, hub_kwargs: dict | None = None) -> list[str] | None:

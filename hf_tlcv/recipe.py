@@ -13,12 +13,13 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import set_seed
 
 from .config import FINETUNE_STRATEGIES, KFoldConfig
-from .data import encode_labels, label_names, num_labels, subsample
+from .data import label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
 from .options import command_line_options
 from .sources import load_data, offline_options
 from .trainer import KFoldTrainer
+from .validation import validate_dataset
 
 
 @dataclass
@@ -167,8 +168,9 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
         _check_audit(script_args)  # before any training: a missing package must not cost the run
     extra = {"name": script_args.dataset_config} if script_args.dataset_config else {}
     dataset = load_data(script_args.dataset_name, split=script_args.dataset_split, **extra)
-    # String labels become a ClassLabel first, so that the subset below is stratified by class too.
-    dataset = encode_labels(dataset, config.label_column)
+    # The labels are checked (and strings become a ClassLabel) first, so that the subset below is stratified by class
+    # too; the rows themselves are checked by KFoldTrainer / TransferStudy, on the subset that trains.
+    dataset = validate_dataset(dataset, label_column=config.label_column, inputs=False)
     dataset = subsample(dataset, script_args.max_samples, config.label_column, script_args.sample_seed)
     # What the user named (a builtin, a Hub id, a file path) is what the results, the card and the reports record.
     dataset.info.dataset_name = script_args.dataset_name

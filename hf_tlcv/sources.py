@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import time
+import warnings
 from typing import Any, Iterator, Protocol
 
 __all__ = ["HubUnreachableError", "hub_errors", "hub_is_reachable", "hub_unreachable_error", "is_hub_unreachable",
@@ -54,7 +55,10 @@ def _load_entry_points() -> None:
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             source = point.load()
-        except Exception:  # noqa: BLE001 - a broken optional source must not break loading anything else
+        except Exception as exc:  # noqa: BLE001 - a broken optional source must not break loading anything else
+            warnings.warn(f"The hf_tlcv source plugin {point.name!r} ({point.value}) could not be loaded and is "
+                          f"skipped ({type(exc).__name__}: {exc}); reinstall or fix the package that provides it, or "
+                          "uninstall it.", RuntimeWarning, stacklevel=2)
             continue
         _SOURCES.setdefault(source.prefix.lower(), source)
 
@@ -270,6 +274,14 @@ def _data_file_extension(path: str) -> str:
     return ext
 
 
+def _named(loaded, name: str):
+    """`loaded` (a Dataset or DatasetDict) recording the file or folder as the user named it: `datasets` keeps only
+    its builder ("csv") and cache files, which is what a run's card would otherwise describe."""
+    for part in (loaded.values() if isinstance(loaded, dict) else [loaded]):
+        part.info.dataset_name = str(name)
+    return loaded
+
+
 def load_data(name: str, /, split: str | None = "train", **kwargs):
     """Load a dataset by name: a local folder or file, a Hub dataset, or a prefixed name of an installed source
     (`builtin:` for hf_tlcv's embedded offline data), with a clear error when the Hub cannot be reached.
@@ -316,9 +328,9 @@ def load_data(name: str, /, split: str | None = "train", **kwargs):
             )
         if ext == ".tsv":
             kwargs.setdefault("sep", "\t")
-        return datasets.load_dataset(builder, data_files=path, split=split, **kwargs)
+        return _named(datasets.load_dataset(builder, data_files=path, split=split, **kwargs), name)
     if os.path.isdir(path):
-        return datasets.load_dataset(path, split=split, **kwargs)
+        return _named(datasets.load_dataset(path, split=split, **kwargs), name)
     if path.startswith((".", "/", "~")) or "\\" in path or _data_file_extension(path) in _FILE_BUILDERS:
         # Not a valid Hub id either: asking the Hub would only turn a typo into a confusing network error.
         raise FileNotFoundError(

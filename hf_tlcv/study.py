@@ -25,8 +25,6 @@ from tqdm.auto import tqdm
 from transformers.trainer_utils import set_seed
 
 from .config import KFoldConfig
-from .data import label_names as dataset_label_names
-from .data import num_labels as dataset_num_labels
 from .folds import folds_fingerprint, load_folds
 from .modeling import load_classifier, load_processor
 from .overfitting import diagnose_fold
@@ -34,6 +32,7 @@ from .report import StudyReport, Verdict
 from .results import CVResults, fold_sizes
 from .stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest, is_bounded_metric
 from .strategies import discover_layout
+from .validation import validate_dataset
 
 QUESTIONS = ("pretrained", "baseline", "freeze", "lr", "overfitting")
 SELECTION_QUESTIONS = ("freeze", "lr", "custom")
@@ -388,8 +387,6 @@ class TransferStudy:
                  processing_class=None, **trainer_kwargs):
         if not isinstance(args, KFoldConfig):
             raise TypeError(f"args must be a KFoldConfig, got {type(args).__name__}.")
-        if not isinstance(train_dataset, datasets.Dataset):
-            raise TypeError(f"train_dataset must be a datasets.Dataset, got {type(train_dataset).__name__}.")
         if model is None:
             raise ValueError("TransferStudy needs a model: a Hub id, a local folder, a builtin: name or a built "
                              "classifier.")
@@ -410,15 +407,16 @@ class TransferStudy:
             raise ValueError(f"The study's paired tests need at least 3 fold scores per variant to estimate the "
                              f"variance of a difference, and n_folds={args.n_folds} x n_repeats={args.n_repeats} gives "
                              f"{args.n_folds * args.n_repeats}; set n_folds=3 or more, or n_repeats=2 or more.")
-        self.model, self.train_dataset, self.args = model, train_dataset, args
+        # The data is checked (and string labels encoded, once for every variant) before any model is loaded.
+        checked = validate_dataset(train_dataset, args, name="train_dataset", checked=True)
+        self.model, self.train_dataset, self.args = model, checked.dataset, args
         self.freeze_depths, self.learning_rates = freeze_depths, learning_rates
         self.layerwise_lr_decay, self.nested, self.inner_folds = layerwise_lr_decay, nested, inner_folds
         self.metric, self.rope, self.alpha, self.p_adjust = metric, rope, alpha, p_adjust
         self.gap_threshold, self.loss_rise = gap_threshold, loss_rise
         self.callbacks, self.processing_class, self.trainer_kwargs = callbacks, processing_class, trainer_kwargs
         self.model_name = model if isinstance(model, str) else type(model).__name__
-        self.class_names = dataset_label_names(train_dataset, args.label_column)
-        self.n_labels = dataset_num_labels(train_dataset, args.label_column)
+        self.class_names, self.n_labels = checked.class_names, checked.n_labels
         self._n_blocks: int | None = None
         # Everything that can be wrong with the plan is found now, before hours of training.
         self.variants: dict[str, Variant] = {}

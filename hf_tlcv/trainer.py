@@ -23,12 +23,10 @@ from transformers.utils import logging
 
 from . import __version__
 from .config import KFoldConfig, changed_settings, default_result_settings
-from .data import describe_dataset, encode_labels, needs_preprocessing, preprocess
-from .data import label_names as dataset_label_names
-from .data import num_labels as dataset_num_labels
+from .data import describe_dataset, needs_preprocessing, preprocess
 from .execution import DATA_PARALLEL_TYPES, FoldExchange, WorkerProcess, deal_folds
 from .fold_job import FoldJob, ModelSource, StrategyTrainer, fold_settings, run_fold
-from .folds import Fold, load_folds, make_folds, save_folds, validate_fold_inputs
+from .folds import Fold, load_folds, make_folds, save_folds
 from .hub import HubPushCallback, create_hub_repo, hub_repo_id
 from .metrics import build_compute_metrics, metrics_from_probabilities
 from .modeling import load_classifier, load_processor, state_fingerprint
@@ -46,6 +44,7 @@ from .run_dir import (
 )
 from .strategies import apply_strategy
 from .utils import task_of_columns, to_plain
+from .validation import validate_dataset
 
 logger = logging.get_logger(__name__)
 
@@ -122,14 +121,11 @@ class KFoldTrainer(StrategyTrainer):
             raise ValueError("An optimizer instance (optimizers=...) trains one model, but KFoldTrainer builds a fresh "
                              "model per fold (and for train()); pass optimizer_cls_and_kwargs=(OptimizerClass, "
                              "kwargs) to choose their optimizer.")
-        train_dataset = self._checked_dataset(train_dataset, args, "train_dataset")
-        # Everything about the data is checked before a model is loaded or a step is taken.
-        self.fold_strategy = validate_fold_inputs(train_dataset, strategy=args.fold_strategy, n_folds=args.n_folds,
-                                                  n_repeats=args.n_repeats, label_column=args.label_column,
-                                                  group_column=args.group_column)
+        # Everything about the data is checked before a model is loaded, a fold is cut or a file is written.
+        checked = self._checked_dataset(train_dataset, args, "train_dataset")
+        train_dataset, self.fold_strategy = checked.dataset, checked.fold_strategy
         self.raw_dataset = train_dataset
-        self.class_names = dataset_label_names(train_dataset, args.label_column)
-        n_labels = dataset_num_labels(train_dataset, args.label_column)
+        self.class_names, n_labels = checked.class_names, checked.n_labels
         test_raw = None
         if eval_dataset is not None:
             test_raw = self._aligned_test_set(self._checked_dataset(eval_dataset, args, "eval_dataset", test=True),
@@ -194,18 +190,13 @@ class KFoldTrainer(StrategyTrainer):
         raise TypeError(f"args must be a KFoldConfig (or a TrainingArguments), got {type(args).__name__}.")
 
     @staticmethod
-    def _checked_dataset(dataset, args: KFoldConfig, name: str, test: bool = False) -> datasets.Dataset:
+    def _checked_dataset(dataset, args: KFoldConfig, name: str, test: bool = False):
+        """`hf_tlcv.validation.validate_dataset`: the training rows as `CheckedData`, the test rows as a dataset."""
         if dataset is None:
             raise ValueError(f"KFoldTrainer needs {name}: all the labelled rows, which it splits into folds.")
-        if not isinstance(dataset, datasets.Dataset):
-            raise TypeError(f"{name} must be a datasets.Dataset (got {type(dataset).__name__}); "
-                            "convert it with datasets.Dataset.from_dict / from_pandas.")
-        if len(dataset) and args.label_column not in dataset.column_names and not test:
-            raise ValueError(
-                f"{option('label_column', args.label_column)} is not in the dataset (columns: "
-                f"{', '.join(dataset.column_names)}); set {option('label_column')} to the column holding the labels."
-            )
-        return encode_labels(dataset, args.label_column) if not test else dataset
+        if test:
+            return validate_dataset(dataset, args, labels="optional", name=name)
+        return validate_dataset(dataset, args, name=name, checked=True)
 
     def _aligned_test_set(self, dataset: datasets.Dataset, label_column: str) -> datasets.Dataset:
         """The test set with the training set's class ids (strings or another class order are mapped by name)."""
@@ -215,14 +206,17 @@ class KFoldTrainer(StrategyTrainer):
         names = self.class_names
         if names is None:
             return dataset
+        if isinstance(feature, datasets.ClassLabel) and list(feature.names) == names:
+            return dataset
+        given = dataset.unique(label_column)
         if isinstance(feature, datasets.ClassLabel):
-            if list(feature.names) == names:
-                return dataset
-            return dataset.align_labels_with_mapping({n: i for i, n in enumerate(names)}, label_column)
-        unknown = sorted(set(map(str, dataset.unique(label_column))) - set(names))
+            given = [feature.int2str(int(v)) for v in given if v is not None and v >= 0]
+        unknown = sorted(set(map(str, given)) - set(names))
         if unknown:
             raise ValueError(f"eval_dataset has labels the training rows do not have ({', '.join(unknown[:5])}); a "
                              "held-out test set must use the training classes.")
+        if isinstance(feature, datasets.ClassLabel):
+            return dataset.align_labels_with_mapping({n: i for i, n in enumerate(names)}, label_column)
         return dataset.cast_column(label_column, datasets.Value("string")).cast_column(
             label_column, datasets.ClassLabel(names=names))
 
@@ -824,7 +818,7 @@ class KFoldTrainer(StrategyTrainer):
         return task_of_columns(self.cv_dataset.column_names)
 
     def _dataset_name(self) -> str | None:
-        return getattr(self.raw_dataset.info, "dataset_name", None) or None
+        return self._data_record["name"]  # as the user named it (never a datasets builder such as "csv")
 
     # ---- hyperparameter search (hf_tlcv.search) -------------------------------------------------------------------
     def hyperparameter_search(self, hp_space: Callable | None = None, compute_objective: Callable | None = None,
