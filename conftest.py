@@ -36,6 +36,7 @@ NOT_DOCTESTED = {
     "hf_tlcv.trainer.KFoldTrainer.hyperparameter_search": _NEEDS_A_RUN,
     "hf_tlcv.upload": _NEEDS_A_FILE,
     "hf_tlcv.upload.open_image": _NEEDS_A_FILE,
+    "hf_tlcv.validation": _NEEDS_A_FILE,
 }
 
 
