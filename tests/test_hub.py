@@ -346,6 +346,7 @@ def recipe():
     return load_recipe("vit_kfold")
 
 
+@pytest.mark.integration  # a one-process recipe run
 def test_recipe_push_to_hub_then_ensemble_on_raw_images(recipe, local_hub, tmp_path):
     base = save_base(tmp_path / "base", "vit")
     rng = np.random.default_rng(0)

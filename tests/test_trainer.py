@@ -231,6 +231,7 @@ def test_layerwise_lr_decay_reaches_the_optimizer(tmp_path):
     assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, 0.1}
 
 
+@pytest.mark.integration  # the embedded EfficientNet-Lite0 and builtin data
 def test_preprocessing_runs_once_for_all_folds(tmp_path):
     """A real pretrained model by builtin: name, raw images, an image processor counted per image."""
     from hf_tlcv.assets import load_dataset

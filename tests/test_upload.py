@@ -112,8 +112,7 @@ def test_zip_bomb_lying_about_its_size_is_refused_and_nothing_stays_extracted(tm
     upload.write_bytes(bytes(data))
     # Python's zipfile stops at the declared 10 bytes, so the lie shows as a CRC mismatch of that member (the byte
     # count kept while streaming is the guard behind it): the user is told the zip is damaged and what to do.
-    with pytest.raises(UploadError, match=r"The zip is damaged \(Bad CRC-32 for file 'cat/bomb\.png'\); create it "
-                                          r"again and re-upload"):
+    with pytest.raises(UploadError, match=r"The zip is damaged \(.*'cat/bomb\.png'\); create it again and re-upload"):
         extract_zip(upload, tmp_path / "out", UploadLimits(max_file_bytes=100_000, max_total_bytes=100_000))
     assert not any((tmp_path / "out").rglob("*.png"))
 
