@@ -148,7 +148,7 @@ class FoldJob:
         test_dataset: held-out rows (same columns as `dataset`) every fold model is scored on, or `None`.
         features: the frozen-feature cache the rows come from (the fold model then bypasses its frozen part).
         data_collator, compute_metrics, callbacks, peft_config, processing_class, compute_loss_func,
-            preprocess_logits_for_metrics: as given to [`KFoldTrainer`].
+            preprocess_logits_for_metrics, optimizer_cls_and_kwargs: as given to [`KFoldTrainer`].
         save_fold_model: whether this process saves the fold's model (`model/` in the fold folder).
         run_name: the run's name; the fold's tracker runs are called `<run_name>-<fold name>`.
     """
@@ -167,6 +167,7 @@ class FoldJob:
     processing_class: Any = None
     compute_loss_func: Callable | None = None
     preprocess_logits_for_metrics: Callable | None = None
+    optimizer_cls_and_kwargs: tuple | None = None
     save_fold_model: bool = True
     run_name: str | None = None
 
@@ -245,6 +246,7 @@ def run_fold(job: FoldJob) -> FoldResult:
     eval_rows = rows.select(fold.eval_indices)
     trainer = StrategyTrainer(
         model=model, args=args, data_collator=collator, train_dataset=train_rows,
+        optimizer_cls_and_kwargs=job.optimizer_cls_and_kwargs,
         eval_dataset=eval_rows if args.eval_strategy != "no" else None, processing_class=job.processing_class,
         compute_loss_func=job.compute_loss_func, compute_metrics=job.compute_metrics, callbacks=list(job.callbacks),
         preprocess_logits_for_metrics=job.preprocess_logits_for_metrics,

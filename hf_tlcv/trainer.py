@@ -294,6 +294,7 @@ class KFoldTrainer(StrategyTrainer):
             data_collator=self._user_collator if cache is None else None, compute_metrics=self.compute_metrics,
             callbacks=self._user_callbacks, peft_config=self.peft_config, processing_class=self.processing_class,
             compute_loss_func=self.compute_loss_func, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
+            optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
             save_fold_model=not extra_fit and (args.save_fold_models
                                                or (args.push_to_hub and args.push_fold_models != "none")),
             run_name=args.run_name,

@@ -1,7 +1,8 @@
 """A small local server that speaks the Hugging Face Hub's HTTP protocol, for tests that push and download.
 
 The real `huggingface_hub` client talks to it exactly as it talks to huggingface.co, for the calls hf_tlcv makes:
-creating a repository, uploading a folder (small files, "regular" uploads), validating a model card's YAML, reading
+creating a repository, uploading a folder (small files, "regular" uploads), validating a model card's YAML metadata
+as the Hub does (`validate_card_metadata`: a mapping, `license`, `tags` and the `model-index` structure), reading
 repository info and file trees, and downloading files (`hf_hub_download`, `snapshot_download`, `list_repo_files`).
 Everything lives in memory; every repository keeps its list of commits.
 
@@ -172,7 +173,9 @@ class HubServer:
         return f"http://{host}:{port}"
 
     def start(self) -> "HubServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+        # a short poll interval: stop() (every test's teardown) waits up to one interval for the serving loop
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="hub-server", daemon=True)
         self._thread.start()
         return self
 
@@ -348,8 +351,19 @@ class HubServer:
 
     def _validate_yaml(self, request: Request):
         data = json.loads(request.body or b"{}")
-        errors = [] if isinstance(data.get("content"), str) else [{"message": "content must be a string"}]
-        return _json({"errors": errors, "warnings": []}, 400 if errors else 200)
+        content = data.get("content")
+        if isinstance(content, str):
+            errors, warnings = validate_card_metadata(content, data.get("repoType") or "model")
+        else:
+            errors, warnings = ['"content" must be a string'], []
+        status = 400 if errors else 200
+        # RepoCard.validate asks for text/plain and raises ValueError(reply text) on a 400; HfApi's upload reads
+        # the JSON lists and joins their messages into "Invalid metadata in README.md.".
+        if "text/plain" in (request.headers.get("Accept") or ""):
+            text = "\n".join(f"- Error: {e}" for e in errors) or "\n".join(f"- Warning: {w}" for w in warnings)
+            return status, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
+        return _json({"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]},
+                     status)
 
     def _preupload(self, request: Request, type: str, repo: str, rev: str):
         target = self._repo(type, repo)
@@ -471,6 +485,97 @@ class HubServer:
             return 206, headers, content[start:end + 1]
         headers["Content-Length"] = str(len(content))
         return 200, headers, content
+
+
+# ---- model card metadata, checked as POST /api/validate-yaml checks it ----------------------------------------------
+MISSING_METADATA = ("Empty or missing yaml metadata in repo card "
+                    "(https://huggingface.co/docs/hub/model-cards#model-card-metadata)")
+
+
+def validate_card_metadata(content: str, repo_type: str = "model") -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a README's YAML metadata, in the Hub's words ("<path>" is required, must be ...).
+
+    Checked: the block (found with huggingface_hub's own `REGEX_YAML_BLOCK`, which the Hub shares) parses as a YAML
+    mapping; `license` is a string; `tags` a list of strings; and for model repositories `model-index` is a list of
+    entries with `name` (string) and `results` (list), each result with `task` (`type` required, `name` optional),
+    optional `dataset` (`type` and `name` required) and `metrics`: a list of entries with `type` (string) and a
+    numeric `value` (`name` optional). A README without metadata is valid with a warning, as on the Hub. Not
+    checked: the Hub's lists of known licenses, languages and pipeline tags.
+    """
+    import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    match = REGEX_YAML_BLOCK.search(content)
+    if match is None:
+        return [], [MISSING_METADATA]
+    try:
+        metadata = yaml.safe_load(match.group(2))
+    except yaml.YAMLError as exc:
+        return [f"YAML metadata does not parse: {' '.join(str(exc).split())}"], []
+    if metadata is None:
+        return [], [MISSING_METADATA]
+    if not isinstance(metadata, dict):
+        return ['"metadata" must be of type object'], []
+    errors: list[str] = []
+    _check(metadata, "license", _STRING, errors)
+    if _check(metadata, "tags", list, errors):
+        for i, tag in enumerate(metadata["tags"]):
+            if not isinstance(tag, str):
+                errors.append(f'"tags[{i}]" must be a string')
+    if repo_type == "model" and _check(metadata, "model-index", list, errors):
+        _check_model_index(metadata["model-index"], errors)
+    return errors, []
+
+
+_STRING, _NUMBER = "a string", "a number"
+_KINDS = {_STRING: lambda v: isinstance(v, str), _NUMBER: lambda v: isinstance(v, (int, float))
+          and not isinstance(v, bool), list: lambda v: isinstance(v, list), dict: lambda v: isinstance(v, dict)}
+_KIND_WORDS = {_STRING: "a string", _NUMBER: "a number", list: "an array", dict: "of type object"}
+
+
+def _check(parent: dict, key: str, kind, errors: list[str], path: str = "", required: bool = False) -> bool:
+    """Whether `parent[key]` is there and of `kind`; a missing required key or a wrong kind is added to `errors`."""
+    label = f"{path}.{key}" if path else key
+    if key not in parent:
+        if required:
+            errors.append(f'"{label}" is required')
+        return False
+    if not _KINDS[kind](parent[key]):
+        errors.append(f'"{label}" must be {_KIND_WORDS[kind]}')
+        return False
+    return True
+
+
+def _check_model_index(entries: list, errors: list[str]) -> None:
+    for i, entry in enumerate(entries):
+        path = f"model-index[{i}]"
+        if not isinstance(entry, dict):
+            errors.append(f'"{path}" must be of type object')
+            continue
+        _check(entry, "name", _STRING, errors, path, required=True)
+        if not _check(entry, "results", list, errors, path, required=True):
+            continue
+        for j, result in enumerate(entry["results"]):
+            at = f"{path}.results[{j}]"
+            if not isinstance(result, dict):
+                errors.append(f'"{at}" must be of type object')
+                continue
+            if _check(result, "task", dict, errors, at, required=True):
+                _check(result["task"], "type", _STRING, errors, f"{at}.task", required=True)
+                _check(result["task"], "name", _STRING, errors, f"{at}.task")
+            if _check(result, "dataset", dict, errors, at):
+                for key in ("type", "name"):
+                    _check(result["dataset"], key, _STRING, errors, f"{at}.dataset", required=True)
+            if not _check(result, "metrics", list, errors, at, required=True):
+                continue
+            for k, metric in enumerate(result["metrics"]):
+                where = f"{at}.metrics[{k}]"
+                if not isinstance(metric, dict):
+                    errors.append(f'"{where}" must be of type object')
+                    continue
+                _check(metric, "type", _STRING, errors, where, required=True)
+                _check(metric, "value", _NUMBER, errors, where, required=True)
+                _check(metric, "name", _STRING, errors, where)
 
 
 def _json(payload, status: int = 200) -> tuple[int, dict, bytes]:

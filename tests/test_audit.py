@@ -4,6 +4,7 @@ audit of real runs with injected label errors and near-duplicates (the small ver
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import shutil
@@ -14,11 +15,9 @@ import pytest
 import torch
 from conftest import load_recipe, make_config, tiny_model
 
-pytest.importorskip("cleanlab")
-
-from hf_tlcv import CVResults, KFoldTrainer  # noqa: E402
-from hf_tlcv.assets import load_dataset  # noqa: E402
-from hf_tlcv.audit import (  # noqa: E402
+from hf_tlcv import CVResults, KFoldTrainer
+from hf_tlcv.assets import load_dataset
+from hf_tlcv.audit import (
     AUDIT_FILE,
     audit,
     compare_grouped,
@@ -33,21 +32,26 @@ from hf_tlcv.audit import (  # noqa: E402
     read_audit,
     straddling_pairs,
 )
-from hf_tlcv.audit_injection import (  # noqa: E402
+from hf_tlcv.audit_injection import (
     detection_scores,
     inject_label_noise,
     inject_near_duplicates,
     leakage_truth,
 )
-from hf_tlcv.data import subsample  # noqa: E402
-from hf_tlcv.folds import Fold, load_folds, split_indices  # noqa: E402
-from hf_tlcv.hub import repo_files  # noqa: E402
-from hf_tlcv.model_card import audit_section  # noqa: E402
-from hf_tlcv.results import FoldResult, predictions_frame  # noqa: E402
-from hf_tlcv.run_dir import clear_run  # noqa: E402
-from hf_tlcv.stats import corrected_paired_ttest  # noqa: E402
+from hf_tlcv.data import subsample
+from hf_tlcv.folds import Fold, load_folds, split_indices
+from hf_tlcv.hub import repo_files
+from hf_tlcv.model_card import audit_section
+from hf_tlcv.results import FoldResult, predictions_frame
+from hf_tlcv.run_dir import clear_run
+from hf_tlcv.stats import corrected_paired_ttest
 
 LITE0 = "builtin:efficientnet-lite0"
+
+# Tiers: the pure functions and the embeddings of tiny models are the fast tier. An audit runs cleanlab (an optional
+# backend), and the real runs use the embedded EfficientNet-Lite0 / MiniLM and builtin data: the integration tier.
+needs_cleanlab = pytest.mark.skipif(importlib.util.find_spec("cleanlab") is None,
+                                    reason='the audit needs cleanlab: pip install "hf_tlcv[audit]"')
 
 
 # ---- pure functions -------------------------------------------------------------------------------------------
@@ -206,6 +210,8 @@ def test_compare_grouped_refuses_other_metrics_and_other_rows():
         compare_grouped(a, b)
 
 
+@pytest.mark.integration
+@needs_cleanlab
 def test_audit_with_given_embeddings_rebuilds_the_folds_from_the_predictions():
     from datasets import ClassLabel, Dataset, Features, Value
 
@@ -311,6 +317,8 @@ def noisy_run(digits, tmp_path_factory):
     return noisy, flipped, results, out, results.audit(noisy)
 
 
+@pytest.mark.integration
+@needs_cleanlab
 def test_audit_finds_flipped_labels(noisy_run):
     from sklearn.metrics import roc_auc_score
 
@@ -333,6 +341,8 @@ def test_audit_finds_flipped_labels(noisy_run):
     assert report.seconds["embeddings"] > 0 and report.embeddings.shape == (250, 1280)
 
 
+@pytest.mark.integration
+@needs_cleanlab
 def test_saved_audit_holds_the_numbers_and_the_gallery(noisy_run, tmp_path):
     noisy, _, results, out, first = noisy_run
     assert "Data audit" not in (out / "README.md").read_text()  # the card the run wrote, before any audit
@@ -378,6 +388,8 @@ def duplicated_run(digits, tmp_path_factory):
     return dup, source, config, results, out, audit(results, dup)
 
 
+@pytest.mark.integration
+@needs_cleanlab
 def test_audit_finds_every_copy_that_leaks_across_folds(duplicated_run):
     dup, source, _, results, out, report = duplicated_run
     copies = np.arange(250, 290)
@@ -390,6 +402,8 @@ def test_audit_finds_every_copy_that_leaks_across_folds(duplicated_run):
     assert set(report.straddling_pairs["distance"]) == {0.0}
 
 
+@pytest.mark.integration
+@needs_cleanlab
 def test_grouped_rerun_keeps_copies_together_and_reports_both_estimates(duplicated_run, tmp_path):
     dup, source, config, results, _, report = duplicated_run
     grouped, comparison = cross_validate_grouped(LITE0, dup, config, report.groups, baseline=results,
@@ -407,6 +421,8 @@ def test_grouped_rerun_keeps_copies_together_and_reports_both_estimates(duplicat
 
 
 # ---- the boundary ---------------------------------------------------------------------------------------------
+@pytest.mark.integration
+@needs_cleanlab
 def test_audit_refuses_a_dataset_that_is_not_the_one_cross_validated(noisy_run, digits):
     noisy, _, results, _, _ = noisy_run
     with pytest.raises(ValueError, match="Unknown issue type"):
@@ -421,6 +437,8 @@ def test_audit_refuses_a_dataset_that_is_not_the_one_cross_validated(noisy_run, 
         audit({"folds": []}, noisy)
 
 
+@pytest.mark.integration
+@needs_cleanlab
 def test_audit_of_a_built_model_run_asks_for_the_model(tiny_image_data, tmp_path):
     results = KFoldTrainer(tiny_model("vit"), make_config(tmp_path, num_train_epochs=1),
                            train_dataset=tiny_image_data).cross_validate()
@@ -433,6 +451,8 @@ def test_audit_of_a_built_model_run_asks_for_the_model(tiny_image_data, tmp_path
 
 
 # ---- text, and the recipe -------------------------------------------------------------------------------------
+@pytest.mark.integration
+@needs_cleanlab
 def test_text_audit_shows_the_texts(tmp_path):
     data = subsample(load_dataset("builtin:movie-snippets"), 90, "label", seed=0).select_columns(["text", "label"])
     dup, _, _ = inject_near_duplicates(data, 10, column="text", seed=0)
@@ -443,13 +463,21 @@ def test_text_audit_shows_the_texts(tmp_path):
     assert report.embeddings.shape == (100, 384) and report.image_column is None
     shown = report.label_issues["row"].head(5).tolist() + report.straddling_pairs["row_a"].head(5).tolist()
     assert shown and all(report.texts[r] == dup[r]["text"] for r in shown)
-    markdown = report.to_markdown()
-    assert "| text |" in markdown or report.label_issues.empty
+    # the suspected label errors' table carries each row's text (whitespace collapsed, `|` escaped, cut at 90)
+    lines = report.to_markdown().splitlines()
+    assert len(report.label_issues) > 0, "measured: 20 suspected label errors among the 100 rows"
+    assert any(line.startswith("| row | given | predicted |") and line.endswith(" text |") for line in lines)
+    for rec in report.label_issues.head(10).itertuples():
+        text = " ".join(dup[rec.row]["text"].split()).replace("|", "\\|")
+        [line] = [line for line in lines if line.startswith(f"| {rec.row} | {rec.given} | {rec.predicted} |")]
+        assert line.endswith(f" {text if len(text) <= 90 else text[:89] + '…'} |"), line
     assert len(report.near_duplicate_pairs) >= 5  # most of the 10 light text edits are found
     written = report.save(tmp_path)
     assert "gallery" not in written and (tmp_path / AUDIT_FILE).exists()
 
 
+@pytest.mark.integration
+@needs_cleanlab
 def test_recipe_audit_flag(tmp_path, capsys):
     recipe = load_recipe("vit_kfold")
     out = tmp_path / "run"
@@ -471,6 +499,7 @@ def test_recipe_audit_flag(tmp_path, capsys):
         recipe.main(script_args, config)
 
 
+@pytest.mark.integration
 def test_injection_helpers(digits):
     noisy, flipped = inject_label_noise(digits, 0.1, seed=0)
     before, after = np.array(digits["label"]), np.array(noisy["label"])

@@ -110,9 +110,22 @@ def test_ensemble_predicts_raw_text_and_says_when_there_are_no_models(tmp_path):
     args = make_config(tmp_path / "cv", finetune_strategy="linear_probe", save_fold_models=True, n_folds=2,
                        num_train_epochs=1, max_length=8)
     KFoldTrainer(base, args, train_dataset=dataset_for("bert")).cross_validate()
-    prediction = KFoldEnsemble.from_pretrained(tmp_path / "cv")(["w1 w2 w3", "w40 w41", "w50"])
-    assert prediction.probabilities.shape == (3, 3) and prediction.votes.shape == (2, 3)
-    assert set(prediction.labels) <= {"c0", "c1", "c2"} and ((0 <= prediction.agreement) & (prediction.agreement <= 1)).all()
+    texts = ["w1 w2 w3", "w40 w41", "w50"]
+    ensemble = KFoldEnsemble.from_pretrained(tmp_path / "cv")
+    prediction = ensemble(texts)
+    # recomputed here: each fold model on each text alone (tokenised as the run did, unpadded), then the mean
+    import torch
+
+    tokenizer = tf.AutoTokenizer.from_pretrained(base)
+    with torch.no_grad():
+        expected = np.stack([[torch.softmax(model(**tokenizer(t, truncation=True, max_length=8, return_tensors="pt"))
+                                            .logits[0], -1).numpy() for t in texts] for model in ensemble.models])
+    assert prediction.fold_names == ["fold_0_0", "fold_0_1"]
+    np.testing.assert_allclose(prediction.fold_probabilities, expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(prediction.probabilities, expected.mean(axis=0), atol=1e-5, rtol=0)
+    assert prediction.votes.tolist() == expected.argmax(-1).tolist()
+    assert prediction.labels == [["c0", "c1", "c2"][i] for i in expected.mean(axis=0).argmax(-1)]
+    assert prediction.agreement.tolist() == (expected.argmax(-1) == expected.mean(axis=0).argmax(-1)).mean(0).tolist()
 
     args = make_config(tmp_path / "none", finetune_strategy="linear_probe", n_folds=2, num_train_epochs=1)
     KFoldTrainer(base, args, train_dataset=dataset_for("bert")).cross_validate()

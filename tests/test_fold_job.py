@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import image_dataset, make_config, tiny_model
 from sklearn.metrics import accuracy_score, f1_score
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer, run_fold
 from hf_tlcv.execution import run_in_worker
@@ -111,7 +111,7 @@ def test_a_model_folder_without_a_processor_works_on_model_inputs(tmp_path):
 
     raw = Dataset.from_dict({"image": [PILImage.new("RGB", (8, 8))] * 6, "label": [0, 1, 2] * 2},
                             features=Features({"image": Image(), "label": ClassLabel(names=["a", "b", "c"])}))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"Can't load image processor for '.*bare'.*containing a preprocessor_config\.json"):
         KFoldTrainer(str(folder), make_config(tmp_path / "raw", n_folds=2), train_dataset=raw)
 
 
@@ -122,10 +122,24 @@ def test_an_optimizer_instance_is_refused_for_folds(tmp_path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="optimizer_cls_and_kwargs"):
         KFoldTrainer(model, make_config(tmp_path / "cv"), train_dataset=image_dataset(), optimizers=(optimizer, None))
-    # the optimizer class and its arguments are what every fold gets
+    # the optimizer class and its arguments are what every fold gets: a new SGD over that fold's own model
+    class OptimizerSeen(TrainerCallback):
+        seen = []
+
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            trainable = {id(p) for p in model.parameters() if p.requires_grad}
+            params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+            self.seen.append((type(optimizer), [g["initial_lr"] for g in optimizer.param_groups],
+                              params == trainable, optimizer))
+
     trainer = KFoldTrainer(model, make_config(tmp_path / "sgd", n_folds=2, num_train_epochs=1),
-                           train_dataset=image_dataset(), optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.1}))
+                           train_dataset=image_dataset(), optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.1}),
+                           callbacks=[OptimizerSeen()])
     assert len(trainer.cross_validate().folds) == 2
+    seen = OptimizerSeen.seen
+    assert [(kind, set(lrs), own) for kind, lrs, own, _ in seen] == [(torch.optim.SGD, {0.1}, True)] * 2
+    assert seen[0][3] is not seen[1][3]
 
 
 def test_fold_config_is_a_copy_with_the_fold_folder(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import numpy as np
 import pytest
 import yaml
 from conftest import dataset_for, load_recipe, make_config
-from huggingface_hub import EvalResult, ModelCard, constants, snapshot_download
+from huggingface_hub import (CommitOperationAdd, EvalResult, HfApi, ModelCard, RepoCard, constants,
+                             snapshot_download)
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from hub_server import validate_card_metadata
 from PIL import Image
 from test_ensemble import save_base
 from transformers import TrainerCallback
@@ -99,7 +103,12 @@ def test_model_card_metadata_validates_and_model_index_round_trips(local_hub, fi
     results = CVResults.load(run)
     results.push_to_hub("me/card", study_report="### Pretrained vs scratch\nPretraining wins by 0.3.")
     card = ModelCard.load(run / "README.md")
-    card.validate()  # huggingface_hub's own check (POST /api/validate-yaml)
+    # the push sent the card through the Hub's metadata check (create_commit validates README.md first) and it
+    # passed; huggingface_hub's own card check (POST /api/validate-yaml, text/plain) passes too
+    checks = [r for r in local_hub.requests if r.path == "/api/validate-yaml"]
+    assert [json.loads(r.body)["content"] for r in checks] == [(run / "README.md").read_text()]
+    assert validate_card_metadata(card.content) == ([], [])
+    card.validate()
     data = card.data
     assert data.library_name == "hf_tlcv" and data.pipeline_tag == "image-classification"
     assert {"hf_tlcv", "cross-validation", "k-fold", "linear_probe"} <= set(data.tags)
@@ -117,6 +126,76 @@ def test_model_card_metadata_validates_and_model_index_round_trips(local_hub, fi
                    "learning_rate", "KFoldEnsemble.from_pretrained(\"me/card\")", "## Study", "Pretraining wins"):
         assert needle in body, needle
     assert (local_hub.files("me/card")["README.md"]).decode() == (run / "README.md").read_text()
+
+
+def _card(change=None) -> str:
+    """A README whose metadata has the structure the project's cards have, after `change(metadata)`."""
+    metadata = {"license": "apache-2.0", "library_name": "hf_tlcv", "tags": ["hf_tlcv", "k-fold"],
+                "model-index": [{"name": "run", "results": [{
+                    "task": {"type": "image-classification"},
+                    "dataset": {"type": "custom", "name": "custom", "split": "train"},
+                    "metrics": [{"type": "accuracy", "value": 0.75, "name": "accuracy (mean of 2-fold)"}]}]}]}
+    if change is not None:
+        change(metadata)
+    return f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n# A run\n"
+
+
+def _result(metadata: dict) -> dict:
+    return metadata["model-index"][0]["results"][0]
+
+
+BROKEN_CARDS = {
+    "result without metrics": (_card(lambda m: _result(m).pop("metrics")),
+                               '"model-index[0].results[0].metrics" is required'),
+    "metric without value": (_card(lambda m: _result(m)["metrics"][0].pop("value")),
+                             '"model-index[0].results[0].metrics[0].value" is required'),
+    "metric value not a number": (_card(lambda m: _result(m)["metrics"][0].update(value=None)),
+                                  '"model-index[0].results[0].metrics[0].value" must be a number'),
+    "metric without type": (_card(lambda m: _result(m)["metrics"][0].pop("type")),
+                            '"model-index[0].results[0].metrics[0].type" is required'),
+    "task without type": (_card(lambda m: _result(m).update(task={"name": "Image Classification"})),
+                          '"model-index[0].results[0].task.type" is required'),
+    "dataset without name": (_card(lambda m: _result(m)["dataset"].pop("name")),
+                             '"model-index[0].results[0].dataset.name" is required'),
+    "entry without name": (_card(lambda m: m["model-index"][0].pop("name")), '"model-index[0].name" is required'),
+    "model-index not a list": (_card(lambda m: m.update({"model-index": m["model-index"][0]})),
+                               '"model-index" must be an array'),
+    "license not a string": (_card(lambda m: m.update(license=["mit"])), '"license" must be a string'),
+    "tags not strings": (_card(lambda m: m["tags"].append(3)), '"tags[2]" must be a string'),
+    "metadata not a mapping": ("---\n- license\n- mit\n---\n\n# A run\n", '"metadata" must be of type object'),
+    "metadata not YAML": ("---\nlicense: [mit\n---\n\n# A run\n", "YAML metadata does not parse"),
+}
+
+
+def test_the_local_hub_accepts_the_reference_card(local_hub):
+    """The card the broken ones are made from passes both checks: what they fail on is their one change."""
+    card = _card()
+    assert validate_card_metadata(card) == ([], [])
+    ModelCard(card).validate()
+    api = HfApi(token=TOKEN)
+    api.create_repo("me/ok")
+    api.create_commit("me/ok", [CommitOperationAdd("README.md", card.encode())], commit_message="card")
+    assert local_hub.files("me/ok") == {"README.md": card.encode()}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_CARDS))
+def test_the_local_hub_rejects_broken_card_metadata_as_the_hub_does(case, local_hub):
+    content, error = BROKEN_CARDS[case]
+    errors, warnings = validate_card_metadata(content)
+    assert len(errors) == 1 and errors[0].startswith(error) and warnings == []
+    if case not in ("metadata not a mapping", "metadata not YAML"):  # those the client refuses to load as a card
+        # RepoCard.validate asks for text/plain and raises the reply's text (a plain RepoCard sends its metadata as
+        # written; a ModelCard would drop a model-index it cannot read before sending)
+        card = RepoCard(content)
+        assert str(card) == content
+        with pytest.raises(ValueError, match=re.escape(f"- Error: {error}")):
+            card.validate(repo_type="model")
+    # an upload of README.md (hf_tlcv's pushes use create_commit) is refused before anything is committed
+    api = HfApi(token=TOKEN)
+    api.create_repo("me/broken")
+    with pytest.raises(ValueError, match=re.escape(f"Invalid metadata in README.md.\n- {error}")):
+        api.create_commit("me/broken", [CommitOperationAdd("README.md", content.encode())], commit_message="card")
+    assert local_hub.commits("me/broken") == []
 
 
 @pytest.mark.parametrize("push_fold_models", ["none", "trainable", "full"])
@@ -267,6 +346,7 @@ def recipe():
     return load_recipe("vit_kfold")
 
 
+@pytest.mark.integration  # a one-process recipe run
 def test_recipe_push_to_hub_then_ensemble_on_raw_images(recipe, local_hub, tmp_path):
     base = save_base(tmp_path / "base", "vit")
     rng = np.random.default_rng(0)

@@ -53,7 +53,13 @@ def test_string_labels_train_with_their_names_everywhere(tmp_path):
     assert CVResults.load(out).label_names == ["ant", "bird", "cat"]
     ensemble = KFoldEnsemble.from_pretrained(out)
     prediction = ensemble.predict(image_dataset().select(range(6)))
-    assert set(prediction.labels) <= {"ant", "bird", "cat"}
+    assert prediction.labels == [["ant", "bird", "cat"][i] for i in prediction.probabilities.argmax(-1)]
+    for fold in results.folds:  # each of the 6 rows, by the fold model that held it out: its saved probabilities
+        index = ensemble.fold_names.index(f"fold_0_{fold.fold}")
+        held_out = fold.predictions[fold.predictions["row"] < 6]
+        np.testing.assert_allclose(prediction.fold_probabilities[index][held_out["row"].to_numpy()],
+                                   held_out.filter(like="prob_").to_numpy(), atol=1e-6, rtol=0)
+    assert sum((f.predictions["row"] < 6).sum() for f in results.folds) == 6
     # a held-out test set with string labels is mapped by name, whatever order its own labels come in
     test = _string_labelled().select(range(9))
     trainer = KFoldTrainer(tiny_model("vit"), make_config(tmp_path / "with_test", n_folds=3, num_train_epochs=1),
@@ -62,6 +68,7 @@ def test_string_labels_train_with_their_names_everywhere(tmp_path):
     assert fold.test_predictions["label"].tolist() == expected[:9]
 
 
+@pytest.mark.integration  # a one-process recipe run (the embedded MiniLM)
 def test_the_text_recipe_reads_a_csv_with_string_labels(tmp_path, capsys):
     rng = np.random.default_rng(0)
     words = {"spam": ["win", "prize", "free", "cash", "now"], "ham": ["see", "you", "at", "lunch", "today"]}

@@ -9,7 +9,8 @@ import datasets
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_MODELS, dataset_for, image_dataset, make_config, tiny_model
+from conftest import (TINY_MODELS, dataset_for, image_dataset, load_recipe, make_config, oof_cross_entropy,
+                      tiny_model)
 from datasets import ClassLabel, Dataset
 from PIL import Image
 from peft import LoraConfig
@@ -18,6 +19,7 @@ from transformers import TrainerCallback
 
 from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer
 from hf_tlcv.modeling import state_fingerprint
+from hf_tlcv.strategies import discover_layout
 
 STRATEGIES = {
     "full": {},
@@ -133,8 +135,26 @@ def test_cross_validate_other_architectures(name, tmp_path):
     recorder = Recorder()
     results = KFoldTrainer(model=tiny_model(name), args=args, train_dataset=dataset_for(name),
                            callbacks=[recorder]).cross_validate()
-    assert len(results.folds) == 2 and len(set(recorder.starts)) == 1
-    assert sorted(results.oof_predictions["row"]) == list(range(len(dataset_for(name))))
+    assert [f.fold for f in results.folds] == [0, 1] and len(set(recorder.starts)) == 1
+    data = dataset_for(name)
+    oof = results.oof_predictions
+    assert sorted(oof["row"]) == list(range(len(data)))
+    assert np.array_equal(oof["label"].to_numpy(), np.asarray(data["label"])[oof["row"].to_numpy()])
+    # freeze_layers=1: the embeddings and the first block, as this architecture's layout names them, and nothing else
+    layout = discover_layout(tiny_model(name))
+    expected = {n for n, _ in tiny_model(name).named_parameters() if layout.depth_of(n) in (0, 1)}
+    assert expected and layout.head
+    for start, end in zip(recorder.start_params, recorder.end_params):
+        frozen = {n for n, (_, trainable) in start.items() if not trainable}
+        moved = {n for n, (p, _) in start.items() if not np.allclose(p.numpy(), end[n].numpy())}
+        assert frozen == expected and not (moved & frozen)
+        assert any(n.startswith(layout.head) for n in moved)  # the new head trained
+    # each fold's metrics are those of its saved predictions
+    entropy = oof_cross_entropy(oof)
+    for fold in results.folds:
+        rows = fold.predictions
+        assert fold.eval_metrics["accuracy"] == pytest.approx(accuracy_score(rows["label"], rows["prediction"]))
+        assert fold.eval_metrics["loss"] == pytest.approx(entropy[(0, fold.fold)], rel=1e-4)
 
 
 def test_model_init_gives_identical_starts(tmp_path):
@@ -211,6 +231,7 @@ def test_layerwise_lr_decay_reaches_the_optimizer(tmp_path):
     assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, 0.1}
 
 
+@pytest.mark.integration  # the embedded EfficientNet-Lite0 and builtin data
 def test_preprocessing_runs_once_for_all_folds(tmp_path):
     """A real pretrained model by builtin: name, raw images, an image processor counted per image."""
     from hf_tlcv.assets import load_dataset
@@ -307,13 +328,38 @@ def test_config_parses_with_hf_argument_parser(tmp_path):
     assert (config.n_folds, config.fold_strategy, config.group_column) == (10, "group", "g")
     assert config.lora_target_modules == ["q_proj", "v_proj"] and config.metrics == ["accuracy"]
     assert config.save_strategy == "no"  # folds save their final model; mid-fold checkpoints are opt-in
+
+
+def _assert_documented(help_output: str, fields: list) -> None:
+    """Each field is an option of `help_output` with its whole help text, as argparse printed it (`%%` as `%`)."""
+    shown = " ".join(help_output.split())
+    for f in fields:
+        text = f.metadata.get("help")
+        assert text, f"{f.name} has no help text"
+        assert f"--{f.name} " in help_output, f.name
+        assert " ".join(text.replace("%%", "%").split()) in shown, f.name
+
+
+def test_every_help_text_formats_as_help_prints_it(monkeypatch):
+    """argparse formats each help text with `%` (a bare `95%` once crashed `--help` of both recipes): format the
+    help of KFoldConfig alone and of each recipe's parser (ScriptArguments and KFoldConfig, the recipe's defaults)."""
     import dataclasses
 
-    own = {f.name for f in dataclasses.fields(KFoldConfig)} - {f.name for f in dataclasses.fields(
-        __import__("transformers").TrainingArguments)}
-    for f in dataclasses.fields(KFoldConfig):
-        if f.name in own:
-            assert f.metadata.get("help"), f.name
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from hf_tlcv.recipe import ScriptArguments
+
+    monkeypatch.setenv("COLUMNS", "10000")  # argparse reads the width here: one line per text, compared unwrapped
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    own = [f for f in dataclasses.fields(KFoldConfig) if f.name not in inherited]
+    assert {"n_folds", "finetune_strategy", "ci_method"} <= {f.name for f in own}
+    _assert_documented(HfArgumentParser(KFoldConfig).format_help(), own)
+    for name in ("vit_kfold", "text_kfold"):
+        recipe = load_recipe(name)
+        help_output = recipe.make_parser().format_help()
+        _assert_documented(help_output, [*dataclasses.fields(ScriptArguments), *own])
+        default = recipe.RECIPE_DEFAULTS["model_name_or_path"]
+        assert f"(default: {default})" in help_output  # the recipe's own defaults are what --help shows
 
 
 def test_each_fold_gets_fresh_tracker_callbacks(tmp_path):
