@@ -22,6 +22,8 @@ from hf_tlcv.assets import (
     resolve_model_path,
 )
 
+pytestmark = pytest.mark.integration  # the embedded real models and data
+
 
 @pytest.fixture(scope="module", autouse=True)
 def asset_cache(tmp_path_factory):

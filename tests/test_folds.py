@@ -140,6 +140,7 @@ def test_seed_and_repeat_do_not_alias():
     assert [f.eval_indices.tolist() for f in a[4:]] != [f.eval_indices.tolist() for f in b]
 
 
+@pytest.mark.integration
 def test_same_folds_in_another_process():
     # String group ids and a different hash seed: nothing may depend on Python's str hashing.
     code = (

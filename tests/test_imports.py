@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,7 @@ def _python(code: str) -> str:
     return proc.stdout.strip()
 
 
+@pytest.mark.integration
 def test_import_loads_no_plotting_or_statistics_library_and_leaves_the_matplotlib_backend_alone():
     # One interpreter for both checks (each fresh one costs seconds of imports): first what `import hf_tlcv` and its
     # public names load, then, with matplotlib imported and a backend chosen, the plotting modules on top of them.

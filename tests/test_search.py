@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 from conftest import image_dataset, make_config, tiny_model
 from transformers import TrainerCallback
@@ -42,6 +41,11 @@ from hf_tlcv.search import (
     trial_settings,
 )
 from hf_tlcv.search_report import SearchReport
+
+# The search's backend (hf_tlcv[tune]); every test here runs it.
+optuna = pytest.importorskip("optuna")
+pytestmark = pytest.mark.integration
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "search_run.py"

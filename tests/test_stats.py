@@ -646,6 +646,7 @@ def test_simulated_null_comparisons_keep_their_level():
 # --- The simulation benchmark's quick mode ---------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_simulation_benchmark_quick_mode(tmp_path):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_intervals.py"
     spec = importlib.util.spec_from_file_location("sim_intervals", path)

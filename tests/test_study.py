@@ -288,6 +288,7 @@ def test_recipe_study_arguments_parse(recipe):
     assert recipe.make_parser().parse_args_into_dataclasses(args=[])[0].study is None
 
 
+@pytest.mark.integration
 def test_recipe_study_runs_and_prints_the_verdicts(recipe, tmp_path, capsys):
     out = tmp_path / "study"
     script_args, config = recipe.make_parser().parse_args_into_dataclasses(args=[

