@@ -13,6 +13,7 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import set_seed
 
 from .config import FINETUNE_STRATEGIES, KFoldConfig
+from .console import quiet_libraries
 from .data import encode_labels, label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
@@ -150,7 +151,9 @@ def cli(make_recipe_parser, argv: list[str] | None = None) -> int:
     with command_line_options():
         script_args, config = make_recipe_parser().parse_args_into_dataclasses(args=argv)
         try:
-            run(script_args, config)
+            # Loading files and models shows no bars of its own: the run's one display is the fold bar.
+            with quiet_libraries(not config.trainer_console_output):
+                run(script_args, config)
         except KeyboardInterrupt:
             return 130
     return 0

@@ -23,6 +23,7 @@ from transformers.utils import logging
 
 from . import __version__
 from .config import KFoldConfig, changed_settings, default_result_settings
+from .console import StepPostfix, fold_line, quiet_libraries
 from .data import describe_dataset, encode_labels, needs_preprocessing, preprocess
 from .data import label_names as dataset_label_names
 from .data import num_labels as dataset_num_labels
@@ -138,7 +139,8 @@ class KFoldTrainer(StrategyTrainer):
         self.model_name_or_path = model if isinstance(model, str) else None
         if isinstance(model, str):
             set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
-            model = load_classifier(model, self.class_names, n_labels, text_pooling=args.text_pooling)
+            with quiet_libraries(not args.trainer_console_output):
+                model = load_classifier(model, self.class_names, n_labels, text_pooling=args.text_pooling)
             if processing_class is None:
                 processing_class = self._processor(self.model_name_or_path, [train_dataset, test_raw])
         if model is not None:
@@ -155,7 +157,7 @@ class KFoldTrainer(StrategyTrainer):
         self._user_callbacks = list(callbacks or [])
         self._user_collator = data_collator
 
-        with args.main_process_first(desc="preprocessing"):
+        with args.main_process_first(desc="preprocessing"), quiet_libraries(not args.trainer_console_output):
             self.cv_dataset = self._preprocess(train_dataset, processing_class, args)
             self.test_dataset = self._preprocess(test_raw, processing_class, args) if test_raw is not None else None
         if compute_metrics is None:
@@ -204,7 +206,10 @@ class KFoldTrainer(StrategyTrainer):
                 f"{option('label_column', args.label_column)} is not in the dataset (columns: "
                 f"{', '.join(dataset.column_names)}); set {option('label_column')} to the column holding the labels."
             )
-        return encode_labels(dataset, args.label_column) if not test else dataset
+        if test:
+            return dataset
+        with quiet_libraries(not args.trainer_console_output):
+            return encode_labels(dataset, args.label_column)
 
     def _aligned_test_set(self, dataset: datasets.Dataset, label_column: str) -> datasets.Dataset:
         """The test set with the training set's class ids (strings or another class order are mapped by name)."""
@@ -331,10 +336,8 @@ class KFoldTrainer(StrategyTrainer):
             data_collator=self.data_collator, user_model_init=source.model_init is not None)
         cache = None
         if plan is not None:
+            # The cache says whether it runs the frozen layers or reuses their output from an earlier run.
             show = self.is_local_process_zero() and not args.disable_tqdm
-            if show:
-                logger.warning(f"Frozen-feature cache: running the frozen layers of the model once over "
-                               f"{len(self.cv_dataset)} rows; every fold and epoch then trains on their output.")
             # The collator of the uncached path: the user's, or the Trainer's default for this processing class.
             settings = dict(model_fingerprint=self.model_fingerprint, collator=self.data_collator,
                             batch_size=args.per_device_eval_batch_size, mode=args.feature_cache, progress=show)
@@ -515,15 +518,15 @@ class KFoldTrainer(StrategyTrainer):
             if not all(finished) or not all(fits_finished):
                 self._feature_cache()  # its own step, with its own bar, before the folds' bar starts
 
-            bar = self._progress(len(folds), "Cross-validation folds", "fold")
+            bar = self._fold_bar = self._progress(len(folds), "Cross-validation folds", "fold")
             for fold, result, resumed in self._fold_steps(folds, finished, out, executor):
                 results.append(result)
                 self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
                 bar.update(1)
-                score = result.eval_metrics.get("accuracy", result.eval_metrics.get("loss"))
-                if score is not None:
-                    bar.set_postfix({"last": f"{score:.4f}"})
+                if self.is_world_process_zero():  # one line per fold, written above the bar
+                    bar.write(fold_line(fold.name, result.eval_metrics, resumed, sum(result.seconds.values())))
             bar.close()
+            self._fold_bar = None
             if fits:
                 bar = self._progress(len(fits), "Nested-CV fits (ci_method='nested')", "fit")
                 fit_results = []
@@ -580,6 +583,8 @@ class KFoldTrainer(StrategyTrainer):
         if froze:
             gc.collect()
             gc.freeze()
+        quiet = contextlib.ExitStack()  # the libraries' bars off for the run (hf_tlcv.console), back on after it
+        quiet.enter_context(quiet_libraries(not self.cv_args.trainer_console_output))
         try:
             yield
         except KeyboardInterrupt:
@@ -589,6 +594,7 @@ class KFoldTrainer(StrategyTrainer):
                                "again to resume from there.")
             raise
         finally:
+            quiet.close()
             if froze:
                 gc.unfreeze()
 
@@ -614,7 +620,10 @@ class KFoldTrainer(StrategyTrainer):
             if self.is_world_process_zero() and (out / fold.name).is_dir():
                 shutil.rmtree(out / fold.name)
             self.accelerator.wait_for_everyone()
-            result = run_fold(self._job(fold, features))
+            job = self._job(fold, features)
+            if getattr(self, "_fold_bar", None) is not None and not self.cv_args.trainer_console_output:
+                job.callbacks = [*job.callbacks, StepPostfix(self._fold_bar, fold.name)]
+            result = run_fold(job)
             if self.is_world_process_zero():
                 result.save(out / fold.name)
             self.accelerator.wait_for_everyone()
