@@ -194,6 +194,7 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
                                 num_labels(dataset, config.label_column), pretrained=False,
                                 text_pooling=config.text_pooling)
     trainer = KFoldTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class)
+    trainer.default_train_batch_size = COMMON_DEFAULTS["per_device_train_batch_size"]  # the recipes' own default
     if script_args.tune:
         return _run_tune(script_args, config, trainer, len(dataset))
     results = trainer.cross_validate()

@@ -51,6 +51,34 @@ from .utils import task_of_columns, to_plain
 logger = logging.get_logger(__name__)
 
 
+def ddp_batch_warning(per_device: int, accumulation: int, fold_processes: int, devices: int = 1,
+                      one_process_batch: int | None = None) -> str | None:
+    """The warning a launch gets when DDP makes a fold's global batch differ from a one-process run's, else `None`.
+
+    Under DDP the global batch is `per_device x devices x accumulation x fold_processes`. It is compared with
+    `one_process_batch`, the global batch of the one-process run the user compares with (the defaults they started
+    from); a launch that already divided the per-device batch by the process count matches it and is not warned
+    again. When it differs, the message compares with these settings on one process.
+
+    Example:
+    ```python
+    >>> ddp_batch_warning(16, 1, 2, one_process_batch=32) is None      # 2 processes x 16 = the one-process 32
+    True
+    ```
+    """
+    one_process = per_device * devices * accumulation
+    global_batch = one_process * fold_processes
+    if fold_processes <= 1 or global_batch == one_process_batch:
+        return None
+    advice = (f", or set {option('per_device_train_batch_size', per_device // fold_processes)}"
+              if per_device % fold_processes == 0 else "")
+    return (f"Each fold trains on {fold_processes} processes (DDP): the global batch is {global_batch} rows "
+            f"({per_device} per device x {fold_processes} processes x {accumulation} accumulation steps), not the "
+            f"one-process batch of {one_process} rows, so a fold takes {fold_processes}x fewer optimisation steps than "
+            f"a one-process run with the same settings and its results differ. For the results of a one-process run "
+            f"use {option('parallel_folds', True)}{advice}.")
+
+
 class KFoldTrainer(StrategyTrainer):
     r"""
     A [`~transformers.Trainer`] that cross-validates fine-tuning: [`cross_validate`] shards `train_dataset` into
@@ -103,6 +131,11 @@ class KFoldTrainer(StrategyTrainer):
     # Whether cross_validate() draws the run's plots/ (the trials of a hyperparameter search do not: the search report
     # has its own, and hf_tlcv.plots.save_plots draws a trial's from its folder on demand).
     save_cv_plots: bool = True
+    # Whether an interrupted cross_validate() says what it kept (a search's trials do not: the search says it).
+    say_interrupted: bool = True
+    # The per-device batch of the defaults the user started from (None: KFoldConfig's; a recipe sets its own). A DDP
+    # launch whose global batch equals it has followed the batch advice (see ddp_batch_warning): it is not warned.
+    default_train_batch_size: int | None = None
 
     def __init__(self, model=None, args: KFoldConfig | TrainingArguments | None = None, data_collator=None,
                  train_dataset: datasets.Dataset | None = None, eval_dataset: datasets.Dataset | None = None,
@@ -558,17 +591,15 @@ class KFoldTrainer(StrategyTrainer):
         if done:
             logger.warning(f"Resuming the cross-validation in {out}: {len(done)} finished fold(s) read back "
                            f"({', '.join(done)}); {len(folds) - len(done)} to train.")
-        processes = self._processes()
-        if processes["fold_processes"] > 1:
-            args = self.cv_args
-            logger.warning(
-                f"Each fold trains on {processes['fold_processes']} processes (DDP): the global batch is "
-                f"{processes['global_train_batch_size']} rows ({args.per_device_train_batch_size} per device x "
-                f"{processes['fold_processes']} processes x {args.gradient_accumulation_steps} accumulation steps), so "
-                f"a fold takes {processes['fold_processes']}x fewer optimisation steps than a one-process run with the "
-                f"same settings and its results differ. For the results of a one-process run use "
-                f"{option('parallel_folds', True)}, or divide {option('per_device_train_batch_size')} by the number "
-                "of processes.")
+        processes, args = self._processes(), self.cv_args
+        default = self.default_train_batch_size
+        if default is None:
+            default = KFoldConfig.__dataclass_fields__["per_device_train_batch_size"].default
+        devices = 1 if args.parallel_folds else max(1, args.n_gpu)
+        message = ddp_batch_warning(args.per_device_train_batch_size, args.gradient_accumulation_steps,
+                                    processes["fold_processes"], devices, default * args.gradient_accumulation_steps)
+        if message:
+            logger.warning(message)
 
     @contextlib.contextmanager
     def _run_scope(self, folds: list[Fold], finished: list[bool], out: Path) -> Iterator[None]:
@@ -588,7 +619,7 @@ class KFoldTrainer(StrategyTrainer):
         try:
             yield
         except KeyboardInterrupt:
-            if self.is_world_process_zero():
+            if self.is_world_process_zero() and self.say_interrupted:
                 kept = sum(fold_is_complete(out / f.name) for f in folds)
                 logger.warning(f"Interrupted: the {kept} finished fold(s) are kept in {out}; run the same command "
                                "again to resume from there.")
@@ -936,4 +967,4 @@ class KFoldTrainer(StrategyTrainer):
                                    dataset_name=kwargs.pop("dataset_name", self._dataset_name()), **kwargs)
 
 
-__all__ = ["KFoldTrainer"]
+__all__ = ["KFoldTrainer", "ddp_batch_warning"]
