@@ -164,3 +164,47 @@ def test_the_ddp_batch_warning_is_said_only_when_the_global_batch_differs(per_de
         global_batch = per_device * accumulation * processes * devices
         assert f"the global batch is {global_batch} rows" in message
         assert f"not the one-process batch of {per_device * accumulation * devices} rows" in message
+
+
+# ---- item 8: Ctrl-C during a search --------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_ctrl_c_during_a_search_says_one_line_and_the_search_resumes(tmp_path, capfd, caplog, monkeypatch):
+    optuna = pytest.importorskip("optuna")
+    from transformers import TrainerCallback
+
+    from hf_tlcv.search import INTERRUPTED_ATTR
+
+    class CtrlCOnThirdFold(TrainerCallback):  # trial 0 has 2 folds: the interrupt comes in trial 1
+        folds = 0
+
+        def on_fold_end(self, args, state, control, **kwargs):
+            type(self).folds += 1
+            if type(self).folds == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.setenv("HF_TLCV_FEATURE_CACHE", str(tmp_path / "fc"))
+    caplog.set_level(logging.WARNING)
+    out = tmp_path / "search"
+    verbosity = optuna.logging.get_verbosity()
+    trainer = KFoldTrainer(tiny_model("vit"), make_config(out, n_folds=2, num_train_epochs=1, eval_on_train=False),
+                           train_dataset=image_dataset(), callbacks=[CtrlCOnThirdFold()])
+
+    def space(trial):
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)}
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.hyperparameter_search(hp_space=space, n_trials=3)
+    shown = "".join(capfd.readouterr()) + caplog.text
+    assert "Traceback" not in shown and "failed" not in shown and "KeyboardInterrupt" not in shown, shown
+    assert shown.count("Interrupted:") == 1 and "run the same search again to resume from there" in shown
+    assert optuna.logging.get_verbosity() == verbosity  # Optuna's own logging is as it was
+
+    study = optuna.load_study(study_name="hf_tlcv", storage=f"sqlite:///{out / 'search.db'}")
+    interrupted = study.trials[1]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs[INTERRUPTED_ATTR]
+    CtrlCOnThirdFold.folds = -100  # no more interrupts: the same call resumes
+    best = trainer.hyperparameter_search(hp_space=space, n_trials=3)
+    study = optuna.load_study(study_name="hf_tlcv", storage=f"sqlite:///{out / 'search.db'}")
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 3 and best.run_summary is not None
+    assert any(t.params == interrupted.params for t in finished)  # the interrupted trial ran again, same settings
