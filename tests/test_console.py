@@ -3,6 +3,7 @@ they are true (issue 23, items 7-9)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -30,6 +31,13 @@ def _bars(err: str) -> set[str]:
     return {m.group("desc").strip() for line in re.split(r"[\r\n]", err) if (m := BAR.match(line.strip()))}
 
 
+@pytest.fixture(autouse=True)
+def no_full_gc(monkeypatch):
+    """Each fold ends with a full gc.collect() (~0.6 s in a process holding torch): these tests read the console,
+    not memory release, so they skip it."""
+    monkeypatch.setattr(gc, "collect", lambda *args, **kwargs: 0)
+
+
 @pytest.fixture
 def hf_tlcv_logs(caplog):
     caplog.set_level(logging.INFO, logger="hf_tlcv")
@@ -40,13 +48,13 @@ def hf_tlcv_logs(caplog):
 @pytest.mark.parametrize("disable_tqdm", [False, True])  # the Trainer prints through ProgressCallback / PrinterCallback
 def test_a_default_run_prints_one_line_per_fold_and_no_step_dictionaries(disable_tqdm, tmp_path, capfd):
     datasets_quiet, transformers_bars = datasets.are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
-    args = make_config(tmp_path / "cv", disable_tqdm=disable_tqdm, logging_steps=1)
+    args = make_config(tmp_path / "cv", disable_tqdm=disable_tqdm, logging_steps=1, n_folds=2, num_train_epochs=1)
     results = KFoldTrainer(tiny_model("vit"), args, train_dataset=image_dataset()).cross_validate()
     out, err = capfd.readouterr()
     lines = out.splitlines()
     assert "{'loss'" not in out + err and "train_runtime" not in out + err
-    assert len(lines) == 3 and all(FOLD_LINE.match(line) for line in lines), out
-    assert [line.split(":")[0] for line in lines] == [f"fold_0_{i}" for i in range(3)]
+    assert len(lines) == 2 and all(FOLD_LINE.match(line) for line in lines), out
+    assert [line.split(":")[0] for line in lines] == ["fold_0_0", "fold_0_1"]
     assert "accuracy" in lines[0] and f"{results.folds[0].eval_metrics['accuracy']:.4f}" in lines[0]
     assert _bars(err) == (set() if disable_tqdm else {"Cross-validation folds"})  # no bar of the fold Trainers
     # Nothing is lost: each fold's step logs are in its log history (and so in fold_result.json).
@@ -57,12 +65,13 @@ def test_a_default_run_prints_one_line_per_fold_and_no_step_dictionaries(disable
 
 
 def test_trainer_console_output_brings_the_trainers_own_output_back(tmp_path, capfd):
-    args = make_config(tmp_path / "cv", disable_tqdm=False, logging_steps=1, trainer_console_output=True)
+    args = make_config(tmp_path / "cv", disable_tqdm=False, logging_steps=1, trainer_console_output=True, n_folds=2,
+                       num_train_epochs=1)
     KFoldTrainer(tiny_model("vit"), args, train_dataset=image_dataset()).cross_validate()
     out, err = capfd.readouterr()
-    assert (out + err).count("{'loss'") >= 6 and "train_runtime" in out + err
+    assert (out + err).count("{'loss'") >= 4 and "train_runtime" in out + err
     assert "" in _bars(err)  # the fold Trainers' own step bars, without a description
-    assert sum(bool(FOLD_LINE.match(line)) for line in out.splitlines()) == 3
+    assert sum(bool(FOLD_LINE.match(line)) for line in out.splitlines()) == 2
 
 
 def test_the_libraries_bars_are_off_only_inside_the_run(capfd):
