@@ -218,3 +218,31 @@ def test_ctrl_c_during_a_search_says_one_line_and_the_search_resumes(tmp_path, c
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(finished) == 3 and best.run_summary is not None
     assert any(t.params == interrupted.params for t in finished)  # the interrupted trial ran again, same settings
+
+
+@pytest.mark.slow
+def test_the_ddp_batch_warning_is_not_repeated_once_its_advice_is_followed(tmp_path):
+    """2 processes x 16 rows = the recipe's one-process 32: the launch is not warned; 2 x 32 = 64 is."""
+    import socket
+
+    from conftest import subprocess_env
+
+    def launch(per_device: int) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                   str(port), str(ROOT / "recipes" / "vit_kfold.py"), "--use_cpu", "--ddp_backend", "gloo",
+                   "--dataset_name", "builtin:digits", "--max_samples", "60", "--image_size", "32", "--n_folds", "2",
+                   "--num_train_epochs", "1", "--eval_on_train", "false", "--save_fold_models", "false",
+                   "--per_device_train_batch_size", str(per_device), "--output_dir", str(tmp_path / f"b{per_device}")]
+        done = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, timeout=600)
+        printed = done.stdout.decode() + done.stderr.decode()
+        assert done.returncode == 0, printed[-3000:]
+        return printed
+
+    followed, default = launch(16), launch(32)
+    assert "global train batch 32" in followed and "the global batch is" not in followed
+    assert "the global batch is 64 rows (32 per device x 2 processes" in default
+    assert "not the one-process batch of 32 rows" in default
