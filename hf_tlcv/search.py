@@ -400,6 +400,7 @@ class TrialRunner:
                                        "settings": to_plain(settings),
                                        "feature_cache": previous.get("feature_cache")}, indent=2)
         trainer = self.factory.build(args)
+        trainer.fold_line_prefix = f"trial {run}, "  # its folds' console lines say which trial they belong to
         trainer.add_callback(FoldReporter(self.objective, self.n_folds, report, trial_file))
         try:
             results = trainer.cross_validate(executor=self.executor)

@@ -136,6 +136,8 @@ class KFoldTrainer(StrategyTrainer):
     # The per-device batch of the defaults the user started from (None: KFoldConfig's; a recipe sets its own). A DDP
     # launch whose global batch equals it has followed the batch advice (see ddp_batch_warning): it is not warned.
     default_train_batch_size: int | None = None
+    # Put before each finished fold's console line: a search's trials say which trial the fold belongs to.
+    fold_line_prefix: str = ""
 
     def __init__(self, model=None, args: KFoldConfig | TrainingArguments | None = None, data_collator=None,
                  train_dataset: datasets.Dataset | None = None, eval_dataset: datasets.Dataset | None = None,
@@ -557,7 +559,8 @@ class KFoldTrainer(StrategyTrainer):
                 self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
                 bar.update(1)
                 if self.is_world_process_zero():  # one line per fold, written above the bar
-                    bar.write(fold_line(fold.name, result.eval_metrics, resumed, sum(result.seconds.values())))
+                    bar.write(self.fold_line_prefix
+                              + fold_line(fold.name, result.eval_metrics, resumed, sum(result.seconds.values())))
             bar.close()
             self._fold_bar = None
             if fits:

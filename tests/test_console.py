@@ -207,6 +207,7 @@ def test_ctrl_c_during_a_search_says_one_line_and_the_search_resumes(tmp_path, c
     shown = "".join(capfd.readouterr()) + caplog.text
     assert "Traceback" not in shown and "failed" not in shown and "KeyboardInterrupt" not in shown, shown
     assert shown.count("Interrupted:") == 1 and "run the same search again to resume from there" in shown
+    assert "trial 0, fold_0_1: accuracy" in shown  # a trial's fold lines say which trial they belong to
     assert optuna.logging.get_verbosity() == verbosity  # Optuna's own logging is as it was
 
     study = optuna.load_study(study_name="hf_tlcv", storage=f"sqlite:///{out / 'search.db'}")
