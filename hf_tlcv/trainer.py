@@ -622,6 +622,10 @@ class KFoldTrainer(StrategyTrainer):
         try:
             yield
         except KeyboardInterrupt:
+            bar = getattr(self, "_fold_bar", None)
+            if bar is not None:  # closed first, so that what is said next goes under the bar, not into its line
+                bar.close()
+                self._fold_bar = None
             if self.is_world_process_zero() and self.say_interrupted:
                 kept = sum(fold_is_complete(out / f.name) for f in folds)
                 logger.warning(f"Interrupted: the {kept} finished fold(s) are kept in {out}; run the same command "
