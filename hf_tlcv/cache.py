@@ -437,8 +437,14 @@ class FeatureCache:
         folder = (Path(cache_root) if cache_root is not None else default_cache_root()) / key
         meta = read_marker(folder) if mode != "memory" else None
         if meta is not None:
+            if progress:  # said only when true: the frozen layers do not run here
+                logger.warning(f"Frozen-feature cache: reusing the frozen layers' output for {len(dataset)} rows, "
+                               f"computed by an earlier run ({folder}); the folds read it instead of running them.")
             return datasets.Dataset.from_file(str(folder / _DATA_FILE)).with_format("torch"), meta["bytes"], \
                 str(folder), key, True
+        if progress:
+            logger.warning(f"Frozen-feature cache: running the frozen layers of the model once over {len(dataset)} "
+                           "rows; the folds then read their output instead of running them.")
         with _eval_mode(model):
             batches = _compute(model, plan, feature, dataset, collator, batch_size, progress)
             columns, features, row_bytes = next(batches)
@@ -597,8 +603,9 @@ def _compute(model, plan, feature, dataset, collator, batch_size, progress=False
     labels = np.asarray(list(dataset.with_format(None)["label"])) if "label" in dataset.column_names else None
     from tqdm.auto import tqdm
 
+    # leave=False: the bar gives its line to the fold bar that follows, so a run shows one progress display.
     bar = tqdm(total=len(dataset), desc="Frozen-feature cache (frozen layers, once for all folds)", unit="row",
-               disable=not progress)
+               disable=not progress, leave=False)
     for start in range(0, len(dataset), batch_size):
         stop = min(start + batch_size, len(dataset))
         batch = _batch(dataset, start, stop, collator)

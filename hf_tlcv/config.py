@@ -107,6 +107,11 @@ class KFoldConfig(TrainingArguments):
             fold is pushed as it finishes, then the summary and model card (see [`KFoldTrainer.push_to_hub`]).
         overwrite_output_dir (`bool`, defaults to `False`): discard the results already in `output_dir` instead of
             resuming them.
+        trainer_console_output (`bool`, defaults to `False`): also print each fold Trainer's own console output
+            (its step progress bar and a log dictionary every `logging_steps`) and the libraries' progress bars
+            (weight loading, `datasets` maps). Off, a run shows one progress bar over the folds (the running fold's
+            step as its postfix), one line per finished fold and the summary; the step logs are kept either way in
+            each fold's log history and go to `report_to`. See `hf_tlcv.console`.
 
     Several processes:
         parallel_folds (`bool`, defaults to `False`): under `accelerate launch` / `torchrun` with several processes,
@@ -240,6 +245,14 @@ class KFoldConfig(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Start afresh, deleting the fold results already in output_dir, instead of resuming them."},
+    )
+    trainer_console_output: bool = field(
+        default=False,
+        metadata={
+            "help": "Also print each fold Trainer's own output (its step bar and log dictionaries) and the libraries' "
+            "progress bars. Off: one bar over the folds, one line per finished fold, then the summary; the step logs "
+            "stay in each fold's log history and still go to report_to."
+        },
     )
 
     # Several processes

@@ -116,7 +116,7 @@ def _in_datasets_cache(path: str) -> bool:
 
 def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "label",
                image_column: str | None = None, text_column: str | None = None, image_size: int | None = None,
-               max_length: int | None = None) -> Dataset:
+               max_length: int | None = None, desc: str = "Preprocessing (once for all folds)") -> Dataset:
     """Turn raw images or text into model inputs once, and name the label column `label`.
 
     A dataset that already holds model inputs (`pixel_values`, `input_ids`) is only renamed. Images go through
@@ -131,6 +131,7 @@ def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "
         image_column / text_column: the input column, found automatically when `None`.
         image_size: square size images are resized to.
         max_length: maximum number of tokens.
+        desc: the progress bar's description (the default says what a cross-validation does with the rows).
     """
     if label_column != "label":
         if "label" in dataset.column_names:
@@ -163,7 +164,7 @@ def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "
             return processing_class(batch[text_col], truncation=True, max_length=max_length)
 
     processed = dataset.map(transform, batched=True, batch_size=64, remove_columns=remove,
-                            desc="Preprocessing (once for all folds)")
+                            desc=desc)
     return _fixed_shape_pixels(processed).with_format("torch") if image_col is not None else processed
 
 

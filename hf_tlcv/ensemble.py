@@ -131,9 +131,10 @@ class KFoldEnsemble:
                                  "cv_results.json names no model_name_or_path to load that base from.")
             from .modeling import load_classifier
 
-            # Runs saved before text_pooling existed read BERT's pooler.
+            # Runs saved before text_pooling existed read BERT's pooler. Each fold's trained head is loaded over the
+            # base's head, so the base's head is not "new" to anyone (new_head=False: no such line).
             base = load_classifier(base_name, label_names, n_labels,
-                                   text_pooling=config.get("text_pooling", "pooler"))
+                                   text_pooling=config.get("text_pooling", "pooler"), new_head=False)
         models = [load_fold_model(p / FOLD_MODEL_DIR, info, base, label_names, n_labels)
                   for p, info in zip(fold_dirs, infos)]
         from .modeling import load_processor
@@ -182,7 +183,7 @@ class KFoldEnsemble:
             label_column = "label"
         return preprocess(inputs, self.processing_class, label_column=label_column, image_column=image_column,
                           text_column=text_column, image_size=self.config.get("image_size"),
-                          max_length=self.config.get("max_length"))
+                          max_length=self.config.get("max_length"), desc="Preprocessing the rows to predict")
 
     @torch.no_grad()
     def predict(self, inputs, batch_size: int = 32, share_frozen: bool = True) -> EnsemblePrediction:

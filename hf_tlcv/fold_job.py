@@ -29,6 +29,7 @@ from transformers.trainer_utils import set_seed
 from transformers.utils import logging
 
 from .compat import use_mean_loss
+from .console import quiet_trainer
 from .folds import Fold
 from .run_dir import FOLD_MODEL_DIR
 from .results import FoldResult, predictions_frame
@@ -251,6 +252,8 @@ def run_fold(job: FoldJob) -> FoldResult:
         compute_loss_func=job.compute_loss_func, compute_metrics=job.compute_metrics, callbacks=list(job.callbacks),
         preprocess_logits_for_metrics=job.preprocess_logits_for_metrics,
     )
+    if not args.trainer_console_output:
+        quiet_trainer(trainer)  # the console only: the logs still reach log_history and report_to
     del model  # the trainer holds it; released with the trainer below
     try:
         return _train_and_score(trainer, job, args, train_rows, eval_rows, test_rows)

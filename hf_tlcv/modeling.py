@@ -54,7 +54,7 @@ def _is_local_main_process() -> bool:
 
 
 def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels: int,
-                    pretrained: bool = True, text_pooling: str = "auto") -> nn.Module:
+                    pretrained: bool = True, text_pooling: str = "auto", new_head: bool = True) -> nn.Module:
     """A pretrained backbone with a new classification head of `num_labels` outputs.
 
     The head is initialised by the current torch seed (the caller seeds it), so every fold can start from the
@@ -67,7 +67,9 @@ def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels
     that pooled embedding instead of BERT's `[CLS]` pooler, and a model hf_tlcv saved comes back as it was saved.
 
     Replacing the checkpoint's head is the point, so transformers' report of it is replaced by one line; any other
-    loading problem (missing or unexpected backbone weights) is shown in full.
+    loading problem (missing or unexpected backbone weights) is shown in full. `new_head=False` says the caller
+    loads trained head weights over it at once (a fold model of an ensemble): nothing new is kept, so the line is not
+    said.
     """
     from .pooling import apply_pooling, resolve_pooling
 
@@ -95,10 +97,10 @@ def load_classifier(name_or_path: str, label_names: list[str] | None, num_labels
                                                              for m in info.get("mismatched_keys", ()))]]
     only_head = bool(head) and all(k.startswith(expected) for k in replaced) and not info.get("unexpected_keys")
     if only_head:
-        new_head = [k for k in replaced if k.startswith(head)]
-        if new_head and _is_local_main_process():
+        replaced_head = [k for k in replaced if k.startswith(head)]
+        if replaced_head and new_head and _is_local_main_process():
             logger.warning(f"hf_tlcv: {name_or_path} gets a new classification head for {num_labels} classes "
-                           f"({', '.join(sorted({k.split('.')[0] for k in new_head}))} replaced on purpose; the "
+                           f"({', '.join(sorted({k.split('.')[0] for k in replaced_head}))} replaced on purpose; the "
                            "backbone loads with its pretrained weights"
                            + (f"; the head reads its {'+'.join(pooling)}-pooled tokens)." if pooled else ")."))
     else:

@@ -13,6 +13,7 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import set_seed
 
 from .config import FINETUNE_STRATEGIES, KFoldConfig
+from .console import quiet_libraries
 from .data import label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
 from .report import StudyReport
@@ -151,7 +152,9 @@ def cli(make_recipe_parser, argv: list[str] | None = None) -> int:
     with command_line_options():
         script_args, config = make_recipe_parser().parse_args_into_dataclasses(args=argv)
         try:
-            run(script_args, config)
+            # Loading files and models shows no bars of its own: the run's one display is the fold bar.
+            with quiet_libraries(not config.trainer_console_output):
+                run(script_args, config)
         except KeyboardInterrupt:
             return 130
     return 0
@@ -193,6 +196,7 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
                                 num_labels(dataset, config.label_column), pretrained=False,
                                 text_pooling=config.text_pooling)
     trainer = KFoldTrainer(model=model, args=config, train_dataset=dataset, processing_class=processing_class)
+    trainer.default_train_batch_size = COMMON_DEFAULTS["per_device_train_batch_size"]  # the recipes' own default
     if script_args.tune:
         return _run_tune(script_args, config, trainer, len(dataset))
     results = trainer.cross_validate()

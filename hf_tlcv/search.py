@@ -293,6 +293,7 @@ class TrialFactory:
         trainer.model_name_or_path = self.model_name_or_path
         trainer.model_source.name_or_path = self.model_name_or_path
         trainer.save_cv_plots = False
+        trainer.say_interrupted = False  # Ctrl-C: the search says what is kept, in one line (run_search)
         return trainer
 
     def subset(self, indices) -> "TrialFactory":
@@ -401,6 +402,7 @@ class TrialRunner:
                                        "settings": to_plain(settings),
                                        "feature_cache": previous.get("feature_cache")}, indent=2)
         trainer = self.factory.build(args)
+        trainer.fold_line_prefix = f"trial {run}, "  # its folds' console lines say which trial they belong to
         trainer.add_callback(FoldReporter(self.objective, self.n_folds, report, trial_file))
         try:
             results = trainer.cross_validate(executor=self.executor)
@@ -620,7 +622,10 @@ def _optuna_objective(runner: TrialRunner):
         try:
             return runner.run(trial, run, report)
         except KeyboardInterrupt:
-            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            trial.set_user_attr(INTERRUPTED_ATTR, True)  # failed, then retried with its folds on resume
+            # Optuna records the trial as failed and logs it with the interrupt's traceback; the search's own line
+            # (run_search) says what was kept instead. Its warnings are off until optimize returns (_run_optuna).
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
 
     return objective
@@ -631,9 +636,13 @@ def _run_optuna(study: "optuna.Study", runner: TrialRunner, n_trials: int, remai
     import optuna
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    study.optimize(_optuna_objective(runner), n_trials=remaining, timeout=options.timeout, catch=options.catch,
-                   gc_after_trial=options.gc_after_trial,
-                   callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done), *options.callbacks])
+    verbosity = optuna.logging.get_verbosity()
+    try:
+        study.optimize(_optuna_objective(runner), n_trials=remaining, timeout=options.timeout, catch=options.catch,
+                       gc_after_trial=options.gc_after_trial,
+                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done), *options.callbacks])
+    finally:
+        optuna.logging.set_verbosity(verbosity)  # an interrupted trial lowered it (_optuna_objective)
 
 
 def _ray_trial(config: dict[str, Any], blob: bytes) -> None:

@@ -23,6 +23,7 @@ from transformers.utils import logging
 
 from . import __version__
 from .config import KFoldConfig, changed_settings, default_result_settings
+from .console import StepPostfix, fold_line, quiet_libraries
 from .data import describe_dataset, needs_preprocessing, preprocess
 from .execution import DATA_PARALLEL_TYPES, FoldExchange, WorkerProcess, deal_folds
 from .fold_job import FoldJob, ModelSource, StrategyTrainer, fold_settings, run_fold
@@ -47,6 +48,34 @@ from .utils import task_of_columns, to_plain
 from .validation import validate_dataset
 
 logger = logging.get_logger(__name__)
+
+
+def ddp_batch_warning(per_device: int, accumulation: int, fold_processes: int, devices: int = 1,
+                      one_process_batch: int | None = None) -> str | None:
+    """The warning a launch gets when DDP makes a fold's global batch differ from a one-process run's, else `None`.
+
+    Under DDP the global batch is `per_device x devices x accumulation x fold_processes`. It is compared with
+    `one_process_batch`, the global batch of the one-process run the user compares with (the defaults they started
+    from); a launch that already divided the per-device batch by the process count matches it and is not warned
+    again. When it differs, the message compares with these settings on one process.
+
+    Example:
+    ```python
+    >>> ddp_batch_warning(16, 1, 2, one_process_batch=32) is None      # 2 processes x 16 = the one-process 32
+    True
+    ```
+    """
+    one_process = per_device * devices * accumulation
+    global_batch = one_process * fold_processes
+    if fold_processes <= 1 or global_batch == one_process_batch:
+        return None
+    advice = (f", or set {option('per_device_train_batch_size', per_device // fold_processes)}"
+              if per_device % fold_processes == 0 else "")
+    return (f"Each fold trains on {fold_processes} processes (DDP): the global batch is {global_batch} rows "
+            f"({per_device} per device x {fold_processes} processes x {accumulation} accumulation steps), not the "
+            f"one-process batch of {one_process} rows, so a fold takes {fold_processes}x fewer optimisation steps than "
+            f"a one-process run with the same settings and its results differ. For the results of a one-process run "
+            f"use {option('parallel_folds', True)}{advice}.")
 
 
 class KFoldTrainer(StrategyTrainer):
@@ -102,6 +131,13 @@ class KFoldTrainer(StrategyTrainer):
     # Whether cross_validate() draws the run's plots/ (the trials of a hyperparameter search do not: the search report
     # has its own, and hf_tlcv.plots.save_plots draws a trial's from its folder on demand).
     save_cv_plots: bool = True
+    # Whether an interrupted cross_validate() says what it kept (a search's trials do not: the search says it).
+    say_interrupted: bool = True
+    # The per-device batch of the defaults the user started from (None: KFoldConfig's; a recipe sets its own). A DDP
+    # launch whose global batch equals it has followed the batch advice (see ddp_batch_warning): it is not warned.
+    default_train_batch_size: int | None = None
+    # Put before each finished fold's console line: a search's trials say which trial the fold belongs to.
+    fold_line_prefix: str = ""
 
     def __init__(self, model=None, args: KFoldConfig | TrainingArguments | None = None, data_collator=None,
                  train_dataset: datasets.Dataset | None = None, eval_dataset: datasets.Dataset | None = None,
@@ -135,7 +171,8 @@ class KFoldTrainer(StrategyTrainer):
         self.model_name_or_path = model if isinstance(model, str) else None
         if isinstance(model, str):
             set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
-            model = load_classifier(model, self.class_names, n_labels, text_pooling=args.text_pooling)
+            with quiet_libraries(not args.trainer_console_output):
+                model = load_classifier(model, self.class_names, n_labels, text_pooling=args.text_pooling)
             if processing_class is None:
                 processing_class = self._processor(self.model_name_or_path, [train_dataset, test_raw])
         if model is not None:
@@ -152,7 +189,7 @@ class KFoldTrainer(StrategyTrainer):
         self._user_callbacks = list(callbacks or [])
         self._user_collator = data_collator
 
-        with args.main_process_first(desc="preprocessing"):
+        with args.main_process_first(desc="preprocessing"), quiet_libraries(not args.trainer_console_output):
             self.cv_dataset = self._preprocess(train_dataset, processing_class, args)
             self.test_dataset = self._preprocess(test_raw, processing_class, args) if test_raw is not None else None
         if compute_metrics is None:
@@ -194,9 +231,10 @@ class KFoldTrainer(StrategyTrainer):
         """`hf_tlcv.validation.validate_dataset`: the training rows as `CheckedData`, the test rows as a dataset."""
         if dataset is None:
             raise ValueError(f"KFoldTrainer needs {name}: all the labelled rows, which it splits into folds.")
-        if test:
-            return validate_dataset(dataset, args, labels="optional", name=name)
-        return validate_dataset(dataset, args, name=name, checked=True)
+        with quiet_libraries(not args.trainer_console_output):  # encoding string labels casts the column
+            if test:
+                return validate_dataset(dataset, args, labels="optional", name=name)
+            return validate_dataset(dataset, args, name=name, checked=True)
 
     def _aligned_test_set(self, dataset: datasets.Dataset, label_column: str) -> datasets.Dataset:
         """The test set with the training set's class ids (strings or another class order are mapped by name)."""
@@ -327,10 +365,8 @@ class KFoldTrainer(StrategyTrainer):
             data_collator=self.data_collator, user_model_init=source.model_init is not None)
         cache = None
         if plan is not None:
+            # The cache says whether it runs the frozen layers or reuses their output from an earlier run.
             show = self.is_local_process_zero() and not args.disable_tqdm
-            if show:
-                logger.warning(f"Frozen-feature cache: running the frozen layers of the model once over "
-                               f"{len(self.cv_dataset)} rows; every fold and epoch then trains on their output.")
             # The collator of the uncached path: the user's, or the Trainer's default for this processing class.
             settings = dict(model_fingerprint=self.model_fingerprint, collator=self.data_collator,
                             batch_size=args.per_device_eval_batch_size, mode=args.feature_cache, progress=show)
@@ -511,15 +547,16 @@ class KFoldTrainer(StrategyTrainer):
             if not all(finished) or not all(fits_finished):
                 self._feature_cache()  # its own step, with its own bar, before the folds' bar starts
 
-            bar = self._progress(len(folds), "Cross-validation folds", "fold")
+            bar = self._fold_bar = self._progress(len(folds), "Cross-validation folds", "fold")
             for fold, result, resumed in self._fold_steps(folds, finished, out, executor):
                 results.append(result)
                 self._fold_event("on_fold_end", fold=fold, fold_dir=out / fold.name, result=result, resumed=resumed)
                 bar.update(1)
-                score = result.eval_metrics.get("accuracy", result.eval_metrics.get("loss"))
-                if score is not None:
-                    bar.set_postfix({"last": f"{score:.4f}"})
+                if self.is_world_process_zero():  # one line per fold, written above the bar
+                    bar.write(self.fold_line_prefix
+                              + fold_line(fold.name, result.eval_metrics, resumed, sum(result.seconds.values())))
             bar.close()
+            self._fold_bar = None
             if fits:
                 bar = self._progress(len(fits), "Nested-CV fits (ci_method='nested')", "fit")
                 fit_results = []
@@ -551,17 +588,15 @@ class KFoldTrainer(StrategyTrainer):
         if done:
             logger.warning(f"Resuming the cross-validation in {out}: {len(done)} finished fold(s) read back "
                            f"({', '.join(done)}); {len(folds) - len(done)} to train.")
-        processes = self._processes()
-        if processes["fold_processes"] > 1:
-            args = self.cv_args
-            logger.warning(
-                f"Each fold trains on {processes['fold_processes']} processes (DDP): the global batch is "
-                f"{processes['global_train_batch_size']} rows ({args.per_device_train_batch_size} per device x "
-                f"{processes['fold_processes']} processes x {args.gradient_accumulation_steps} accumulation steps), so "
-                f"a fold takes {processes['fold_processes']}x fewer optimisation steps than a one-process run with the "
-                f"same settings and its results differ. For the results of a one-process run use "
-                f"{option('parallel_folds', True)}, or divide {option('per_device_train_batch_size')} by the number "
-                "of processes.")
+        processes, args = self._processes(), self.cv_args
+        default = self.default_train_batch_size
+        if default is None:
+            default = KFoldConfig.__dataclass_fields__["per_device_train_batch_size"].default
+        devices = 1 if args.parallel_folds else max(1, args.n_gpu)
+        message = ddp_batch_warning(args.per_device_train_batch_size, args.gradient_accumulation_steps,
+                                    processes["fold_processes"], devices, default * args.gradient_accumulation_steps)
+        if message:
+            logger.warning(message)
 
     @contextlib.contextmanager
     def _run_scope(self, folds: list[Fold], finished: list[bool], out: Path) -> Iterator[None]:
@@ -576,15 +611,22 @@ class KFoldTrainer(StrategyTrainer):
         if froze:
             gc.collect()
             gc.freeze()
+        quiet = contextlib.ExitStack()  # the libraries' bars off for the run (hf_tlcv.console), back on after it
+        quiet.enter_context(quiet_libraries(not self.cv_args.trainer_console_output))
         try:
             yield
         except KeyboardInterrupt:
-            if self.is_world_process_zero():
+            bar = getattr(self, "_fold_bar", None)
+            if bar is not None:  # closed first, so that what is said next goes under the bar, not into its line
+                bar.close()
+                self._fold_bar = None
+            if self.is_world_process_zero() and self.say_interrupted:
                 kept = sum(fold_is_complete(out / f.name) for f in folds)
                 logger.warning(f"Interrupted: the {kept} finished fold(s) are kept in {out}; run the same command "
                                "again to resume from there.")
             raise
         finally:
+            quiet.close()
             if froze:
                 gc.unfreeze()
 
@@ -610,7 +652,10 @@ class KFoldTrainer(StrategyTrainer):
             if self.is_world_process_zero() and (out / fold.name).is_dir():
                 shutil.rmtree(out / fold.name)
             self.accelerator.wait_for_everyone()
-            result = run_fold(self._job(fold, features))
+            job = self._job(fold, features)
+            if getattr(self, "_fold_bar", None) is not None and not self.cv_args.trainer_console_output:
+                job.callbacks = [*job.callbacks, StepPostfix(self._fold_bar, fold.name)]
+            result = run_fold(job)
             if self.is_world_process_zero():
                 result.save(out / fold.name)
             self.accelerator.wait_for_everyone()
@@ -924,4 +969,4 @@ class KFoldTrainer(StrategyTrainer):
                                    dataset_name=kwargs.pop("dataset_name", self._dataset_name()), **kwargs)
 
 
-__all__ = ["KFoldTrainer"]
+__all__ = ["KFoldTrainer", "ddp_batch_warning"]
