@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -23,6 +24,7 @@ CHANGES = {
     "os.truncate": (0,), "os.utime": (0,), "os.chmod": (0,), "os.chown": (0,), "os.link": (1,), "os.symlink": (1,),
     "test.write": (0,),
 }
+REMOVALS = {"os.remove", "os.rmdir", "shutil.rmtree", "os.rename.from"}  # the path (and what was below it) is gone
 _installed: dict = {}
 
 
@@ -57,7 +59,8 @@ def record_writes(folder: str | os.PathLike, log_dir: str | os.PathLike, who: st
                     continue
                 if event == "os.mkdir" and os.path.isdir(path):
                     continue  # makedirs(exist_ok=True) of a folder already there: nothing changes
-                log.write(json.dumps({"who": who, "pid": os.getpid(), "event": event,
+                name = f"{event}.from" if event == "os.rename" and i == 0 else event
+                log.write(json.dumps({"who": who, "pid": os.getpid(), "event": name, "t": time.time_ns(),
                                       "path": os.path.relpath(path, root)}) + "\n")
         finally:
             busy.pop()
@@ -105,12 +108,16 @@ def read_log(log_dir: str | os.PathLike) -> list[dict]:
 
 def attribute(folder: str | os.PathLike, *log_dirs: str | os.PathLike) -> dict[str, set[str]]:
     """Every file and folder now under `folder` (relative paths), mapped to the writers (`who`) that recorded a write
-    of it in any of `log_dirs` (the runs that wrote the folder). Raises `AssertionError` naming the paths that no
-    process recorded."""
+    of it in any of `log_dirs` (the runs that wrote the folder) since it was last removed. Raises `AssertionError`
+    naming the paths that no process recorded."""
     folder = Path(folder)
     writers: dict[str, set[str]] = {}
-    for entry in (e for log_dir in log_dirs for e in read_log(log_dir)):
-        writers.setdefault(entry["path"], set()).add(entry["who"])
+    for entry in sorted((e for log_dir in log_dirs for e in read_log(log_dir)), key=lambda e: e["t"]):
+        path = entry["path"]
+        if entry["event"] in REMOVALS:  # what is there now was written after: forget who wrote what was removed
+            writers = {p: w for p, w in writers.items() if p != path and not p.startswith(path + os.sep)}
+        else:
+            writers.setdefault(path, set()).add(entry["who"])
     tree = {str(p.relative_to(folder)) for p in folder.rglob("*")}
     unseen = sorted(tree - writers.keys())
     assert not unseen, f"written by a process the audit did not see, or by a writer it does not know: {unseen}"
