@@ -3,6 +3,7 @@ transformers' alarming noise when the head is replaced on purpose, a fast offlin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -80,46 +81,56 @@ def test_resuming_says_which_folds_were_read_back(tmp_path, hf_tlcv_logs):
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_finished_folds_and_says_how_to_resume(tmp_path):
+def test_ctrl_c_keeps_the_finished_folds_and_says_how_to_resume(tmp_path, hf_tlcv_logs):
     """Ctrl-C lands in the second fold (the run sends SIGINT to itself at that fold's first step, so the outcome does
     not depend on the machine's speed): the first fold is kept, the interrupted one is not trusted, exit status 130
     and one line on how to resume; the same command then finishes with the results of a run never interrupted."""
-    out, reference = tmp_path / "run", tmp_path / "reference"
-    options = ["--dataset_name", "builtin:digits", "--max_samples", "80", "--image_size", "32", "--n_folds", "4",
-               "--finetune_strategy", "full", "--num_train_epochs", "2", "--disable_tqdm", "true",
-               "--save_fold_models", "false"]
-    recipe = [sys.executable, str(ROOT / "recipes" / "vit_kfold.py"), *options]
+    from hf_tlcv.recipe import cli
 
-    def start(cmd):
-        return subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    out, reference, printed = tmp_path / "run", tmp_path / "reference", tmp_path / "interrupted.txt"
+    options = ["--dataset_name", "builtin:digits", "--max_samples", "80", "--image_size", "32", "--n_folds", "2",
+               "--finetune_strategy", "full", "--num_train_epochs", "1", "--disable_tqdm", "true",
+               "--eval_on_train", "false", "--save_fold_models", "false"]
+    with open(printed, "w") as sink:
+        interrupted = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "scripts" / "interrupted_recipe.py"), "fold_0_1", "1", *options,
+             "--output_dir", str(out)], cwd=ROOT, env=subprocess_env(), stdout=sink, stderr=subprocess.STDOUT)
+    recipe = load_recipe("vit_kfold")
+    with torch_threads(1):  # as in the subprocess, so that the numbers can be compared exactly
+        # meanwhile, here, the uninterrupted run the resumed one must reproduce
+        assert cli(recipe.make_parser, [*options, "--output_dir", str(reference)]) == 0
+        assert interrupted.wait(timeout=600) == 130, printed.read_text()[-3000:]
+        output = printed.read_text()
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output
+        assert (out / "fold_0_0" / "fold_result.json").exists()
+        assert not (out / "fold_0_1" / "fold_result.json").exists()
+        assert not (out / "cv_results.json").exists()
+        (said,) = [line for line in output.splitlines() if "Interrupted:" in line]
+        assert f"Interrupted: the 1 finished fold(s) are kept in {out}; run the same command again to resume" in said
+        kept = (out / "fold_0_0" / "fold_result.json").read_bytes()
 
-    uninterrupted = start([*recipe, "--output_dir", str(reference)])  # beside it: the two cores share the work
-    interrupted = start([sys.executable, str(ROOT / "tests" / "scripts" / "interrupted_recipe.py"), "fold_0_1", "1",
-                         *options, "--output_dir", str(out)])
-    output, _ = interrupted.communicate(timeout=600)
-    assert interrupted.returncode == 130, output[-3000:]
-    assert "Traceback" not in output and "KeyboardInterrupt" not in output
-    assert (out / "fold_0_0" / "fold_result.json").exists()
-    assert not any((out / f"fold_0_{i}" / "fold_result.json").exists() for i in (1, 2, 3))
-    assert not (out / "cv_results.json").exists()
-    (said,) = [line for line in output.splitlines() if "Interrupted:" in line]
-    assert f"Interrupted: the 1 finished fold(s) are kept in {out}; run the same command again to resume" in said
-    kept = (out / "fold_0_0" / "fold_result.json").read_bytes()
-
-    resumed = subprocess.run([*recipe, "--output_dir", str(out)], cwd=ROOT, env=subprocess_env(),
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "1 finished fold(s) read back (fold_0_0); 3 to train" in resumed.stdout + resumed.stderr
+        hf_tlcv_logs.clear()
+        assert cli(recipe.make_parser, [*options, "--output_dir", str(out)]) == 0  # the same command again
+    assert "1 finished fold(s) read back (fold_0_0); 1 to train" in hf_tlcv_logs.text
     assert (out / "fold_0_0" / "fold_result.json").read_bytes() == kept  # read back, not trained again
-    reference_output, _ = uninterrupted.communicate(timeout=600)
-    assert uninterrupted.returncode == 0, reference_output[-3000:]
     pd.testing.assert_frame_equal(pd.read_parquet(out / "oof_predictions.parquet"),
                                   pd.read_parquet(reference / "oof_predictions.parquet"), rtol=0, atol=1e-6)
     got, want = (json.loads((d / "cv_results.json").read_text())["folds"] for d in (out, reference))
     for a, b in zip(got, want, strict=True):
         for key in ("accuracy", "loss"):
             assert a["eval_metrics"][key] == pytest.approx(b["eval_metrics"][key], rel=0, abs=1e-6), key
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_hub_id_fails_fast_when_the_hub_is_unreachable(monkeypatch):
