@@ -70,11 +70,14 @@ def test_two_ddp_processes_agree_only_the_main_one_writes_and_the_losses_are_a_o
     launcher = Path(sys.executable).with_name("accelerate")
     frozen = ["--n_folds", "2", "--learning_rate", "0", "--logging_steps", "1"]
     out, digests = tmp_path / "two", tmp_path / "d2"
-    _run([sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "one"), "--digest_dir", str(tmp_path / "d1"),
-          *frozen])
+    with open(tmp_path / "one.txt", "w") as sink:  # the one-process run beside the launch: the cores share the work
+        one_process = subprocess.Popen([sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "one"),
+                                        "--digest_dir", str(tmp_path / "d1"), *frozen], cwd=ROOT, env=subprocess_env(),
+                                       stdout=sink, stderr=subprocess.STDOUT)
     _run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
           str(SCRIPT), "--output_dir", str(out), "--digest_dir", str(digests), "--ddp", *frozen])
+    assert one_process.wait(timeout=600) == 0, (tmp_path / "one.txt").read_text()[-3000:]
     rank0, rank1 = _digest(digests, 0), _digest(digests, 1)
     assert rank0["world_size"] == rank1["world_size"] == 2
     # identical folds and identical results on both ranks
