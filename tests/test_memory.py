@@ -13,6 +13,9 @@ from conftest import IMAGE_SIZE, image_dataset, make_config
 
 from hf_tlcv import KFoldTrainer
 
+# One process, but six cross-validations of a 12 MB model: not the fast tier's tiny in-process runs.
+pytestmark = pytest.mark.integration
+
 
 def _model():
     # ~12 MB of weights: a leak of one model per run stands far above the allocator's noise
@@ -26,7 +29,6 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-@pytest.mark.slow
 def test_six_runs_in_one_process_leave_rss_flat_and_the_trainer_collected(tmp_path):
     model_mb = sum(p.numel() for p in _model().parameters()) * 4 / 2**20
     assert model_mb > 10

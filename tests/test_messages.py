@@ -3,17 +3,17 @@ transformers' alarming noise when the head is replaced on purpose, a fast offlin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from conftest import image_dataset, load_recipe, make_config, tiny_model
+from conftest import image_dataset, load_recipe, make_config, subprocess_env, tiny_model
 
 from hf_tlcv import KFoldConfig, KFoldTrainer
 from hf_tlcv.sources import HubUnreachableError, load_data
@@ -31,6 +31,7 @@ def _digits(n=60):
     return load_data("builtin:digits").shuffle(seed=0).select(range(n))
 
 
+@pytest.mark.integration  # the embedded EfficientNet-Lite0
 def test_the_feature_cache_is_its_own_step_with_a_progress_bar(tmp_path, capsys, hf_tlcv_logs):
     args = make_config(tmp_path / "cv", n_folds=2, num_train_epochs=1, finetune_strategy="linear_probe",
                        image_size=32, disable_tqdm=False)
@@ -40,6 +41,7 @@ def test_the_feature_cache_is_its_own_step_with_a_progress_bar(tmp_path, capsys,
     assert "running the frozen layers of the model once over 60 rows" in hf_tlcv_logs.text
 
 
+@pytest.mark.integration  # the embedded EfficientNet-Lite0
 def test_replacing_the_head_is_said_once_in_our_words(tmp_path, capfd, hf_tlcv_logs):
     caplog_all = hf_tlcv_logs
     caplog_all.set_level(logging.WARNING)
@@ -79,24 +81,56 @@ def test_resuming_says_which_folds_were_read_back(tmp_path, hf_tlcv_logs):
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_finished_folds_and_says_how_to_resume(tmp_path):
-    out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, str(ROOT / "recipes" / "vit_kfold.py"), "--dataset_name", "builtin:digits",
-           "--max_samples", "80", "--image_size", "32", "--n_folds", "4", "--finetune_strategy", "full",
-           "--num_train_epochs", "2", "--output_dir", str(out), "--disable_tqdm", "true"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while not (out / "fold_0_0" / "fold_result.json").exists() and time.monotonic() < deadline \
-            and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output[-3000:]
-    assert "Traceback" not in output and "KeyboardInterrupt" not in output
-    kept = sum((out / f"fold_0_{i}" / "fold_result.json").exists() for i in range(4))
-    assert kept >= 1 and f"Interrupted: the {kept} finished fold(s) are kept in {out}" in output
-    assert "run the same command again to resume" in output
+def test_ctrl_c_keeps_the_finished_folds_and_says_how_to_resume(tmp_path, hf_tlcv_logs):
+    """Ctrl-C lands in the second fold (the run sends SIGINT to itself at that fold's first step, so the outcome does
+    not depend on the machine's speed): the first fold is kept, the interrupted one is not trusted, exit status 130
+    and one line on how to resume; the same command then finishes with the results of a run never interrupted."""
+    from hf_tlcv.recipe import cli
+
+    out, reference, printed = tmp_path / "run", tmp_path / "reference", tmp_path / "interrupted.txt"
+    options = ["--dataset_name", "builtin:digits", "--max_samples", "80", "--image_size", "32", "--n_folds", "2",
+               "--finetune_strategy", "full", "--num_train_epochs", "1", "--disable_tqdm", "true",
+               "--eval_on_train", "false", "--save_fold_models", "false"]
+    with open(printed, "w") as sink:
+        interrupted = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "scripts" / "interrupted_recipe.py"), "fold_0_1", "1", *options,
+             "--output_dir", str(out)], cwd=ROOT, env=subprocess_env(), stdout=sink, stderr=subprocess.STDOUT)
+    recipe = load_recipe("vit_kfold")
+    with torch_threads(1):  # as in the subprocess, so that the numbers can be compared exactly
+        # meanwhile, here, the uninterrupted run the resumed one must reproduce
+        assert cli(recipe.make_parser, [*options, "--output_dir", str(reference)]) == 0
+        assert interrupted.wait(timeout=600) == 130, printed.read_text()[-3000:]
+        output = printed.read_text()
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output
+        assert (out / "fold_0_0" / "fold_result.json").exists()
+        assert not (out / "fold_0_1" / "fold_result.json").exists()
+        assert not (out / "cv_results.json").exists()
+        (said,) = [line for line in output.splitlines() if "Interrupted:" in line]
+        assert f"Interrupted: the 1 finished fold(s) are kept in {out}; run the same command again to resume" in said
+        kept = (out / "fold_0_0" / "fold_result.json").read_bytes()
+
+        hf_tlcv_logs.clear()
+        assert cli(recipe.make_parser, [*options, "--output_dir", str(out)]) == 0  # the same command again
+    assert "1 finished fold(s) read back (fold_0_0); 1 to train" in hf_tlcv_logs.text
+    assert (out / "fold_0_0" / "fold_result.json").read_bytes() == kept  # read back, not trained again
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "oof_predictions.parquet"),
+                                  pd.read_parquet(reference / "oof_predictions.parquet"), rtol=0, atol=1e-6)
+    got, want = (json.loads((d / "cv_results.json").read_text())["folds"] for d in (out, reference))
+    for a, b in zip(got, want, strict=True):
+        for key in ("accuracy", "loss"):
+            assert a["eval_metrics"][key] == pytest.approx(b["eval_metrics"][key], rel=0, abs=1e-6), key
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_hub_id_fails_fast_when_the_hub_is_unreachable(monkeypatch):
@@ -138,6 +172,7 @@ def test_errors_name_options_as_the_user_typed_them(tmp_path):
         cli(recipe.make_parser, ["--freeze_layers", "3", "--output_dir", str(tmp_path)])
 
 
+@pytest.mark.integration  # the embedded EfficientNet-Lite0
 def test_the_recipe_summary_header_states_the_process_layout(tmp_path, capsys):
     recipe = load_recipe("vit_kfold")
     from hf_tlcv.recipe import cli

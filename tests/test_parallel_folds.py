@@ -18,6 +18,7 @@ import pytest
 from transformers import HfArgumentParser
 
 from conftest import image_dataset, load_recipe, make_config, oof_cross_entropy, subprocess_env, tiny_model
+from scripts.write_audit import attribute, written_by
 from hf_tlcv import KFoldConfig, KFoldTrainer
 from hf_tlcv.execution import deal_folds, one_device_environment
 
@@ -142,11 +143,11 @@ def test_parallel_folds_match_the_one_process_run_and_resume(tmp_path, one_proce
 
     # Resume, with rank 1 unable to see the shared folder (it saves its results elsewhere): the interrupted fold
     # is trained again from its start and the remaining ones are dealt round-robin; the main process saves what
-    # rank 1 sends. Rank 1's fold takes longer than the launch's collective timeout (ddp_timeout, 10 s here): rank 0
-    # waits for it all the same.
+    # rank 1 sends. Rank 1's fold is held until rank 0 has finished its own fold and then for longer than the launch's
+    # collective timeout (ddp_timeout, 10 s here): rank 0 waits for it all the same.
     private = tmp_path / "rank1_private"
     _cv_run(out, tmp_path / "d_par", "--rank1_private_dir", str(private), "--ddp_timeout", "10",
-            "--slow_fold", "fold_0_2", "--slow_seconds", "14")
+            "--slow_fold", "fold_0_2", "--slow_after", "fold_0_1", "--slow_seconds", "12")
     rank0, rank1 = _digest(tmp_path / "d_par", 0), _digest(tmp_path / "d_par", 1)
     assert rank0["world_size"] == rank1["world_size"] == 2
     for digest in (rank0, rank1):
@@ -161,9 +162,20 @@ def test_parallel_folds_match_the_one_process_run_and_resume(tmp_path, one_proce
     # = 18; a DDP rank would take 9)
     assert _trained(rank0) == ["fold_0_1"] and _trained(rank1) == ["fold_0_2"]
     assert all(t["world_size"] == 1 and t["max_steps"] == 18 for t in rank0["trained"] + rank1["trained"])
-    assert rank1["writes"] == [str(private / "fold_0_2" / "fold_result.json")]
-    assert str(out / "fold_0_2" / "fold_result.json") in rank0["writes"]
-    assert str(out / "cv_results.json") in rank0["writes"]
+    # Who wrote what in the run folder, from every process of both launches (each rank and the worker it started):
+    # rank 1 only ever wrote the checkpoints of the fold it trained (fold_0_1 in the first launch, which rank 0
+    # later replaced, fold_0_2 now); its result went to its own folder, and rank 0 saved it in the run folder.
+    logs = [tmp_path / "d_fail" / "writes", tmp_path / "d_par" / "writes"]
+    writers = attribute(out, *logs)
+    for log, fold in zip(logs, ("fold_0_1", "fold_0_2"), strict=True):
+        rank1_wrote = written_by("rank1", log)
+        assert any(p.startswith(f"{fold}/checkpoint-") for p in rank1_wrote), "the audit saw none of rank 1's writes"
+        assert all(p == fold or p.startswith(f"{fold}/checkpoint-") for p in rank1_wrote), sorted(rank1_wrote)
+    assert (private / "fold_0_2" / "fold_result.json").exists()
+    rank1_fold = [p for p in writers if p == "fold_0_2" or p.startswith("fold_0_2/checkpoint-")]
+    assert all(who <= {"rank0", "rank0.worker"} for p, who in writers.items() if p not in rank1_fold)
+    assert {"cv_results.json", "oof_predictions.parquet", "README.md", "fold_0_2/fold_result.json",
+            "fold_0_2/predictions.parquet"} <= writers.keys()
     assert (out / "fold_0_1" / "checkpoint-18").is_dir() and (out / "fold_0_2" / "checkpoint-18").is_dir()
     # every process hears of every fold, in fold order, once its files are saved, and as its real rank
     for rank, digest in enumerate((rank0, rank1)):
@@ -171,8 +183,10 @@ def test_parallel_folds_match_the_one_process_run_and_resume(tmp_path, one_proce
             ("fold_0_0", True), ("fold_0_1", False), ("fold_0_2", False)]
         assert all(e["saved"] and e["is_world_process_zero"] == (rank == 0) for e in digest["events"])
 
-    # a finished parallel run resumes without training anything
+    # a finished parallel run resumes without training anything; rank 1 writes nothing
     _cv_run(out, tmp_path / "d_again")
+    assert written_by("rank1", tmp_path / "d_again" / "writes") == set()
+    assert attribute(out, *logs, tmp_path / "d_again" / "writes").keys() == writers.keys()
     for rank in (0, 1):
         digest = _digest(tmp_path / "d_again", rank)
         assert digest["trained"] == []

@@ -43,17 +43,20 @@ def by_value():
 
 
 class Rendezvous(TrainerCallback):
-    """Each fold, when it starts training, announces itself in `folder` and waits (up to `patience` seconds) until
-    another fold has started too: two folds pass only if they run at the same time. It records whom it met."""
+    """Each fold, when it starts training, announces itself in `folder` and waits until another fold has started too:
+    two folds pass only if they run at the same time. It records whom it met. `guard` seconds is only a hang guard
+    (folds that never run at once would wait forever): it fails the fold with what it saw."""
 
-    def __init__(self, folder: str, patience: float = 300):
-        self.folder, self.patience = folder, patience
+    def __init__(self, folder: str, guard: float = 900):
+        self.folder, self.guard = folder, guard
 
     def on_train_begin(self, args, state, control, **kwargs):
         folder, name = Path(self.folder), Path(args.output_dir).name
         (folder / f"{name}.start").write_text(str(os.getpid()))
-        deadline = time.time() + self.patience
-        while len(list(folder.glob("*.start"))) < 2 and time.time() < deadline:
+        start = time.monotonic()
+        while len(list(folder.glob("*.start"))) < 2:
+            if time.monotonic() - start > self.guard:
+                raise TimeoutError(f"{name} ran alone for {self.guard} s: no other fold started beside it")
             time.sleep(0.2)
         met = sorted(p.stem for p in folder.glob("*.start") if p.stem != name)
         (folder / f"{name}.json").write_text(json.dumps({"pid": os.getpid(), "met": met}))

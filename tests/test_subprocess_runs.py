@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import oof_cross_entropy, subprocess_env
+from scripts.write_audit import attribute, written_by
 from sklearn.metrics import accuracy_score
 
 SCRIPT = Path(__file__).parent / "scripts" / "cv_run.py"
@@ -68,11 +70,14 @@ def test_two_ddp_processes_agree_only_the_main_one_writes_and_the_losses_are_a_o
     launcher = Path(sys.executable).with_name("accelerate")
     frozen = ["--n_folds", "2", "--learning_rate", "0", "--logging_steps", "1"]
     out, digests = tmp_path / "two", tmp_path / "d2"
-    _run([sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "one"), "--digest_dir", str(tmp_path / "d1"),
-          *frozen])
+    with open(tmp_path / "one.txt", "w") as sink:  # the one-process run beside the launch: the cores share the work
+        one_process = subprocess.Popen([sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "one"),
+                                        "--digest_dir", str(tmp_path / "d1"), *frozen], cwd=ROOT, env=subprocess_env(),
+                                       stdout=sink, stderr=subprocess.STDOUT)
     _run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
           str(SCRIPT), "--output_dir", str(out), "--digest_dir", str(digests), "--ddp", *frozen])
+    assert one_process.wait(timeout=600) == 0, (tmp_path / "one.txt").read_text()[-3000:]
     rank0, rank1 = _digest(digests, 0), _digest(digests, 1)
     assert rank0["world_size"] == rank1["world_size"] == 2
     # identical folds and identical results on both ranks
@@ -80,8 +85,17 @@ def test_two_ddp_processes_agree_only_the_main_one_writes_and_the_losses_are_a_o
     assert rank0["fold_metrics"] == rank1["fold_metrics"]
     assert rank0["oof_metrics"] == rank1["oof_metrics"]
     np.testing.assert_array_equal(rank0["oof_probs"], rank1["oof_probs"])
-    # only the main process wrote result files
-    assert rank0["writes"] and rank1["writes"] == []
+    # only the main process writes: every file and folder of the run folder is attributed to the process that wrote
+    # it, and rank 1 wrote nothing there but what transformers saves per process in each checkpoint (its RNG state,
+    # which a resumed DDP rank reloads; the checkpoint folder too when rank 1 gets there first)
+    writers = attribute(out, digests / "writes")
+    rank1_wrote = written_by("rank1", digests / "writes")
+    per_rank = re.compile(r"fold_0_\d/checkpoint-\d+(/rng_state_1\.pth)?")
+    assert {p for p in rank1_wrote if p.endswith("rng_state_1.pth")}, "the audit saw none of rank 1's writes"
+    assert all(per_rank.fullmatch(p) for p in rank1_wrote), sorted(rank1_wrote)
+    assert all(who == {"rank0"} for p, who in writers.items() if not per_rank.fullmatch(p))
+    assert {"cv_results.json", "oof_predictions.parquet", "README.md", "folds.json", "fold_0_1/fold_result.json",
+            "fold_0_1/predictions.parquet"} <= writers.keys() and any(p.startswith("plots/") for p in writers)
     # gathered predictions: every row exactly once (no duplicates from uneven sharding), metrics consistent
     oof = pd.read_parquet(out / "oof_predictions.parquet")
     assert sorted(oof["row"]) == list(range(36))
