@@ -1,8 +1,12 @@
-"""What the Space's browser and API tests share: the app in its own process, a headless Chromium page, page helpers.
+"""What the Space's browser and API tests share: the app in its own process, headless Chromium, page helpers.
 
 `tests/test_space.py` (what a visitor does) and `tests/test_space_security.py` (what a stranger must not be able to
-do) each start one app process for their module with [`running_app`], and drive it with Playwright (Debian's
-Chromium, never `playwright install`) and `gradio_client`.
+do) each start one app process and one Chromium for their module with [`running_app`] and [`chromium`], and drive
+them with Playwright (Debian's Chromium, never `playwright install`) and `gradio_client`. Each test opens its own
+visitors with [`open_visitor`] (or takes a module fixture's visitor with a finished run), so any test runs alone.
+
+Waits are on events (a status line, a file, a queue place); their timeouts are hang guards, far above what the event
+takes even on a loaded machine, never a race against the clock.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import pytest
@@ -33,6 +38,15 @@ LITE0 = "EfficientNet-Lite0, ImageNet (built in)"
 PROBE = "Linear probe (train the head only)"
 # A run small enough for a test: 48 images at 32 px, 2 folds, 1 epoch (a few seconds with the feature cache).
 SMALL_RUN = {"folds k": 2, "epochs": 1, "sample cap (0 = all)": 48, "image size (px)": 32}
+
+# A run that does not finish while a test looks at it: full fine-tuning, 2 folds of 400 images at 64 px for 20 epochs
+# (140 training steps per fold). The tests cancel it once it trains, and accept any number of folds finished before.
+LONG_RUN = {"folds k": 2, "epochs": 20, "sample cap (0 = all)": 400, "image size (px)": 64}
+FULL = "Full fine-tuning"
+# Hang guards (Playwright's milliseconds): an answer of the page (an upload read, a tab's status), and a training run.
+ANSWER_MS = 120_000
+RUN_MS = 300_000
+T = TypeVar("T")
 
 requires_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}: `make install` installs the Debian package "
@@ -99,17 +113,54 @@ def running_app(root: Path, hub_url: str, *, env: dict | None = None, args: tupl
 
 
 @contextlib.contextmanager
-def browser_page(url: str):
-    """A fresh headless Chromium at `url` (1400 x 1000, the size the layout is checked at)."""
+def chromium():
+    """A headless Chromium (Playwright's `Browser`), closed at the end."""
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.goto(url)
-        yield page
-        browser.close()
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_visitor(browser, url: str, wait: bool = True):
+    """A new visitor: a page in a fresh browser context (its own cookies, so its own Gradio session and working
+    folder) at `url`, 1400 x 1000 (the size the layout is checked at); with `wait`, once the built-in data is
+    previewed. `page.close()` is the visitor leaving."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(url)
+    if wait:
+        wait_for_start(page)
+    return page
+
+
+def wait_until(condition: Callable[[], T], what: str, guard_s: float = 300, poll_s: float = 0.2) -> T:
+    """Poll `condition` until it returns something true, and return that. `guard_s` only stops a hang: the event
+    it waits for comes long before."""
+    deadline = time.monotonic() + guard_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"hang guard: waited {guard_s:.0f} s for {what}")
+        time.sleep(poll_s)
+    return value
+
+
+def visitor_folders(app: App) -> set[Path]:
+    return set(app.workdir.glob("visitor-*"))
+
+
+def finished_runs(app: App) -> set[Path]:
+    """The run folders of every visitor that hold a saved `cv_results.json`."""
+    return {p.parent for p in app.workdir.glob("visitor-*/run-*/cv_results.json")}
+
+
+def the_new_one(before: set[Path], after: set[Path], what: str) -> Path:
+    new = after - before
+    assert len(new) == 1, f"expected one new {what}, found {sorted(map(str, new))}"
+    return new.pop()
 
 
 def expect(locator):
@@ -124,7 +175,7 @@ def shot(page, name: str, full_page: bool = True) -> None:
 
 def wait_for_start(page) -> None:
     """The page has loaded and previewed the built-in data (its first event)."""
-    expect(page.locator("#data-status")).to_contain_text("images in", timeout=180_000)
+    expect(page.locator("#data-status")).to_contain_text("images in", timeout=RUN_MS)
 
 
 def set_number(page, label: str, value) -> None:
@@ -140,16 +191,44 @@ def choose_strategy(page, name: str) -> None:
 
 def small_run(page, expect_text: str = "2 folds in") -> None:
     """A 2-fold run of the page's current data with the small settings; waits for `expect_text` in the status."""
+    page.get_by_role("tab", name="Cross-validate").click()
     choose_strategy(page, PROBE)
     for label, value in SMALL_RUN.items():
         set_number(page, label, value)
     page.locator("#run-button").click()
-    expect(page.locator("#run-status")).to_contain_text(expect_text, timeout=300_000)
+    expect(page.locator("#run-status")).to_contain_text(expect_text, timeout=RUN_MS)
+
+
+def start_long_run(page) -> None:
+    """Start [`LONG_RUN`] from the page and wait until its first fold trains (the status shows its steps)."""
+    page.get_by_role("tab", name="Cross-validate").click()
+    choose_strategy(page, FULL)
+    for label, value in LONG_RUN.items():
+        set_number(page, label, value)
+    page.locator("#run-button").click()
+    expect(page.locator("#run-status")).to_contain_text(re.compile(r"fold 1 of 2 · step \d+/\d+ · training"),
+                                                        timeout=RUN_MS)
+
+
+def cancelled_after(page) -> int:
+    """Wait for the page's run to end cancelled; the number of finished folds its status line gives."""
+    status = page.locator("#run-status")
+    expect(status).to_contain_text("Cancelled", timeout=RUN_MS)
+    expect(status).to_contain_text(re.compile(r"stopped after \d+ finished fold\(s\)"))
+    return int(re.search(r"stopped after (\d+) finished fold", status.inner_text()).group(1))
 
 
 def png(path: Path, value: int = 128, size: int = 28) -> Path:
     Image.fromarray(np.full((size, size), value, dtype=np.uint8), mode="L").save(path)
     return path
+
+
+def set_image(page, selector: str, path: Path) -> None:
+    """Put the file at `path` in the image input `selector`, replacing any image already there."""
+    clear = page.locator(f"{selector} button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator(f"{selector} input[type=file]").set_input_files(str(path))
 
 
 def upload_zip(page, path: Path) -> None:

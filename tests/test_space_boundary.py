@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import html
+import importlib.util
 import logging
 import re
 import sys
@@ -219,19 +220,28 @@ def test_hub_repositories_are_looked_up_with_the_visitors_credentials_and_sized(
 STRATEGIES = ["Linear probe", "Full fine-tuning"]
 GOOD = dict(strategy="Linear probe", freeze_layers=0, n_folds=5, n_repeats=1, epochs=3, learning_rate=3e-3,
             sample_cap=1000, image_size=128)
-BAD_SETTINGS = {
-    "folds": dict(n_folds=10_000), "one fold": dict(n_folds=1), "fractional folds": dict(n_folds=2.5),
-    "repeats": dict(n_repeats=50), "epochs": dict(epochs=1e6), "negative lr": dict(learning_rate=-1),
-    "nan lr": dict(learning_rate=float("nan")), "text": dict(epochs="3; rm -rf /"), "cap": dict(sample_cap=10**7),
-    "size": dict(image_size=8192), "size step": dict(image_size=100), "strategy": dict(strategy="exec"),
-    "none": dict(n_folds=None),
+BAD_SETTINGS = {  # case: (the values sent, what the refusal tells the visitor to send instead)
+    "folds": (dict(n_folds=10_000), "The folds k must be a whole number between 2 and 10 (got 10000)"),
+    "one fold": (dict(n_folds=1), "The folds k must be a whole number between 2 and 10 (got 1)"),
+    "fractional folds": (dict(n_folds=2.5), "The folds k must be a whole number between 2 and 10 (got 2.5)"),
+    "repeats": (dict(n_repeats=50), "The repeats must be a whole number between 1 and 5 (got 50)"),
+    "epochs": (dict(epochs=1e6), "The epochs must be a whole number between 1 and 20 (got 1000000.0)"),
+    "negative lr": (dict(learning_rate=-1), "The learning rate must be a number between 1e-06 and 1 (got -1)"),
+    "nan lr": (dict(learning_rate=float("nan")), "The learning rate must be a number between 1e-06 and 1 (got nan)"),
+    "text": (dict(epochs="3; rm -rf /"), "The epochs must be a number between 1 and 20."),
+    "cap": (dict(sample_cap=10**7), "The sample cap must be a whole number between 0 and 10000 (got 10000000)"),
+    "size": (dict(image_size=8192), "The image size must be a whole number between 32 and 224 (got 8192)"),
+    "size step": (dict(image_size=100), "The image size must be a multiple of 32 pixels (got 100)."),
+    "strategy": (dict(strategy="exec"), "Choose what trains among: Linear probe, Full fine-tuning."),
+    "none": (dict(n_folds=None), "The folds k must be a number between 2 and 10."),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_SETTINGS))
 def test_settings_out_of_the_pages_ranges_are_refused(case):
-    with pytest.raises(VisitorError):
-        RunSettings.from_inputs(**{**GOOD, **BAD_SETTINGS[case]}, strategies=STRATEGIES)
+    values, refusal = BAD_SETTINGS[case]
+    with pytest.raises(VisitorError, match=f"^{re.escape(refusal)}"):
+        RunSettings.from_inputs(**{**GOOD, **values}, strategies=STRATEGIES)
 
 
 def test_settings_in_range_pass_as_numbers():
@@ -271,6 +281,24 @@ def test_a_push_uses_the_visitors_own_credentials_in_order_and_never_prints_them
     assert "your Hugging Face account (\\<b\\>ana\\</b\\>)" in identity_markdown("oauth", "<b>ana</b>")
     assert "the token you pasted" in identity_markdown("pasted")
     assert "--use-local-token" in identity_markdown("local", "me")
+
+
+@pytest.mark.integration  # no app is started, but `spaces/app.py` imports Gradio (seconds of CPU): not the fast tier
+def test_the_local_token_flag_is_refused_on_a_space_and_beyond_this_machine(monkeypatch):
+    pytest.importorskip("gradio")
+    spec = importlib.util.spec_from_file_location("space_app", REPO / "spaces" / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "space_app", app)  # dataclasses look their module up there
+    spec.loader.exec_module(app)
+    monkeypatch.setenv("HF_TOKEN", "hf_OwnerSpaceSecret0123456789abcdefXYZ")
+    monkeypatch.setenv("SPACE_ID", "owner/hf-tlcv")
+    with pytest.raises(SystemExit, match="Visitors sign in or paste their own token instead"):
+        app.local_credentials(True, "127.0.0.1")
+    assert app.main(["--use-local-token"]) == 2  # refused before anything starts
+    monkeypatch.delenv("SPACE_ID")
+    with pytest.raises(SystemExit, match="refused with --host 0.0.0.0: .*Serve it on 127.0.0.1 for yourself"):
+        app.local_credentials(True, "0.0.0.0")
+    assert app.local_credentials(False, "0.0.0.0") == (None, None)  # without the flag, no token is read at all
 
 
 # ---- the model card ----------------------------------------------------------------------------------------------------
