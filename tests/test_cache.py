@@ -80,7 +80,16 @@ def _assert_same_results(cached, plain):
     np.testing.assert_allclose(prob(cached), prob(plain), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch,strategy,extra", CASES, ids=[f"{a}-{s}-{e}" for a, s, e in CASES])
+# The fast tier keeps one case per kind of input (image and padded text, linear probe and freeze); the whole table
+# of architectures and depths runs in the integration tier.
+FAST_CASES = {("vit", "linear_probe"), ("vit", "freeze"), ("bert-padded", "freeze")}
+CASE_PARAMS = [pytest.param(arch, strategy, extra, id=f"{arch}-{strategy}-{extra}",
+                            marks=() if (arch, strategy) in FAST_CASES and extra.get("freeze_layers", 1) == 1
+                            else pytest.mark.integration)
+               for arch, strategy, extra in CASES]
+
+
+@pytest.mark.parametrize("arch,strategy,extra", CASE_PARAMS)
 def test_cached_results_equal_the_uncached_path(arch, strategy, extra, tmp_path):
     cached_trainer, cached = _run(tmp_path, "cached", arch, strategy, "memory", **extra)
     plain_trainer, plain = _run(tmp_path, "plain", arch, strategy, "off", **extra)

@@ -159,7 +159,8 @@ SHARED = {
 }
 
 
-@pytest.mark.parametrize("case", list(SHARED))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.integration) if c.startswith("efficientnet")
+                                  else c for c in SHARED])  # EfficientNet's BatchNorm: the heaviest tiny model
 def test_the_frozen_part_runs_once_for_all_fold_models_with_the_same_predictions(case, tmp_path):
     name, strategy, extra, first_frozen = SHARED[case]
     base = save_base(tmp_path / "base", name)

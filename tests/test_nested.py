@@ -11,6 +11,7 @@ from hf_tlcv import KFoldTrainer, TransferStudy
 from hf_tlcv.folds import load_folds
 
 
+@pytest.mark.integration  # a study inside each of the outer folds: the suite's heaviest in-process run
 def test_nested_selection_never_sees_its_outer_eval_rows(tmp_path, monkeypatch):
     data = image_dataset(n_per_class=8)
     data = data.add_column("uid", list(range(1000, 1000 + len(data))))  # row identity that survives select()
