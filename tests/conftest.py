@@ -165,6 +165,25 @@ def tiny_text_data():
     return text_dataset()
 
 
+# The browser tests' visitors (tests/space_harness.py): one headless Chromium per module, and a new visitor's page on
+# the module's app (its `space` fixture), the built-in data previewed; they leave at the end of the test.
+@pytest.fixture(scope="module")
+def browser():
+    from space_harness import chromium
+
+    with chromium() as chrome:
+        yield chrome
+
+
+@pytest.fixture
+def visitor(browser, space):
+    from space_harness import open_visitor
+
+    page = open_visitor(browser, space.url)
+    yield page
+    page.close()
+
+
 # A local Hub for tests that push and download (tests/hub_server.py).
 from hub_server import local_hub  # noqa: E402,F401
 

@@ -126,6 +126,15 @@ def chromium():
             browser.close()
 
 
+def push_from_page(page, repo_id: str, token: str | None = None) -> None:
+    """On the Push tab: name the repository, paste `token` (none: the visitor's sign-in is the credential), push."""
+    page.get_by_role("tab", name="Push").click()
+    page.get_by_label("Repository id").fill(repo_id)
+    if token is not None:
+        page.get_by_label("Write token (optional when signed in)").fill(token)
+    page.locator("#push-button").click()
+
+
 def open_visitor(browser, url: str, wait: bool = True):
     """A new visitor: a page in a fresh browser context (its own cookies, so its own Gradio session and working
     folder) at `url`, 1400 x 1000 (the size the layout is checked at); with `wait`, once the built-in data is

@@ -36,7 +36,6 @@ from space_harness import (  # noqa: E402
     ZIP,
     assert_rows_match_results,
     cancelled_after,
-    chromium,
     expect,
     finished_runs,
     grid,
@@ -77,20 +76,6 @@ def hub():
 def space(hub, tmp_path_factory):
     with running_app(tmp_path_factory.mktemp("space"), hub.url) as app:
         yield app
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as chrome:
-        yield chrome
-
-
-@pytest.fixture
-def visitor(browser, space):
-    """A new visitor's page, the built-in data previewed; they leave at the end of the test."""
-    page = open_visitor(browser, space.url)
-    yield page
-    page.close()
 
 
 @pytest.fixture(scope="module")

@@ -38,10 +38,10 @@ from space_harness import (  # noqa: E402
     RUN_MS,
     SMALL_RUN,
     ZIP,
-    chromium,
     expect,
     finished_runs,
     open_visitor,
+    push_from_page,
     png,
     requires_chromium,
     run_args,
@@ -126,18 +126,10 @@ def space(hub, tmp_path_factory):
         yield app
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as chrome:
-        yield chrome
-
-
 @pytest.fixture
-def page(browser, space):
-    """A new visitor's page, the built-in data previewed; they leave at the end of the test."""
-    tab = open_visitor(browser, space.url)
-    yield tab
-    tab.close()
+def page(visitor):
+    """A new visitor's page (the harness's `visitor`)."""
+    return visitor
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +277,7 @@ def test_class_names_and_ids_from_visitors_stay_text(page, hub, space, tmp_path)
     assert_no_markup_from_visitors(page)
     shot(page, "22_hostile_class_names_as_text")
 
-    page.get_by_role("tab", name="Push").click()
-    page.get_by_label("Repository id").fill("visitor/hostile-names")
-    page.get_by_label("Write token (optional when signed in)").fill(VISITOR_TOKEN)
-    page.locator("#push-button").click()
+    push_from_page(page, "visitor/hostile-names", VISITOR_TOKEN)
     expect(page.locator("#push-status")).to_contain_text("as visitor", timeout=RUN_MS)
     said(space, page.locator("#push-status").inner_text())
     link = page.locator("#push-status a")
@@ -352,9 +341,7 @@ def test_sign_in_with_hugging_face_pushes_as_the_signed_in_visitor(page, space, 
     said(space, visitor.locator("#push-identity").inner_text())
     visitor.get_by_role("tab", name="Cross-validate").click()
     small_run(visitor)
-    visitor.get_by_role("tab", name="Push").click()
-    visitor.get_by_label("Repository id").fill("mock-visitor/signed-in-run")
-    visitor.locator("#push-button").click()  # no token pasted: the sign-in is the credential
+    push_from_page(visitor, "mock-visitor/signed-in-run")  # no token pasted: the sign-in is the credential
     expect(visitor.locator("#push-status")).to_contain_text("as mock-visitor", timeout=RUN_MS)
     said(space, visitor.locator("#push-status").inner_text())
     shot(visitor, "23_push_signed_in")
@@ -400,10 +387,7 @@ def test_the_owners_token_never_left_the_app(space, hub, visitor_with_a_run, pus
     status, _ = client(space).predict(OWNER_REPO, "", False, api_name="/push")
     assert "paste a write token" in said(space, status)
     page = visitor_with_a_run.page
-    page.get_by_role("tab", name="Push").click()
-    page.get_by_label("Repository id").fill("visitor/page-run")
-    page.get_by_label("Write token (optional when signed in)").fill(VISITOR_TOKEN)
-    page.locator("#push-button").click()
+    push_from_page(page, "visitor/page-run", VISITOR_TOKEN)
     expect(page.locator("#push-status")).to_contain_text("visitor/page-run", timeout=RUN_MS)
     said(space, page.locator("#push-status").inner_text())
 
