@@ -39,8 +39,13 @@ def quiet_libraries(quiet: bool = True) -> Iterator[None]:
 
     Example:
     ```python
-    >>> with quiet_libraries():
-    ...     dataset = load_dataset("csv", data_files="reviews.csv", split="train")   # no "Generating" bar
+    >>> import datasets
+    >>> with quiet_libraries():   # e.g. load_dataset("csv", data_files="reviews.csv"): no "Generating" bar
+    ...     datasets.is_progress_bar_enabled()
+    False
+    >>> datasets.is_progress_bar_enabled()   # put back as it was
+    True
+
     ```
     """
     if not quiet:

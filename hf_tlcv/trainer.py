@@ -63,6 +63,7 @@ def ddp_batch_warning(per_device: int, accumulation: int, fold_processes: int, d
     ```python
     >>> ddp_batch_warning(16, 1, 2, one_process_batch=32) is None      # 2 processes x 16 = the one-process 32
     True
+
     ```
     """
     one_process = per_device * devices * accumulation

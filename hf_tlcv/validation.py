@@ -16,6 +16,7 @@ Example:
 >>> dataset = validate_dataset(load_dataset("csv", data_files="reviews.csv", split="train"), n_folds=5)
 >>> dataset.features["label"].names
 ['negative', 'positive']
+
 ```
 """
 
