@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from .utils import fmt, to_plain
 
 REPORT_FILE = "report.md"
 REPORT_JSON = "study_report.json"
+# Printed verdict lines stay readable in a terminal and a diff: a headline, then short indented lines.
+BLOCK_WIDTH = 100
 
 QUESTION_TITLES = {
     "pretrained": "Pretrained vs. from scratch",
@@ -39,14 +42,45 @@ class Verdict:
         question: `"pretrained"`, `"freeze"`, `"lr"`, `"custom"`, `"overfitting"`, or `"<question> (nested)"`.
         text: the answer in words, with the numbers it rests on.
         numbers: those numbers (and more), as plain JSON values.
+        headline: the answer in one short line (empty in reports saved before it existed).
+        details: the numbers behind the headline, one short line each (see [`Verdict.block`]).
+        degenerate: the variants of this verdict whose out-of-fold predictions are one class on every fold.
     """
 
     question: str
     text: str
     numbers: dict[str, Any] = field(default_factory=dict)
+    headline: str = ""
+    details: list[str] = field(default_factory=list)
+    degenerate: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"[{self.question}] {self.text}"
+
+    def block_lines(self, width: int = BLOCK_WIDTH) -> list[str]:
+        """The verdict as a headline and indented detail lines, none longer than `width` characters.
+
+        A verdict loaded from a report saved before headlines existed has only `text`: it is wrapped instead.
+        """
+        if not self.headline:
+            return textwrap.wrap(f"[{self.question}] {self.text}", width, subsequent_indent="    ")
+        lines = textwrap.wrap(f"[{self.question}] {self.headline}", width, subsequent_indent="    ")
+        for detail in self.details:
+            lines += textwrap.wrap(detail, width, initial_indent="  ", subsequent_indent="    ")
+        return lines
+
+    def block(self, width: int = BLOCK_WIDTH) -> str:
+        """[`block_lines`] joined by newlines: what the recipe prints.
+
+        Example:
+        ```python
+        >>> print(report.verdict("pretrained").block())
+        [pretrained] pretrained beats scratch by +0.330 accuracy (0.430 vs 0.100).
+          95% interval of the difference [+0.223, +0.437]; corrected t-test p=0.00104; 5 paired folds
+          ...
+        ```
+        """
+        return "\n".join(self.block_lines(width))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -145,7 +179,12 @@ class StudyReport:
             f"±{st.get('rope', 0.01):g}.")
         lines += ["", "## Verdicts", ""]
         for v in self.verdicts:
-            lines.append(f"- **{QUESTION_TITLES.get(v.question, v.question)}**: {v.text}")
+            title = QUESTION_TITLES.get(v.question, v.question)
+            if v.headline:
+                lines.append(f"- **{title}**: {v.headline}")
+                lines += [f"  - {detail}" for detail in v.details]
+            else:  # a report saved before verdicts had headlines
+                lines.append(f"- **{title}**: {v.text}")
         lines += ["", "## Variants", "",
                   f"| variant | setting | {self.metric} | 95% interval | train {self.metric} | per fold |",
                   "|---|---|---|---|---|---|"]

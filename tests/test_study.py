@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 from hf_tlcv import StudyReport, TransferStudy
 from hf_tlcv.folds import load_folds
 from hf_tlcv.modeling import state_fingerprint
+from hf_tlcv.report import Verdict
 from hf_tlcv.results import CVResults, FoldResult, predictions_frame
 from hf_tlcv.stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest
 from hf_tlcv.strategies import discover_layout
@@ -244,7 +245,7 @@ def test_study_verdicts_and_report_round_trip(ran, tmp_path):
 
     markdown = (out / "report.md").read_text()
     for v in report.verdicts:
-        assert v.text in markdown
+        assert f"**: {v.headline}" in markdown and all(f"  - {d}" in markdown for d in v.details)
     for png in ("variant_scores_pretrained", "variant_scores_custom", "learning_curves_pretrained",
                 "learning_curves_lr_high"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
@@ -253,7 +254,8 @@ def test_study_verdicts_and_report_round_trip(ran, tmp_path):
     assert saved["settings"]["folds_fingerprint"] and saved["metric"] == "accuracy"
 
     loaded = StudyReport.load(out)
-    assert [(v.question, v.text) for v in loaded.verdicts] == [(v.question, v.text) for v in report.verdicts]
+    assert [(v.question, v.text, v.block()) for v in loaded.verdicts] == [
+        (v.question, v.text, v.block()) for v in report.verdicts]
     assert loaded.to_markdown() == report.to_markdown()
     assert loaded.variants["scratch"].summary == report.variants["scratch"].summary
     # a saved report is self-contained: it can be moved and saved again
@@ -300,8 +302,9 @@ def test_recipe_study_runs_and_prints_the_verdicts(recipe, tmp_path, capsys):
     report = recipe.main(script_args, config)
     printed = capsys.readouterr().out
     assert isinstance(report, StudyReport)
-    assert f"- [pretrained] {report.verdict('pretrained').text}" in printed
-    assert "With finetune_strategy=linear_probe" in printed  # the recipe's default strategy, in both variants
+    assert report.verdict("pretrained").block() in printed
+    assert all(len(line) <= 100 for block in map(Verdict.block, report.verdicts) for line in block.splitlines())
+    assert "  With finetune_strategy=linear_probe" in printed  # the recipe's default strategy, in both variants
     assert (out / "report.md").exists() and (out / "scratch" / "cv_results.json").exists()
     with pytest.raises(ValueError, match="--from_scratch and --study"):
         recipe.main(*recipe.make_parser().parse_args_into_dataclasses(args=[
