@@ -63,10 +63,10 @@ class Verdict:
         A verdict loaded from a report saved before headlines existed has only `text`: it is wrapped instead.
         """
         if not self.headline:
-            return textwrap.wrap(f"[{self.question}] {self.text}", width, subsequent_indent="    ")
-        lines = textwrap.wrap(f"[{self.question}] {self.headline}", width, subsequent_indent="    ")
+            return _wrap(f"[{self.question}] {self.text}", width)
+        lines = _wrap(f"[{self.question}] {self.headline}", width)
         for detail in self.details:
-            lines += textwrap.wrap(detail, width, initial_indent="  ", subsequent_indent="    ")
+            lines += _wrap(detail, width, indent="  ")
         return lines
 
     def block(self, width: int = BLOCK_WIDTH) -> str:
@@ -81,6 +81,12 @@ class Verdict:
         ```
         """
         return "\n".join(self.block_lines(width))
+
+
+def _wrap(text: str, width: int, indent: str = "") -> list[str]:
+    # Hyphenated labels ("layer-wise", "one-class") stay whole; continuation lines sit deeper than the first.
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "    ",
+                         break_on_hyphens=False)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
