@@ -172,6 +172,18 @@ class StudyReport:
                          f"{r['p_value']:.3g} | {r['p_adjusted']:.3g} | {r['p_best_better']:.2f} |")
         return lines + [""]
 
+    def verdicts_markdown(self) -> str:
+        """The verdicts as a markdown list: per question its headline, then its numbers as a nested list."""
+        lines = []
+        for v in self.verdicts:
+            title = QUESTION_TITLES.get(v.question, v.question)
+            if v.headline:
+                lines.append(f"- **{title}**: {v.headline}")
+                lines += [f"  - {detail}" for detail in v.details]
+            else:  # a report saved before verdicts had headlines
+                lines.append(f"- **{title}**: {v.text}")
+        return "\n".join(lines)
+
     def to_markdown(self, plots_dir: str = PLOTS_DIR) -> str:
         """The report as markdown: verdicts, tables, and the plots linked as `plots_dir/<name>.png`."""
         st = self.settings
@@ -183,14 +195,7 @@ class StudyReport:
             f"resampled t-test (df = k*r - 1), {st.get('p_adjust', 'holm')}-adjusted within a question; "
             f"P(better): Bayesian correlated t-test with a region of practical equivalence of "
             f"±{st.get('rope', 0.01):g}.")
-        lines += ["", "## Verdicts", ""]
-        for v in self.verdicts:
-            title = QUESTION_TITLES.get(v.question, v.question)
-            if v.headline:
-                lines.append(f"- **{title}**: {v.headline}")
-                lines += [f"  - {detail}" for detail in v.details]
-            else:  # a report saved before verdicts had headlines
-                lines.append(f"- **{title}**: {v.text}")
+        lines += ["", "## Verdicts", "", self.verdicts_markdown()]
         lines += ["", "## Variants", "",
                   f"| variant | setting | {self.metric} | 95% interval | train {self.metric} | per fold |",
                   "|---|---|---|---|---|---|"]
