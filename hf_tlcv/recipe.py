@@ -254,7 +254,7 @@ def _run_study(script_args: ScriptArguments, config: KFoldConfig, dataset) -> St
     print(f"\nStudy of {script_args.model_name_or_path} on {script_args.dataset_name} ({len(dataset)} rows, "
           f"{config.n_folds}-fold x {config.n_repeats}, same folds and seed for every variant)")
     for verdict in report.verdicts:
-        print(f"- {verdict}")
+        print(verdict.block())
     print(f"\nReport: {config.output_dir}/report.md (plots in {config.output_dir}/plots)")
     return report
 

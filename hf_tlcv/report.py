@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from .utils import fmt, to_plain
 
 REPORT_FILE = "report.md"
 REPORT_JSON = "study_report.json"
+# Printed verdict lines stay readable in a terminal and a diff: a headline, then short indented lines.
+BLOCK_WIDTH = 100
 
 QUESTION_TITLES = {
     "pretrained": "Pretrained vs. from scratch",
@@ -39,14 +42,51 @@ class Verdict:
         question: `"pretrained"`, `"freeze"`, `"lr"`, `"custom"`, `"overfitting"`, or `"<question> (nested)"`.
         text: the answer in words, with the numbers it rests on.
         numbers: those numbers (and more), as plain JSON values.
+        headline: the answer in one short line (empty in reports saved before it existed).
+        details: the numbers behind the headline, one short line each (see [`Verdict.block`]).
+        degenerate: the variants of this verdict whose out-of-fold predictions are one class on every fold.
     """
 
     question: str
     text: str
     numbers: dict[str, Any] = field(default_factory=dict)
+    headline: str = ""
+    details: list[str] = field(default_factory=list)
+    degenerate: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"[{self.question}] {self.text}"
+
+    def block_lines(self, width: int = BLOCK_WIDTH) -> list[str]:
+        """The verdict as a headline and indented detail lines, none longer than `width` characters.
+
+        A verdict loaded from a report saved before headlines existed has only `text`: it is wrapped instead.
+        """
+        if not self.headline:
+            return _wrap(f"[{self.question}] {self.text}", width)
+        lines = _wrap(f"[{self.question}] {self.headline}", width)
+        for detail in self.details:
+            lines += _wrap(detail, width, indent="  ")
+        return lines
+
+    def block(self, width: int = BLOCK_WIDTH) -> str:
+        """[`block_lines`] joined by newlines: what the recipe prints.
+
+        Example:
+        ```python
+        >>> print(report.verdict("pretrained").block())
+        [pretrained] pretrained beats scratch by +0.330 accuracy (0.430 vs 0.100).
+          95% interval of the difference [+0.223, +0.437]; corrected t-test p=0.00104; 5 paired folds
+          ...
+        ```
+        """
+        return "\n".join(self.block_lines(width))
+
+
+def _wrap(text: str, width: int, indent: str = "") -> list[str]:
+    # Hyphenated labels ("layer-wise", "one-class") stay whole; continuation lines sit deeper than the first.
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "    ",
+                         break_on_hyphens=False)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -132,6 +172,18 @@ class StudyReport:
                          f"{r['p_value']:.3g} | {r['p_adjusted']:.3g} | {r['p_best_better']:.2f} |")
         return lines + [""]
 
+    def verdicts_markdown(self) -> str:
+        """The verdicts as a markdown list: per question its headline, then its numbers as a nested list."""
+        lines = []
+        for v in self.verdicts:
+            title = QUESTION_TITLES.get(v.question, v.question)
+            if v.headline:
+                lines.append(f"- **{title}**: {v.headline}")
+                lines += [f"  - {detail}" for detail in v.details]
+            else:  # a report saved before verdicts had headlines
+                lines.append(f"- **{title}**: {v.text}")
+        return "\n".join(lines)
+
     def to_markdown(self, plots_dir: str = PLOTS_DIR) -> str:
         """The report as markdown: verdicts, tables, and the plots linked as `plots_dir/<name>.png`."""
         st = self.settings
@@ -143,9 +195,7 @@ class StudyReport:
             f"resampled t-test (df = k*r - 1), {st.get('p_adjust', 'holm')}-adjusted within a question; "
             f"P(better): Bayesian correlated t-test with a region of practical equivalence of "
             f"±{st.get('rope', 0.01):g}.")
-        lines += ["", "## Verdicts", ""]
-        for v in self.verdicts:
-            lines.append(f"- **{QUESTION_TITLES.get(v.question, v.question)}**: {v.text}")
+        lines += ["", "## Verdicts", "", self.verdicts_markdown()]
         lines += ["", "## Variants", "",
                   f"| variant | setting | {self.metric} | 95% interval | train {self.metric} | per fold |",
                   "|---|---|---|---|---|---|"]

@@ -181,6 +181,51 @@ def compare(a: CVResults, b: CVResults, metric: str = "accuracy", rope: float = 
     }
 
 
+def degenerate_predictions(cv: CVResults) -> list | None:
+    """The one class each fold predicts, when every fold's out-of-fold predictions are a single class; else `None`.
+
+    A model that predicts one class for every row learned nothing: its accuracy is the majority-class rate of each
+    eval fold (a scratch network at chance, loss ln 2 on two classes). A comparison with it measures the other
+    variant against a constant, not the setting that differs between them. `None` too when a fold has no saved
+    predictions (nothing to judge from).
+
+    Example:
+    ```python
+    >>> degenerate_predictions(scratch_results)   # predicted class 1 on every row of all 5 folds
+    [1, 1, 1, 1, 1]
+
+    ```
+    """
+    if not cv.folds:
+        return None
+    constant = []
+    for f in cv.folds:
+        if f.predictions is None or f.predictions.empty or "prediction" not in f.predictions:
+            return None
+        classes = f.predictions["prediction"].unique()
+        if len(classes) != 1:
+            return None
+        constant.append(classes[0].item() if hasattr(classes[0], "item") else classes[0])
+    return constant
+
+
+# What a comparison with a model that learned nothing fails to say, per question.
+_DEGENERATE_TOPIC = {"pretrained": "pretraining", "baseline": "pretraining", "freeze": "freeze depth",
+                     "lr": "the learning rate"}
+
+
+def degenerate_warning(name: str, question: str) -> str:
+    """The line that calls out a variant that predicts one class on every fold."""
+    topic = _DEGENERATE_TOPIC.get(question, "its settings")
+    return (f"{name} predicts one class on every fold: it learned nothing; its comparison says nothing about "
+            f"{topic}.")
+
+
+def _degenerate(results: dict[str, CVResults]) -> dict[str, list]:
+    found = {name: degenerate_predictions(cv) for name, cv in results.items()}
+    return {name: classes for name, classes in found.items() if classes is not None}
+
+
 def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
@@ -199,16 +244,29 @@ def pairwise_verdict(question: str, name_a: str, name_b: str, a: CVResults, b: C
     if c["p_value"] < alpha and d != 0:
         winner, loser = (name_a, name_b) if d > 0 else (name_b, name_a)
         text = f"{winner} beats {loser} by {abs(d):+.3f} {metric} ({means}; {stats_text})."
+        headline = f"{winner} beats {loser} by {abs(d):+.3f} {metric} ({means})."
         c["winner"] = winner
     elif c["p_equivalent"] >= 1 - alpha:
         text = f"{name_a} and {name_b} are practically equivalent in {metric} ({means}; {stats_text})."
+        headline = f"{name_a} and {name_b} are practically equivalent in {metric} ({means})."
         c["winner"] = None
     else:
         text = (f"no clear winner: {name_a} - {name_b} = {_signed(d)} {metric} ({means}; {stats_text}); the folds "
                 "cannot tell them apart at this size.")
+        headline = f"no clear winner: {name_a} - {name_b} = {_signed(d)} {metric} ({means})."
         c["winner"] = None
-    c.update(a=name_a, b=name_b, alpha=alpha)
-    return Verdict(question=question, text=(context + text) if context else text[0].upper() + text[1:], numbers=c)
+    degenerate = _degenerate({name_a: a, name_b: b})
+    warnings = [degenerate_warning(name, question) for name in degenerate]
+    details = warnings + ([context.strip().rstrip(":")] if context else []) + [
+        f"difference {_signed(d)}, 95% interval [{lo:+.3f}, {hi:+.3f}]; corrected t-test p={c['p_value']:.3g}; "
+        f"{len(c['fold_diffs'])} paired folds",
+        f"P({name_a} better) = {c['p_a_better']:.2f}, P(equivalent within ±{rope:g}) = {c['p_equivalent']:.2f}, "
+        f"P({name_b} better) = {c['p_b_better']:.2f}"]
+    if warnings:
+        text += " " + " ".join(w[0].upper() + w[1:] for w in warnings)
+    c.update(a=name_a, b=name_b, alpha=alpha, degenerate=degenerate)
+    return Verdict(question=question, text=(context + text) if context else text[0].upper() + text[1:], numbers=c,
+                   headline=headline[0].upper() + headline[1:], details=details, degenerate=list(degenerate))
 
 
 def selection_interval(cv: CVResults, metric: str, n_candidates: int, confidence: float = 0.95) -> list[float]:
@@ -268,6 +326,7 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
         return f"{name} ({labels[name]})" if labels.get(name) else name
 
     separable = runner["p_adjusted"] < alpha
+    est = n_lo = n_hi = None
     if nested is not None:
         est = nested["estimate"]
         n_lo, n_hi = est["ci95"]
@@ -279,6 +338,10 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
         lead = (f"best is {describe(best)} with {metric} {means[best]:.3f} (95% interval [{s_lo:.3f}, {s_hi:.3f}] "
                 f"accounting for the selection among {len(results)} variants; the winner's mean is optimistic, "
                 f"nested=True estimates it without the selection's bias). ")
+    better_than = [r["variant"] for r in rows if r["p_adjusted"] < alpha]
+    not_better = [r["variant"] for r in rows if r["p_adjusted"] >= alpha]
+    degenerate = _degenerate(results)
+    warnings = [degenerate_warning(name, question) for name in degenerate]
     text = (lead + f"Runner-up {describe(runner['variant'])} {runner['mean']:.3f}: difference "
             f"{runner['mean_diff']:+.3f} (95% interval [{runner['ci95'][0]:+.3f}, {runner['ci95'][1]:+.3f}]), "
             f"corrected t-test p={runner['p_value']:.3g}, {p_adjust}-adjusted over {len(rows)} comparisons with "
@@ -286,12 +349,37 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
             + ("the best is distinguishable from the runner-up." if separable
                else "the best is NOT distinguishable from the runner-up.")
             + f" The best is significantly better than {distinct} of the {len(rows)} other variants "
-              f"(adjusted p < {alpha:g}).")
+              f"(adjusted p < {alpha:g})" + (f": {', '.join(better_than)}." if better_than else ".")
+            + "".join(" " + w[0].upper() + w[1:] for w in warnings))
+    headline = (f"best is {best} ({metric} {means[best]:.3f}), "
+                + ("distinguishable from" if separable else "NOT distinguishable from")
+                + f" the runner-up {runner['variant']} ({runner['mean']:.3f}).")
+    adjusted = {r["variant"]: r["p_adjusted"] for r in rows}
+    details = list(warnings)
+    if labels.get(best):
+        details.append(f"{best}: {labels[best]}")
+    if nested is not None:
+        details.append(f"nested CV estimate of choosing the best of {len(results)} and training it: "
+                       f"{est['mean']:.3f} [{n_lo:.3f}, {n_hi:.3f}]; {best}'s own mean is optimistic by "
+                       f"{means[best] - est['mean']:+.3f}")
+    else:
+        details.append(f"95% interval over the selection among {len(results)} variants: [{s_lo:.3f}, {s_hi:.3f}] "
+                       "(nested=True removes the winner's optimism)")
+    details += [
+        f"runner-up {runner['variant']}: difference {runner['mean_diff']:+.3f} [{runner['ci95'][0]:+.3f}, "
+        f"{runner['ci95'][1]:+.3f}], p={runner['p_value']:.3g}, {p_adjust} p={runner['p_adjusted']:.3g}, "
+        f"P(best better) = {runner['p_best_better']:.2f}",
+        f"significantly better ({p_adjust} p < {alpha:g}) than {distinct} of {len(rows)}: "
+        + (", ".join(f"{n} (p={adjusted[n]:.2g})" for n in better_than) if better_than else "none")]
+    if better_than and not_better:
+        details.append("not distinguishable from the best: " + ", ".join(not_better))
     numbers = {"metric": metric, "best": best, "runner_up": runner["variant"], "distinguishable": separable,
-               "n_distinguishable": distinct, "means": means, "comparisons": rows, "p_adjust": p_adjust,
-               "alpha": alpha, "rope": rope, "best_ci95": [lo, hi], "best_ci95_selection": [s_lo, s_hi],
-               "estimate": nested["estimate"] if nested is not None else None}
-    return Verdict(question=question, text=text[0].upper() + text[1:], numbers=numbers)
+               "n_distinguishable": distinct, "better_than": better_than, "means": means, "comparisons": rows,
+               "p_adjust": p_adjust, "alpha": alpha, "rope": rope, "best_ci95": [lo, hi],
+               "best_ci95_selection": [s_lo, s_hi], "estimate": nested["estimate"] if nested is not None else None,
+               "degenerate": degenerate}
+    return Verdict(question=question, text=text[0].upper() + text[1:], numbers=numbers,
+                   headline=headline[0].upper() + headline[1:], details=details, degenerate=list(degenerate))
 
 
 def overfitting_verdict(diagnoses: dict[str, list], metric: str, gap_threshold: float, loss_rise: float) -> Verdict:
@@ -307,9 +395,13 @@ def overfitting_verdict(diagnoses: dict[str, list], metric: str, gap_threshold: 
         rules += " (no per-epoch eval loss was logged, so only the gap was checked; use eval_strategy='epoch')"
     if not flagged:
         text = f"no overfitting in any of the {len(flat)} folds of {len(diagnoses)} variant(s) ({rules})"
+        headline = f"no overfitting in any of the {len(flat)} folds of {len(diagnoses)} variant(s)."
+        details = []
         if largest is not None:
             text += f"; the largest train-eval gap is {largest[0]:+.3f} ({largest[1]} {largest[2]})"
+            details.append(f"largest train-eval {metric} gap: {largest[0]:+.3f} ({largest[1]} {largest[2]})")
         text += "."
+        details.append(f"rule: {rules}")
     else:
         parts = [f"{run} {d.fold}: {'; '.join(d.reasons)}" for run, d in flagged[:6]]
         more = f"; and {len(flagged) - 6} more (see the table)" if len(flagged) > 6 else ""
@@ -319,12 +411,17 @@ def overfitting_verdict(diagnoses: dict[str, list], metric: str, gap_threshold: 
         text = (f"{len(flagged)} of {len(flat)} folds flagged ({n_rising} with a rising eval loss, {n_gap} with a "
                 f"train-eval {metric} gap > {gap_threshold:g}; per variant: {per_run}). " + ". ".join(parts) + more
                 + f". Rule: {rules}.")
+        headline = (f"{len(flagged)} of {len(flat)} folds flagged: {n_rising} with a rising eval loss, {n_gap} with "
+                    f"a train-eval {metric} gap > {gap_threshold:g}.")
+        details = [f"per variant: {per_run}"] + parts + ([f"and {len(flagged) - 6} more (see the table)"]
+                                                         if len(flagged) > 6 else []) + [f"rule: {rules}"]
     numbers = {"n_folds": len(flat), "n_flagged": len(flagged), "gap_threshold": gap_threshold,
                "n_rising_eval_loss": sum(d.onset_epoch is not None for _, d in flagged),
                "loss_rise": loss_rise, "flagged": [{"variant": run, **d.to_dict()} for run, d in flagged],
                "largest_gap": None if largest is None else {"gap": largest[0], "variant": largest[1],
                                                             "fold": largest[2]}}
-    return Verdict(question="overfitting", text=text[0].upper() + text[1:], numbers=numbers)
+    return Verdict(question="overfitting", text=text[0].upper() + text[1:], numbers=numbers,
+                   headline=headline[0].upper() + headline[1:], details=details)
 
 
 # ---- the study ---------------------------------------------------------------------------------------------
@@ -678,4 +775,8 @@ def nested_verdict(question: str, nested: dict, metric: str) -> Verdict:
             f"{chosen} outer folds; the unbiased estimate of selecting then training is {metric} {est['mean']:.3f} "
             f"(95% interval {interval}), against {nested['naive_mean']:.3f} for the best variant read off the same "
             f"folds ({nested['naive_best']}; optimism {nested['naive_mean'] - est['mean']:+.3f}).")
-    return Verdict(question=f"{question} (nested)", text=text, numbers=nested)
+    headline = f"Selecting then training scores {metric} {est['mean']:.3f} (95% interval {interval}), unbiased."
+    details = [f"selected {chosen} outer folds ({nested['inner_folds']}-fold inner CV on each outer-train part)",
+               f"the best read off the same folds: {nested['naive_best']} {nested['naive_mean']:.3f} "
+               f"(optimism {nested['naive_mean'] - est['mean']:+.3f})"]
+    return Verdict(question=f"{question} (nested)", text=text, numbers=nested, headline=headline, details=details)

@@ -718,7 +718,7 @@ class SpaceApp:
 
     @staticmethod
     def _finished_study(visitor: Visitor, out: Path, report, progress: LiveProgress) -> tuple:
-        verdicts = "\n\n".join(f"**{QUESTION_TITLES.get(v.question, v.question)}**: {v.text}" for v in report.verdicts)
+        verdicts = report.verdicts_markdown()
         plots = sorted((out / "plots").glob("*.png"))
         archive = shutil.make_archive(str(visitor.root / "downloads" / f"hf_tlcv-{out.name}"), "zip", root_dir=out)
         markdown = (out / "report.md").read_text(encoding="utf-8") if (out / "report.md").exists() else ""

@@ -14,13 +14,18 @@ from transformers import TrainerCallback
 from hf_tlcv import StudyReport, TransferStudy
 from hf_tlcv.folds import load_folds
 from hf_tlcv.modeling import state_fingerprint
+from hf_tlcv.overfitting import diagnose_fold
+from hf_tlcv.report import Verdict
 from hf_tlcv.results import CVResults, FoldResult, predictions_frame
 from hf_tlcv.stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest
 from hf_tlcv.strategies import discover_layout
 from hf_tlcv.study import (
     compare,
     default_learning_rates,
+    degenerate_predictions,
     discordant_rows,
+    nested_verdict,
+    overfitting_verdict,
     pairwise_verdict,
     selection_interval,
     selection_verdict,
@@ -156,6 +161,117 @@ def test_selection_verdict_leads_with_the_nested_estimate():
     assert verdict.numbers["estimate"] == nested["estimate"]
 
 
+def _cv_predicting(per_fold: list[list[int]], n_train: int = 80) -> CVResults:
+    """One fold per list of predicted classes, on rows whose labels alternate 0, 1 (accuracy from the predictions)."""
+    folds, start = [], 0
+    for i, preds in enumerate(per_fold):
+        preds = np.asarray(preds)
+        rows = np.arange(start, start + len(preds))
+        labels = rows % 2
+        start += len(preds)
+        probs = np.eye(2)[preds]
+        folds.append(FoldResult(repeat=0, fold=i, n_train=n_train, n_eval=len(preds),
+                                eval_metrics={"accuracy": float(np.mean(preds == labels)), "loss": 0.693},
+                                predictions=predictions_frame(rows, 0, i, labels, probs)))
+    return CVResults(folds)
+
+
+ONE_CLASS = [[1] * 10 for _ in range(5)]  # accuracy 0.5, the majority rate, on every fold
+HEALTHY = [[0, 1] * 4 + [1, 1], [0, 1] * 5, [0, 1] * 3 + [0, 0, 1, 1], [0, 1] * 5, [1, 1] + [0, 1] * 4]
+
+
+@pytest.mark.parametrize("per_fold, expected", [
+    (ONE_CLASS, [1, 1, 1, 1, 1]),
+    ([[0] * 10, [1] * 10, [0] * 10], [0, 1, 0]),  # a different constant per fold is still one class per fold
+    (HEALTHY, None),
+    ([[1] * 10, [1] * 9 + [0], [1] * 10], None),  # one row of another class in one fold: it learned something
+])
+def test_degenerate_predictions_needs_one_class_on_every_fold(per_fold, expected):
+    assert degenerate_predictions(_cv_predicting(per_fold)) == expected
+
+
+def test_degenerate_predictions_without_saved_predictions_is_unknown():
+    assert degenerate_predictions(_cv(A)) is None
+
+
+def test_a_one_class_variant_is_called_out_in_its_verdict():
+    pre, scratch = _cv_predicting(HEALTHY), _cv_predicting(ONE_CLASS)
+    verdict = pairwise_verdict("pretrained", "pretrained", "scratch", pre, scratch, "accuracy")
+    warning = ("scratch predicts one class on every fold: it learned nothing; its comparison says nothing about "
+               "pretraining.")
+    assert verdict.degenerate == ["scratch"] and verdict.numbers["degenerate"] == {"scratch": [1] * 5}
+    assert verdict.details[0] == warning and warning[1:] in verdict.text
+    assert "scratch predicts" in verdict.block()
+    healthy = pairwise_verdict("pretrained", "pretrained", "scratch", pre, _cv_predicting(HEALTHY[::-1]), "accuracy")
+    assert healthy.degenerate == [] and "learned nothing" not in healthy.block() + healthy.text
+    among = selection_verdict("freeze", {"a": pre, "b": scratch, "c": _cv_predicting(HEALTHY[::-1])}, "accuracy")
+    assert among.degenerate == ["b"] and "b predicts one class on every fold" in among.block()
+    assert "says nothing about freeze depth" in " ".join(line.strip() for line in among.block().splitlines())
+
+
+def test_selection_verdict_names_the_variants_the_best_beats():
+    worse = [x - 0.25 for x in A]
+    results = {"b": _cv(B), "a": _cv(A), "c": _cv(C), "d": _cv(worse)}
+    verdict = selection_verdict("lr", results, "accuracy", alpha=0.05)
+    rows = {r["variant"]: r["p_adjusted"] for r in verdict.numbers["comparisons"]}
+    beaten = sorted(n for n, p in rows.items() if p < 0.05)
+    assert beaten and len(beaten) < len(rows)  # the case tests both lists
+    assert sorted(verdict.numbers["better_than"]) == beaten == sorted(["c", "d"])
+    line = next(d for d in verdict.details if d.startswith("significantly better"))
+    assert line.startswith(f"significantly better (holm p < 0.05) than {len(beaten)} of 3: ")
+    assert all(f"{n} (p={rows[n]:.2g})" in line for n in beaten) and "b (" not in line
+    assert "not distinguishable from the best: b" in verdict.details
+    assert f"other variants (adjusted p < 0.05): {', '.join(verdict.numbers['better_than'])}." in verdict.text
+    assert verdict.headline == "Best is a (accuracy 0.820), NOT distinguishable from the runner-up b (0.794)."
+
+
+def _all_verdicts():
+    long = "a_rather_long_variant_name_that_someone_chose_for_their_sweep"
+    labels = {long: "embeddings + 12 of 16 blocks frozen, layer-wise lr decay 0.8, label smoothing 0.1 " * 2}
+    nested = {"inner_folds": 3, "estimate": {"mean": 0.79, "ci95": [0.7, 0.88]}, "naive_best": long,
+              "naive_mean": 0.82, "outer_folds": [{"selected": long}, {"selected": "b"}, {"selected": long}]}
+    diagnoses = {long: [diagnose_fold(FoldResult(repeat=0, fold=i, n_train=80, n_eval=20,
+                                                 eval_metrics={"accuracy": 0.6}, train_metrics={"accuracy": 0.95}),
+                                     metric="accuracy", gap_threshold=0.1, loss_rise=0.1)
+                        for i in range(8)], "b": []}
+    results = {long: _cv(A), "b": _cv(B), "c": _cv(C), "d": _cv([0.5] * 5)}
+    return [
+        pairwise_verdict("pretrained", "pretrained", "scratch", _cv_predicting(HEALTHY), _cv_predicting(ONE_CLASS),
+                         "accuracy", context="With finetune_strategy=freeze: "),
+        pairwise_verdict("x", "a", "b", _cv(A), _cv(B), "accuracy"),
+        selection_verdict("freeze", results, "accuracy", labels),
+        selection_verdict("freeze", results, "accuracy", labels, nested=nested),
+        nested_verdict("freeze", nested, "accuracy"),
+        overfitting_verdict(diagnoses, "accuracy", 0.1, 0.1),
+        overfitting_verdict({"b": []}, "accuracy", 0.1, 0.1),
+    ]
+
+
+def test_every_printed_verdict_line_is_short():
+    for verdict in _all_verdicts():
+        lines = verdict.block().splitlines()
+        assert lines[0].startswith(f"[{verdict.question}] ") and len(lines) >= 2
+        assert all(line.startswith("  ") for line in lines[1:])
+        assert max(map(len, lines)) <= 100, verdict.block()
+
+
+def test_report_saved_before_headlines_still_loads(tmp_path):
+    verdict = selection_verdict("lr", {"a": _cv(A), "b": _cv(B)}, "accuracy")
+    report = StudyReport([verdict], {"a": _cv(A), "b": _cv(B)}, {"lr": ["a", "b"]},
+                         {"a": {"run": "a", "label": ""}, "b": {"run": "b", "label": ""}}, "accuracy")
+    report.save(tmp_path, plots=False)
+    saved = json.loads((tmp_path / "study_report.json").read_text())
+    for v in saved["verdicts"]:  # the format written before headlines, details and degenerate existed
+        for key in ("headline", "details", "degenerate"):
+            del v[key]
+    (tmp_path / "study_report.json").write_text(json.dumps(saved))
+    old = StudyReport.load(tmp_path).verdict("lr")
+    assert old.text == verdict.text and old.headline == "" and old.details == []
+    lines = old.block().splitlines()
+    assert " ".join(line.strip() for line in lines) == f"[lr] {verdict.text}" and max(map(len, lines)) <= 100
+    assert f"- **Learning rate**: {verdict.text}" in StudyReport.load(tmp_path).to_markdown()
+
+
 def test_comparisons_refuse_results_from_different_folds():
     with pytest.raises(ValueError, match="same folds"):
         compare(_cv(A), _cv(B, n_train=70, n_eval=30))
@@ -244,7 +360,7 @@ def test_study_verdicts_and_report_round_trip(ran, tmp_path):
 
     markdown = (out / "report.md").read_text()
     for v in report.verdicts:
-        assert v.text in markdown
+        assert f"**: {v.headline}" in markdown and all(f"  - {d}" in markdown for d in v.details)
     for png in ("variant_scores_pretrained", "variant_scores_custom", "learning_curves_pretrained",
                 "learning_curves_lr_high"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
@@ -253,7 +369,8 @@ def test_study_verdicts_and_report_round_trip(ran, tmp_path):
     assert saved["settings"]["folds_fingerprint"] and saved["metric"] == "accuracy"
 
     loaded = StudyReport.load(out)
-    assert [(v.question, v.text) for v in loaded.verdicts] == [(v.question, v.text) for v in report.verdicts]
+    assert [(v.question, v.text, v.block()) for v in loaded.verdicts] == [
+        (v.question, v.text, v.block()) for v in report.verdicts]
     assert loaded.to_markdown() == report.to_markdown()
     assert loaded.variants["scratch"].summary == report.variants["scratch"].summary
     # a saved report is self-contained: it can be moved and saved again
@@ -300,8 +417,9 @@ def test_recipe_study_runs_and_prints_the_verdicts(recipe, tmp_path, capsys):
     report = recipe.main(script_args, config)
     printed = capsys.readouterr().out
     assert isinstance(report, StudyReport)
-    assert f"- [pretrained] {report.verdict('pretrained').text}" in printed
-    assert "With finetune_strategy=linear_probe" in printed  # the recipe's default strategy, in both variants
+    assert report.verdict("pretrained").block() in printed
+    assert all(len(line) <= 100 for block in map(Verdict.block, report.verdicts) for line in block.splitlines())
+    assert "  With finetune_strategy=linear_probe" in printed  # the recipe's default strategy, in both variants
     assert (out / "report.md").exists() and (out / "scratch" / "cv_results.json").exists()
     with pytest.raises(ValueError, match="--from_scratch and --study"):
         recipe.main(*recipe.make_parser().parse_args_into_dataclasses(args=[
