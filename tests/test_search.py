@@ -523,8 +523,8 @@ def _probe_space(trial):
             "finetune_strategy": "linear_probe"}
 
 
-def _small_search(out, callbacks=(), n_trials=3, **kwargs):
-    args = make_config(out, n_folds=2, num_train_epochs=1, eval_on_train=False)
+def _small_search(out, callbacks=(), n_trials=3, config=None, **kwargs):
+    args = make_config(out, n_folds=2, num_train_epochs=1, eval_on_train=False, **(config or {}))
     trainer = KFoldTrainer(tiny_model("vit"), args, train_dataset=image_dataset(n_per_class=8),
                            callbacks=list(callbacks))
     return trainer.hyperparameter_search(hp_space=kwargs.pop("hp_space", _probe_space), n_trials=n_trials, **kwargs)
@@ -566,18 +566,22 @@ def test_an_interrupted_and_resumed_search_numbers_its_trials_as_an_uninterrupte
 def test_the_default_pruner_prunes_a_five_trial_search_and_the_report_says_what_it_saved(tmp_path):
     out = tmp_path / "search"
     out.mkdir()
-    study = optuna.create_study(storage=f"sqlite:///{out / 'search.db'}", study_name="hf_tlcv", direction="maximize")
-    for lr in (3e-2, 1e-8, 1e-8, 1e-8, 1e-8):  # a linear probe that learns, then four that cannot
+    study = optuna.create_study(storage=f"sqlite:///{out / 'search.db'}", study_name="hf_tlcv", direction="minimize")
+    # The objective is the loss: a linear probe that barely moves from its start, then four whose learning rate
+    # throws the head far off (confidently wrong: a loss far above the first trial's after their first fold).
+    for lr in (1e-8, 20.0, 20.0, 20.0, 20.0):
         study.enqueue_trial({"learning_rate": lr})
-    space = lambda t: {"learning_rate": t.suggest_float("learning_rate", 1e-9, 1e-1, log=True),  # noqa: E731
+    space = lambda t: {"learning_rate": t.suggest_float("learning_rate", 1e-9, 50.0, log=True),  # noqa: E731
                        "finetune_strategy": "linear_probe"}
-    report: SearchReport = _small_search(out, n_trials=5, hp_space=space).run_summary
+    report: SearchReport = _small_search(out, n_trials=5, hp_space=space,
+                                         config={"metric_for_best_model": "loss"}).run_summary
     assert report.pruning["pruner"].startswith("MedianPruner(n_startup_trials=1,")
-    assert [r["state"] for r in report.trials][0] == "complete" and report.pruning["n_pruned"] >= 1
+    assert report.direction == "minimize" and report.trials[0]["state"] == "complete"
+    assert report.pruning["n_pruned"] == 4  # Optuna's default (5 start-up trials) would prune none of 5
     # what pruning saved, recomputed from the trial folders
     trained = len(list(out.glob("trials/*/fold_*/fold_result.json")))
     assert report.pruning["fold_trainings"] == trained and report.pruning["fold_trainings_unpruned"] == 5 * 2
-    assert report.pruning["fold_trainings_saved"] == 10 - trained > 0
+    assert report.pruning["fold_trainings_saved"] == 10 - trained == 4
     assert f"{trained} fold trainings instead of the 10 a search without pruning" in report.to_markdown()
     # saved and read back; a report written before the pruner was recorded still reads and says what was saved
     assert SearchReport.load(out).pruning == report.pruning
