@@ -267,7 +267,7 @@ def test_pruned_trials_are_never_scored_and_shared_caches_are_reused(tmp_path):
     assert pruned["value"] is None and pruned["summary"] is None
     assert _fold_mean(out / "trials" / "2")[1] == 1 and not (out / "trials" / "2" / "cv_results.json").exists()
     assert report.pruning == {"n_pruned": 1, "fold_trainings": 10, "fold_trainings_unpruned": 12,
-                              "fold_trainings_saved": 2}
+                              "fold_trainings_saved": 2, "pruner": "PruneTrial()"}
     # every complete trial's value is the mean of its folds; the best is the highest of them
     means = {r["trial"]: _fold_mean(out / "trials" / str(r["run"]))[0] for r in report.trials
              if r["state"] == "complete"}
