@@ -364,6 +364,12 @@ def test_a_search_killed_mid_trial_resumes_to_the_trials_of_an_uninterrupted_one
     assert [v for *_, v in rows] == pytest.approx([v for *_, v in ref_rows], nan_ok=True)
     assert resumed.hyperparameters == reference.hyperparameters
     assert resumed.objective == pytest.approx(reference.objective)
+    # and the same trial numbers: rows, folders and the best's (the killed attempt shown apart, as interrupted)
+    def numbered(report):
+        return [(r["trial"], r["run"], r["state"]) for r in report.trials if r["state"] != "interrupted"]
+
+    assert numbered(resumed.run_summary) == numbered(reference.run_summary) and resumed.run_id == reference.run_id
+    assert sorted(int(p.name) for p in (out / "trials").iterdir()) == list(range(search_run.N_TRIALS))
     retried = next(r for r in resumed.run_summary.trials if r["retry_of"] is not None)
     assert retried["retry_of"] == victim and retried["run"] == victim and retried["state"] == "complete"
     # complete: the same call returns the same best trial without training anything
