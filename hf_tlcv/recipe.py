@@ -105,7 +105,8 @@ class ScriptArguments:
     )
     tune_pruner: str = field(
         default="median",
-        metadata={"help": "Fold-level pruner of the optuna backend: median, hyperband or none.",
+        metadata={"help": "Fold-level pruner of the optuna backend: median (its start-up trials sized to --tune), "
+                          "hyperband or none.",
                   "choices": ["median", "hyperband", "none"]},
     )
     tune_storage: str | None = field(
@@ -277,7 +278,8 @@ def _run_tune(script_args: ScriptArguments, config: KFoldConfig, trainer: KFoldT
         space = functools.partial(default_hp_space, n_blocks=space.keywords["n_blocks"], strategies=strategies)
     kwargs = {}
     if script_args.tune_backend == "optuna":
-        kwargs["pruner"] = {"median": optuna.pruners.MedianPruner(),
+        # median: the search's own default (hf_tlcv.search.default_pruner), its start-up trials sized to the budget
+        kwargs["pruner"] = {"median": None,
                             "hyperband": optuna.pruners.HyperbandPruner(
                                 min_resource=1, max_resource=config.n_folds * config.n_repeats),
                             "none": optuna.pruners.NopPruner()}[script_args.tune_pruner]
@@ -295,8 +297,7 @@ def _run_tune(script_args: ScriptArguments, config: KFoldConfig, trainer: KFoldT
     print(f"\nBest: trial {best.run_id}, {report.metric} {best.objective:.4f}; settings: {best.hyperparameters}")
     if report.comparison is not None:
         print(report.comparison["text"])
-    print(f"Pruning saved {report.pruning['fold_trainings_saved']} of {report.pruning['fold_trainings_unpruned']} "
-          "fold trainings.")
+    print(report.pruning_text())
     if report.nested is not None:
         est = report.nested["estimate"]
         print(f"Nested estimate of tune-then-train: {report.metric} {est['mean']:.4f} (best trial's own mean "

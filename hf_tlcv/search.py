@@ -76,7 +76,7 @@ DEFAULT_STUDY = "hf_tlcv"
 BACKENDS = ("optuna", "ray")
 
 # Trial attributes kept in the study (user attributes, so that Optuna's retry callback copies them to a retry).
-RUN_ATTR = "hf_tlcv_run"  # the trial folder: the trial's own number, or the number of the trial it retries
+RUN_ATTR = "hf_tlcv_run"  # the trial's number as users see it and its folder (`trial_run`); a retry keeps it
 OWNER_ATTR = "hf_tlcv_owner"  # host, pid and start time of the process running the trial
 SETTINGS_ATTR = "hf_tlcv_settings"  # the KFoldConfig overrides the trial ran with
 INTERRUPTED_ATTR = "hf_tlcv_interrupted"  # stopped by Ctrl-C: retried (same settings, same folder) on resume
@@ -508,6 +508,53 @@ def open_study(storage, name: str, direction: str, sampler=None, pruner=None) ->
     return study
 
 
+def trial_run(study: "optuna.Study", trial) -> int:
+    """The number a trial is known by (its folder `trials/<run>/`, the report's and `BestRun`'s "trial N"): its
+    position among the study's first attempts, so that it is the number an uninterrupted search gives.
+
+    Optuna's `trial.number` counts attempts: an interrupted trial and its retry are two of them, and every trial after
+    an interruption would be one further on than in an uninterrupted search. A retry ([`retry_trial`]) keeps the run
+    of the trial it retries (read from its attributes, or computed for the first attempt when that attempt died before
+    recording it); a first attempt's position depends only on the trials created before it, so two processes of one
+    study never compute the same run for two trials.
+    """
+    run = trial.user_attrs.get(RUN_ATTR)
+    if run is not None:
+        return int(run)
+    trials = study.get_trials(deepcopy=False)
+    # a running `optuna.Trial` has no system attributes of its own: read them from the study's record of it
+    record = next((t for t in trials if t.number == trial.number), trial)
+    first = getattr(record, "system_attrs", {}).get("failed_trial", trial.number)
+    return sum(1 for t in trials if t.number < first and "retry_history" not in t.system_attrs)
+
+
+def startup_trials(n_trials: int) -> int:
+    """The default median pruner's start-up trials for a search of `n_trials`: `max(1, min(5, n_trials // 4))`.
+
+    A trial can only be pruned once this many trials have finished (the median of their running means is the bar), so
+    Optuna's default of 5 start-up trials means a search of 5 or 6 trials never prunes. At most a quarter of the
+    budget is spent on the reference (at least one trial, a bar to compare with; at most Optuna's 5, which is enough
+    for a stable median in a long search), so that three quarters of any search can be stopped after its first folds.
+    """
+    return max(1, min(5, n_trials // 4))
+
+
+def default_pruner(n_trials: int) -> "optuna.pruners.BasePruner":
+    """The search's pruner when none is given: Optuna's median pruner with [`startup_trials`] sized to the budget."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials(n_trials))
+
+
+def describe_pruner(pruner) -> str | None:
+    """A pruner as the report names it, e.g. `"MedianPruner(n_startup_trials=1, n_warmup_steps=0)"`."""
+    if pruner is None:
+        return None
+    fields = [(name, getattr(pruner, f"_{name}")) for name in ("n_startup_trials", "n_warmup_steps", "percentile")
+              if hasattr(pruner, f"_{name}")]
+    return f"{type(pruner).__name__}({', '.join(f'{k}={v}' for k, v in fields)})"
+
+
 def finished_trials(study: "optuna.Study") -> list:
     import optuna
 
@@ -608,7 +655,7 @@ def _optuna_objective(runner: TrialRunner):
     import optuna
 
     def objective(trial: "optuna.Trial") -> float:
-        run = trial.user_attrs.get(RUN_ATTR, trial.number)
+        run = trial_run(trial.study, trial)
         trial.set_user_attr(RUN_ATTR, run)
         trial.set_user_attr(OWNER_ATTR, owner())
         trial.set_user_attr(SETTINGS_ATTR, to_plain(trial_settings(runner.hp_space, trial)))
@@ -667,7 +714,7 @@ class _DefineByRun:
 
     def __call__(self, trial) -> dict[str, Any]:
         settings = trial_settings(self.runner.hp_space, trial)
-        run = trial.user_attrs.get(RUN_ATTR, trial.number)
+        run = trial_run(trial.study, trial)
         trial.set_user_attr(RUN_ATTR, run)
         trial.set_user_attr(OWNER_ATTR, owner())
         trial.set_user_attr(SETTINGS_ATTR, to_plain(settings))
@@ -748,7 +795,8 @@ def _search(runner: TrialRunner, storage, study_name: str, n_trials: int, option
             seed: int) -> "optuna.Study":
     """Run (or resume) one study until it holds `n_trials` finished trials; return it."""
     sampler = options.sampler if options.sampler is not None else seeded_sampler(seed)
-    study = open_study(storage, study_name, runner.objective.direction, sampler, options.pruner)
+    pruner = options.pruner if options.pruner is not None else default_pruner(n_trials)
+    study = open_study(storage, study_name, runner.objective.direction, sampler, pruner)
     retried = recover_trials(study)
     finished = finished_trials(study)
     remaining = n_trials - len(finished)
@@ -811,7 +859,7 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
             result = FoldResult.load(fold_dir)
         else:
             # The winner trained on the outer-train rows and scored on the outer-eval rows, which no trial saw.
-            args = dataclasses.replace(runner.config(settings, winner.user_attrs.get(RUN_ATTR, winner.number), winner),
+            args = dataclasses.replace(runner.config(settings, trial_run(study, winner), winner),
                                        output_dir=str(folder / WINNER_DIR))
             trainer = runner.factory.build(args)
             (job,) = trainer.fold_jobs([outer])
@@ -819,7 +867,7 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
             result.save(fold_dir)
             del trainer, job
         seen = _rows_seen(folder, outer)
-        rows.append({"fold": outer.name, "best_trial": winner.number, "settings": settings,
+        rows.append({"fold": outer.name, "best_trial": trial_run(study, winner), "settings": settings,
                      "inner_best": float(winner.value), "outer_score": runner.objective([result.eval_metrics]),
                      "n_train": result.n_train, "n_eval": result.n_eval, "isolated": seen["isolated"]})
     bar.close()
@@ -916,7 +964,7 @@ def run_search(trainer: "KFoldTrainer", folds: list["Fold"], hp_space: Callable 
     if best is None:
         raise RuntimeError(f"No trial of the search in {out} finished unpruned (see {out}/search_report.md); run more "
                            "trials or use a gentler pruner.")
-    return BestRun(str(best.number), float(best.value), dict(best.user_attrs[SETTINGS_ATTR]), report)
+    return BestRun(str(trial_run(study, best)), float(best.value), dict(best.user_attrs[SETTINGS_ATTR]), report)
 
 
 def _require(backend: str) -> None:
@@ -930,5 +978,6 @@ def _require(backend: str) -> None:
 
 
 __all__ = ["BACKENDS", "FoldReporter", "SearchObjective", "SearchOptions", "TrialFactory", "TrialRunner",
-           "best_trial", "clear_search", "default_hp_space", "make_storage", "model_hp_space", "open_study",
-           "recover_trials", "resolve_objective", "run_search", "seeded_sampler", "trial_settings"]
+           "best_trial", "clear_search", "default_hp_space", "default_pruner", "describe_pruner", "make_storage",
+           "model_hp_space", "open_study", "recover_trials", "resolve_objective", "run_search", "seeded_sampler",
+           "startup_trials", "trial_run", "trial_settings"]

@@ -69,13 +69,17 @@ class SearchReport:
         n_folds: folds per trial (`n_folds * n_repeats`), the same folds for every trial.
         best: the best trial: `trial`, `run` (its folder under `trials/`), `value`, `settings`, `params`, `summary`
             (mean, std and corrected 95% interval of `metric` over its folds).
-        trials: one row per trial: `trial`, `state` (`complete`, `pruned`, `fail`, `running`, `waiting`), `value`
-            (complete trials only), `params`, `settings`, `run`, `retry_of`, `fold_scores` (its finished folds, in
-            fold order), `summary`, `feature_cache`.
+        trials: one row per attempt of a trial: `trial` (the number users see: `hf_tlcv.search.trial_run`, the same
+            as in an uninterrupted search, and the folder `trials/<trial>/`), `study_trial` (Optuna's `trial.number`),
+            `state` (`complete`, `pruned`, `fail`, `running`, `waiting`, or `interrupted` for an attempt stopped and
+            retried as the same trial), `value` (complete trials only), `params`, `settings`, `run`, `retry_of`
+            (Optuna's number of the first attempt, for a retry), `fold_scores` (the folds finished when the attempt
+            ended, in fold order), `summary`, `feature_cache`.
         comparison: the best trial against the runner-up on their shared folds (`hf_tlcv.study.compare`: difference,
             corrected interval, corrected t-test, Bayesian correlated t-test), or `None` with fewer than two.
         pruning: `n_pruned`, `fold_trainings` (folds trained), `fold_trainings_unpruned` (what the same trials would
-            have trained without pruning) and `fold_trainings_saved`.
+            have trained without pruning: trials x folds), `fold_trainings_saved` and `pruner` (the pruner, e.g.
+            `"MedianPruner(n_startup_trials=1, ...)"`; `None` with Ray Tune's scheduler or in an older report).
         feature_cache: frozen-feature caches `computed` and `reused` by the trials (trials of one strategy cut share
             one cache).
         importance: Optuna's parameter importances (`optuna.importance.get_param_importances`), `{}` when they cannot
@@ -110,16 +114,23 @@ class SearchReport:
         """Read the study and the trial folders of a search (see `hf_tlcv.search.run_search`)."""
         from .folds import folds_fingerprint, load_folds
         from .results import CVResults
-        from .search import RUN_ATTR, SETTINGS_ATTR, TRIAL_FILE, best_trial
+        from .search import RUN_ATTR, SETTINGS_ATTR, TRIAL_FILE, best_trial, describe_pruner, trial_run
 
         metric = runner.objective.metric
         fingerprint = folds_fingerprint(folds)
         rows, runs_seen, same = [], {}, True
-        for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        trials = study.get_trials(deepcopy=False)
+        retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+        for t in sorted(trials, key=lambda t: t.number):
             run = t.user_attrs.get(RUN_ATTR)
             run_dir = runner.run_dir(run) if run is not None else None
             scores, n_done = _trial_folds(run_dir, metric) if run_dir is not None and run_dir.is_dir() else ([], 0)
             state = t.state.name.lower()
+            if t.number in retried:
+                # An attempt stopped (Ctrl-C, a killed process) and retried in the same folder: the folder holds its
+                # retry's folds too; its own are those it reported before it stopped.
+                state = "interrupted"
+                scores = scores[:len(t.intermediate_values)]
             summary = None
             if state == "complete" and run_dir is not None and (run_dir / RESULTS_FILE).exists():
                 cv = CVResults.load(run_dir)
@@ -130,20 +141,23 @@ class SearchReport:
             cache = read_json(trial_file).get("feature_cache") if trial_file and trial_file.exists() else None
             if run is not None:
                 runs_seen[run] = (state, n_done)  # the latest trial of a folder decides its state
-            rows.append({"trial": t.number, "state": state, "value": t.value if state == "complete" else None,
+            rows.append({"trial": run if run is not None else trial_run(study, t), "study_trial": t.number,
+                         "state": state, "value": t.value if state == "complete" else None,
                          "params": to_plain(dict(t.params)), "settings": to_plain(t.user_attrs.get(SETTINGS_ATTR, {})),
                          "run": run, "retry_of": t.system_attrs.get("failed_trial"), "fold_scores": scores,
                          "summary": summary, "feature_cache": cache,
                          "last_intermediate": (t.intermediate_values[max(t.intermediate_values)]
                                                if t.intermediate_values else None)})
+        rows.sort(key=lambda r: (r["trial"], r["study_trial"]))  # an interrupted attempt just before its retry
         best = best_trial(study)
-        best_row = next((r for r in rows if best is not None and r["trial"] == best.number), None)
+        best_row = next((r for r in rows if best is not None and r["study_trial"] == best.number), None)
         report = cls(backend=backend, metric=metric, direction=runner.objective.direction, n_folds=runner.n_folds,
                      best=None if best_row is None else {k: best_row[k] for k in (
                          "trial", "run", "value", "settings", "params", "summary")},
                      trials=rows, nested=nested, folds_fingerprint=fingerprint, same_folds=bool(same),
                      seconds=float(seconds))
-        report.pruning = _pruning(runs_seen, runner.n_folds)
+        report.pruning = {**_pruning(runs_seen, runner.n_folds),
+                          "pruner": describe_pruner(study.pruner) if backend == "optuna" else None}
         report.feature_cache = _cache_use(rows)
         report.comparison = _compare_best(rows, runner, report.direction)
         report.importance, report.importance_note = _importance(study)
@@ -226,17 +240,13 @@ class SearchReport:
                   "|---|---|---|---|---|---|"]
         for r in self.trials:
             summary = r["summary"] or {}
-            state = r["state"] + (f" (retry of {r['retry_of']})" if r["retry_of"] is not None else "")
+            state = (f"interrupted, retried as trial {r['trial']}" if r["state"] == "interrupted" else
+                     r["state"] + (" (resumed)" if r["retry_of"] is not None else ""))
             value = _fmt(r["value"]) if r["state"] == "complete" else "–"
             settings = ", ".join(f"{k}={_fmt(v, 6)}" for k, v in r["settings"].items())
             lines.append(f"| {r['trial']} | {state} | {value} | {_interval(summary.get('ci95'))} | "
                          f"{len(r['fold_scores'])}/{self.n_folds} | {settings} |")
-        p = self.pruning
-        lines += ["", "## Pruning", "",
-                  f"{p.get('n_pruned', 0)} trials pruned after their first folds: {p.get('fold_trainings', 0)} fold "
-                  f"trainings instead of {p.get('fold_trainings_unpruned', 0)} ({p.get('fold_trainings_saved', 0)} "
-                  "saved). Pruned trials are never scored: their partial means are not compared with complete ones.",
-                  ""]
+        lines += ["", "## Pruning", "", self.pruning_text(), ""]
         fc = self.feature_cache
         if fc.get("computed") or fc.get("reused"):
             lines += ["## Frozen-feature cache", "",
@@ -254,6 +264,17 @@ class SearchReport:
         if self.nested is not None:
             lines += ["", *self._nested_markdown()]
         return "\n".join(lines)
+
+    def pruning_text(self) -> str:
+        """What pruning saved, in one paragraph (the report's "Pruning" section, and the recipe's console summary)."""
+        p = self.pruning
+        trained, unpruned = p.get("fold_trainings", 0), p.get("fold_trainings_unpruned", 0)
+        saved = p.get("fold_trainings_saved", unpruned - trained)
+        share = f" ({saved / unpruned:.0%} of the search)" if unpruned else ""
+        pruner = f" by {p['pruner']}" if p.get("pruner") else ""
+        return (f"{p.get('n_pruned', 0)} trials pruned{pruner} after their first folds: {trained} fold trainings "
+                f"instead of the {unpruned} a search without pruning would have run ({saved} saved{share}). Pruned "
+                "trials are never scored: their partial means are not compared with complete ones.")
 
     def _ci_method(self) -> str:
         """How the trials' intervals were computed (`hf_tlcv.stats.summarize`'s `ci_method`)."""

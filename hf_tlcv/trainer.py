@@ -897,7 +897,7 @@ class KFoldTrainer(StrategyTrainer):
             hp_name (`Callable[[optuna.Trial], str]`, *optional*): the run name of a trial.
             kwargs: `storage` (None: `output_dir/search.db`; `"journal"`; a database URL; an optuna storage),
                 `study_name`, `sampler` (default: TPE seeded with `args.seed`), `pruner` (default: Optuna's median
-                pruner), `timeout`, `catch`, `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
+                pruner, its start-up trials sized to `n_trials`: `hf_tlcv.search.startup_trials`), `timeout`, `catch`, `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
                 nested estimate); `executor` (a `RayExecutor` for the folds), `save_fold_models` (default False);
                 with `backend="ray"`: `resources_per_trial`, `scheduler`, `max_concurrent_trials`, `ray_address`.
 

@@ -267,7 +267,7 @@ def test_pruned_trials_are_never_scored_and_shared_caches_are_reused(tmp_path):
     assert pruned["value"] is None and pruned["summary"] is None
     assert _fold_mean(out / "trials" / "2")[1] == 1 and not (out / "trials" / "2" / "cv_results.json").exists()
     assert report.pruning == {"n_pruned": 1, "fold_trainings": 10, "fold_trainings_unpruned": 12,
-                              "fold_trainings_saved": 2}
+                              "fold_trainings_saved": 2, "pruner": "PruneTrial()"}
     # every complete trial's value is the mean of its folds; the best is the highest of them
     means = {r["trial"]: _fold_mean(out / "trials" / str(r["run"]))[0] for r in report.trials
              if r["state"] == "complete"}
@@ -364,6 +364,12 @@ def test_a_search_killed_mid_trial_resumes_to_the_trials_of_an_uninterrupted_one
     assert [v for *_, v in rows] == pytest.approx([v for *_, v in ref_rows], nan_ok=True)
     assert resumed.hyperparameters == reference.hyperparameters
     assert resumed.objective == pytest.approx(reference.objective)
+    # and the same trial numbers: rows, folders and the best's (the killed attempt shown apart, as interrupted)
+    def numbered(report):
+        return [(r["trial"], r["run"], r["state"]) for r in report.trials if r["state"] != "interrupted"]
+
+    assert numbered(resumed.run_summary) == numbered(reference.run_summary) and resumed.run_id == reference.run_id
+    assert sorted(int(p.name) for p in (out / "trials").iterdir()) == list(range(search_run.N_TRIALS))
     retried = next(r for r in resumed.run_summary.trials if r["retry_of"] is not None)
     assert retried["retry_of"] == victim and retried["run"] == victim and retried["state"] == "complete"
     # complete: the same call returns the same best trial without training anything
@@ -474,3 +480,120 @@ def test_the_image_recipe_tunes_a_real_model_on_the_folds(tmp_path, capsys):
         args=[*common, "--output_dir", str(tmp_path / "bad"), "--tune_strategies", "linear_probe,frozen"])
     with pytest.raises(ValueError, match="--tune_strategies must list strategies among"):
         recipe.main(script_args, config)
+
+
+# ---- trial numbers across a resume, the default pruner's start-up, what pruning saved ------------------------------
+@pytest.mark.parametrize("n_trials, startup", [(1, 1), (3, 1), (5, 1), (8, 2), (12, 3), (20, 5), (100, 5)])
+def test_the_default_pruner_can_prune_in_a_small_search(n_trials, startup):
+    from hf_tlcv.search import default_pruner, startup_trials
+
+    assert startup_trials(n_trials) == startup
+    pruner = default_pruner(n_trials)
+    assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_startup_trials == startup
+    assert n_trials < 4 or startup <= n_trials // 4  # three quarters of the budget can be pruned
+
+
+def test_a_retry_keeps_its_trial_number_and_the_next_trials_theirs(tmp_path):
+    from hf_tlcv.search import retry_trial, trial_run
+
+    study = open_study(make_storage(None, tmp_path), "s", "maximize")
+    for i in range(2):  # trials 0 and 1; trial 1 interrupted before recording its number
+        trial = study.ask()
+        _space(trial)
+        if i == 0:
+            trial.set_user_attr(RUN_ATTR, trial_run(study, trial))
+            study.tell(trial, 0.5)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    retry_trial(study, study.get_trials()[1])  # optuna's trial 2, the retry of 1
+    retry, fresh = study.ask(), study.ask()  # the retry runs first; optuna's trial 3 is the third trial users see
+    runs = {t.number: trial_run(study, t) for t in study.get_trials()}
+    assert runs == {0: 0, 1: 1, 2: 1, 3: 2}
+    assert (retry.number, trial_run(study, retry), fresh.number, trial_run(study, fresh)) == (2, 1, 3, 2)
+
+
+class InterruptAt(TrainerCallback):
+    """Ctrl-C (a KeyboardInterrupt) once, when the fold whose folder ends with `suffix` starts training."""
+
+    def __init__(self, suffix: str):
+        self.suffix, self.fired = suffix, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.fired and args.output_dir.endswith(self.suffix):
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+def _probe_space(trial):
+    return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True),
+            "finetune_strategy": "linear_probe"}
+
+
+def _small_search(out, callbacks=(), n_trials=3, config=None, **kwargs):
+    args = make_config(out, n_folds=2, num_train_epochs=1, eval_on_train=False, **(config or {}))
+    trainer = KFoldTrainer(tiny_model("vit"), args, train_dataset=image_dataset(n_per_class=8),
+                           callbacks=list(callbacks))
+    return trainer.hyperparameter_search(hp_space=kwargs.pop("hp_space", _probe_space), n_trials=n_trials, **kwargs)
+
+
+def test_an_interrupted_and_resumed_search_numbers_its_trials_as_an_uninterrupted_one(tmp_path):
+    nop = optuna.pruners.NopPruner()
+    reference = _small_search(tmp_path / "reference", pruner=nop)
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in trial 1's second fold
+        _small_search(out, [InterruptAt("trials/1/fold_0_1")], pruner=nop)
+    resumed = _small_search(out, pruner=nop)
+
+    def seen(report):
+        return [(r["trial"], r["state"], r["run"], len(r["fold_scores"]), r["params"]) for r in report.trials
+                if r["state"] != "interrupted"]
+
+    ref, res = reference.run_summary, resumed.run_summary
+    assert seen(res) == seen(ref) and [r["trial"] for r in ref.trials] == [0, 1, 2]
+    assert [r["value"] for r in res.trials if r["state"] == "complete"] == pytest.approx(
+        [r["value"] for r in ref.trials if r["state"] == "complete"])
+    assert (resumed.run_id, resumed.hyperparameters) == (reference.run_id, reference.hyperparameters)
+    assert res.best["trial"] == ref.best["trial"] == int(resumed.run_id)
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["0", "1", "2"]
+    # the interrupted attempt as what it was: trial 1 with its one finished fold, retried as trial 1 (optuna's 2);
+    # the trial after it is trial 2 in its folder trials/2, though optuna counts it as its fourth attempt
+    (attempt,) = [r for r in res.trials if r["state"] == "interrupted"]
+    assert (attempt["trial"], attempt["study_trial"], len(attempt["fold_scores"])) == (1, 1, 1)
+    retry = next(r for r in res.trials if r["retry_of"] is not None)
+    assert (retry["trial"], retry["study_trial"], retry["state"]) == (1, 2, "complete")
+    assert [(r["trial"], r["study_trial"]) for r in res.trials][-1] == (2, 3)
+    table = res.trial_table
+    assert table["folds"].tolist() == [2, 1, 2, 2] and table["trial"].tolist() == [0, 1, 1, 2]
+    text = (out / "search_report.md").read_text()
+    assert "| 1 | interrupted, retried as trial 1 | – | – | 1/2 |" in text
+    assert f"Trial {resumed.run_id}:" in text
+
+
+def test_the_default_pruner_prunes_a_five_trial_search_and_the_report_says_what_it_saved(tmp_path):
+    out = tmp_path / "search"
+    out.mkdir()
+    study = optuna.create_study(storage=f"sqlite:///{out / 'search.db'}", study_name="hf_tlcv", direction="minimize")
+    # The objective is the loss: a linear probe that barely moves from its start, then four whose learning rate
+    # throws the head far off (confidently wrong: a loss far above the first trial's after their first fold).
+    for lr in (1e-8, 20.0, 20.0, 20.0, 20.0):
+        study.enqueue_trial({"learning_rate": lr})
+    space = lambda t: {"learning_rate": t.suggest_float("learning_rate", 1e-9, 50.0, log=True),  # noqa: E731
+                       "finetune_strategy": "linear_probe"}
+    report: SearchReport = _small_search(out, n_trials=5, hp_space=space,
+                                         config={"metric_for_best_model": "loss"}).run_summary
+    assert report.pruning["pruner"].startswith("MedianPruner(n_startup_trials=1,")
+    assert report.direction == "minimize" and report.trials[0]["state"] == "complete"
+    assert report.pruning["n_pruned"] == 4  # Optuna's default (5 start-up trials) would prune none of 5
+    # what pruning saved, recomputed from the trial folders
+    trained = len(list(out.glob("trials/*/fold_*/fold_result.json")))
+    assert report.pruning["fold_trainings"] == trained and report.pruning["fold_trainings_unpruned"] == 5 * 2
+    assert report.pruning["fold_trainings_saved"] == 10 - trained == 4
+    assert f"{trained} fold trainings instead of the 10 a search without pruning" in report.to_markdown()
+    # saved and read back; a report written before the pruner was recorded still reads and says what was saved
+    assert SearchReport.load(out).pruning == report.pruning
+    old = json.loads((out / "search_report.json").read_text())
+    del old["pruning"]["pruner"]
+    for r in old["trials"]:
+        del r["study_trial"]
+    (out / "search_report.json").write_text(json.dumps(old))
+    assert f"({10 - trained} saved" in SearchReport.load(out).to_markdown()
