@@ -272,13 +272,17 @@ def test_image_embeddings_are_what_the_head_reads(arch, tiny_image_data):
     assert train_model.training  # the caller's mode is given back
 
 
-def _probe_cache(arch, data, tmp_path):
+def _probe_cache(arch, data, tmp_path, pooling=None):
     from hf_tlcv.cache import FeatureCache, plan_feature_cache
     from hf_tlcv.modeling import state_fingerprint
+    from hf_tlcv.pooling import apply_pooling
     from hf_tlcv.strategies import apply_strategy
 
     args = make_config(tmp_path, finetune_strategy="linear_probe", feature_cache="memory")
-    fold_model = apply_strategy(tiny_model(arch), args, None)
+    model = tiny_model(arch)
+    if pooling is not None:
+        assert apply_pooling(model, pooling)
+    fold_model = apply_strategy(model, args, None)
     plan, reason = plan_feature_cache(fold_model, args, dataset=data, data_collator=None, user_model_init=False)
     assert plan is not None, reason
     cache, reason = FeatureCache.build(fold_model, plan, data, model_fingerprint=state_fingerprint(fold_model),
@@ -293,10 +297,21 @@ def test_a_linear_probe_feature_cache_gives_the_same_embeddings(tiny_image_data,
     np.testing.assert_allclose(embeddings_from_feature_cache(cache), expected, atol=1e-5)
 
 
-def test_a_text_probe_cache_of_the_cls_pooler_is_not_used(tiny_text_data, tmp_path):
-    cache = _probe_cache("bert", tiny_text_data, tmp_path)
-    assert cache.feature == "pooler"  # BERT's head reads the [CLS] pooler, not the mean of the tokens
-    assert embeddings_from_feature_cache(cache) is None
+# A text probe's cache holds the audit's embedding (the mean of the token states under the mask) only when its head
+# reads a mean-pooling TokenPooler; BERT's [CLS] pooler or another pooling is not the sentence embedding.
+@pytest.mark.parametrize("pooling,used", [(None, False), (["mean"], True), (["max"], False), (["cls"], False)],
+                         ids=["cls-pooler", "mean", "max", "cls"])
+def test_a_text_probe_cache_is_used_only_when_it_holds_the_mean_pooled_embedding(pooling, used, tiny_text_data,
+                                                                                  tmp_path):
+    cache = _probe_cache("bert", tiny_text_data, tmp_path, pooling)
+    assert cache.feature == "pooler" and cache.pooling == pooling
+    got = embeddings_from_feature_cache(cache)
+    if not used:
+        assert got is None
+        return
+    expected = compute_embeddings(tiny_model("bert"), tiny_text_data, device="cpu")  # the audit's own pass
+    assert got.shape == (len(tiny_text_data), 16)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 # ---- real runs: injected label errors and near-duplicates -----------------------------------------------------
