@@ -491,6 +491,68 @@ def test_text_audit_shows_the_texts(tmp_path):
     assert "gallery" not in written and (tmp_path / AUDIT_FILE).exists()
 
 
+def _counting_bert_forward(monkeypatch) -> list:
+    """Count every forward pass of a BERT backbone, whichever instance runs it (the audit may load its own)."""
+    import functools
+
+    from transformers.models.bert import modeling_bert
+
+    calls: list = []
+    original = modeling_bert.BertModel.forward
+
+    @functools.wraps(original)  # the signature stays readable (compute_embeddings asks which inputs it takes)
+    def forward(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_bert.BertModel, "forward", forward)
+    return calls
+
+
+@pytest.mark.integration
+@needs_cleanlab
+def test_a_text_linear_probe_audit_reads_the_cache_or_says_it_embeds(tmp_path, monkeypatch, capsys, caplog):
+    import logging
+
+    from test_ensemble import _raw_texts
+    from test_pooling import sentence_encoder
+
+    from hf_tlcv.audit import audit_run
+
+    from datasets import ClassLabel
+
+    path = sentence_encoder(tmp_path / "model", "mean")  # a tiny BERT that declares mean pooling (as MiniLM does)
+    # 1 to 6 words (every batch is padded); 2 classes, so that the saved 3-class head is replaced by the run
+    data = _raw_texts(45).filter(lambda row: row["label"] < 2).cast_column("label", ClassLabel(names=["c0", "c1"]))
+    config = make_config(tmp_path / "cv", finetune_strategy="linear_probe", feature_cache="memory", max_length=8,
+                         num_train_epochs=1, eval_on_train=False)
+    caplog.set_level(logging.WARNING, logger="hf_tlcv")
+    trainer = KFoldTrainer(path, config, train_dataset=data)
+    results = trainer.cross_validate()
+    assert "new classification head for 2 classes" in caplog.text  # the run says it: it trains that head
+    cache = trainer.feature_cache
+    assert cache is not None and cache.pooling == ["mean"]
+    expected = compute_embeddings(path, data, max_length=8, device="cpu", batch_size=7)  # the audit's own pass
+
+    calls = _counting_bert_forward(monkeypatch)
+    capsys.readouterr()
+    report = audit_run(results, data, config, model=path, feature_cache=cache, save=False)
+    assert report.embeddings_from == "feature cache" and "embeddings" not in report.seconds
+    assert calls == []  # the backbone did not run again
+    np.testing.assert_allclose(report.embeddings, expected, atol=1e-5)
+    assert "Audit: embedding the rows" not in capsys.readouterr().err
+
+    # Without a cache the audit embeds: it says so with a progress bar, names the model, and reads as an audit
+    caplog.clear()
+    again = audit_run(results, data, config, model=path, feature_cache=None, save=False, progress=True)
+    err = capsys.readouterr().err
+    assert again.embeddings_from == path and "embeddings" in again.seconds and calls
+    assert "Audit: embedding the rows" in err and "0/30" in err
+    assert "Preprocessing (once for all folds)" not in err
+    assert "new classification head" not in err + caplog.text  # only the backbone is read
+    np.testing.assert_allclose(again.embeddings, expected, atol=1e-5)
+
+
 @pytest.mark.integration
 @needs_cleanlab
 def test_recipe_audit_flag(tmp_path, capsys):
