@@ -212,7 +212,7 @@ def _rows_batch(dataset: "datasets.Dataset", start: int, stop: int, input_names:
 def compute_embeddings(model, dataset: "datasets.Dataset", processing_class=None, *, label_column: str = "label",
                        image_column: str | None = None, text_column: str | None = None,
                        image_size: int | None = None, max_length: int | None = None, batch_size: int = 64,
-                       device: str | None = None) -> np.ndarray:
+                       device: str | None = None, progress: bool = False) -> np.ndarray:
     """The pretrained embedding of every row: one forward pass of the backbone, in eval mode, without gradients.
 
     The rows go through the same preprocessing as the cross-validation (`hf_tlcv.data.preprocess` with the run's
@@ -227,6 +227,7 @@ def compute_embeddings(model, dataset: "datasets.Dataset", processing_class=None
         label_column, image_column, text_column, image_size, max_length: as in [`KFoldConfig`].
         batch_size: rows per forward pass.
         device: where the pass runs (default: CUDA when available, else CPU).
+        progress: show a progress bar over the rows (cleared when the pass ends).
 
     Returns:
         `float32` array of shape `(len(dataset), hidden)`, in dataset row order.
@@ -244,13 +245,22 @@ def compute_embeddings(model, dataset: "datasets.Dataset", processing_class=None
     from .data import label_names, num_labels, preprocess
     from .modeling import load_classifier, load_processor
 
+    from tqdm.auto import tqdm
+
     if isinstance(model, str):
+        name = model
         if processing_class is None:
             processing_class = load_processor(model)
-        model = load_classifier(model, label_names(dataset, label_column), num_labels(dataset, label_column))
+        # Only the backbone is read: the head this builds is never used, so "gets a new classification head" is not
+        # said (new_head=False).
+        model = load_classifier(model, label_names(dataset, label_column), num_labels(dataset, label_column),
+                                new_head=False)
+    else:
+        name = type(model).__name__
     backbone = _backbone(model)
     rows = preprocess(dataset, processing_class, label_column=label_column, image_column=image_column,
-                      text_column=text_column, image_size=image_size, max_length=max_length)
+                      text_column=text_column, image_size=image_size, max_length=max_length,
+                      desc="Audit: preprocessing the rows to embed")
     text = "input_ids" in rows.column_names
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     accepted = set(inspect.signature(backbone.forward).parameters)
@@ -258,6 +268,9 @@ def compute_embeddings(model, dataset: "datasets.Dataset", processing_class=None
     was_training, original_device = backbone.training, next(backbone.parameters()).device
     backbone.eval().to(device)
     out = []
+    # leave=False: the bar is gone when the pass ends, as the cache's bar is, so the console keeps one display.
+    bar = tqdm(total=len(rows), desc=f"Audit: embedding the rows ({name})", unit="row", disable=not progress,
+               leave=False)
     try:
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
@@ -268,7 +281,9 @@ def compute_embeddings(model, dataset: "datasets.Dataset", processing_class=None
                                        attention_mask=batch.get("attention_mask"),
                                        pooler_output=getattr(output, "pooler_output", None), text=text)
                 out.append(pooled.to("cpu", torch.float32).numpy())
+                bar.update(len(pooled))
     finally:
+        bar.close()
         backbone.train(was_training).to(original_device)
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
@@ -277,29 +292,27 @@ def embeddings_from_feature_cache(cache) -> np.ndarray | None:
     """The audit's embeddings read from a linear probe's frozen-feature cache (`hf_tlcv.cache.FeatureCache`),
     without a forward pass; `None` when the cache does not hold them.
 
-    A linear probe's cache holds, per row, the backbone output its head reads (`cache.feature`): the pooled output
-    (`"pooler"`), the first token (`"cls"`) or the token states (`"sequence"`). For images these are what
-    [`pool_features`] reads (a sequence or feature map is pooled by it). For text the sentence embedding is the
-    masked mean of the token states, which a cache can give only when it kept each row's tokens with their mask;
-    BERT's probe caches its `[CLS]` pooler instead (a trained projection, not the sentence embedding), so a text
-    cache returns `None`, as does a `"freeze"` cache (activations of the bottom blocks only).
+    A linear probe's cache holds, per row and in the dataset's row order, the backbone output its head reads
+    (`cache.feature`): the pooled output (`"pooler"`), the first token (`"cls"`) or the token states (`"sequence"`).
+    For images these are what [`pool_features`] reads (a sequence or feature map is pooled by it). For text the
+    audit's embedding is the mean of the token states under the attention mask: a cache holds exactly that when its
+    head reads a mean-pooling [`hf_tlcv.pooling.TokenPooler`] (`cache.pooling == ["mean"]`, e.g. all-MiniLM-L6-v2
+    read as its folder declares). BERT's own `[CLS]` pooler (a trained projection, not the sentence embedding),
+    another pooling mode, or token states padded per batch without their mask give `None`, as does a `"freeze"`
+    cache (activations of the bottom blocks only).
 
     Args:
-        cache: a built `FeatureCache` (`plan`, `feature`, `dataset` in the order of the dataset's rows).
+        cache: a built `FeatureCache` (`plan`, `feature`, `pooling`, `dataset` in the order of the dataset's rows).
     """
     import torch
 
     plan, table = cache.plan, cache.dataset
     if plan.kind != "probe":
         return None
-    if plan.text:
-        if cache.feature != "sequence" or "attention_mask" not in table.column_names:
-            return None
-        rows = table.with_format("numpy")
-        return np.stack([np.asarray(states, dtype=np.float32)[np.asarray(mask, dtype=bool)].mean(axis=0)
-                         for states, mask in zip(rows[plan.input_column], rows["attention_mask"])])
+    if plan.text and (cache.feature != "pooler" or getattr(cache, "pooling", None) != ["mean"]):
+        return None
     values = np.asarray(table.with_format("numpy")[plan.input_column], dtype=np.float32)
-    if cache.feature == "sequence" and values.ndim >= 3:
+    if not plan.text and cache.feature == "sequence" and values.ndim >= 3:
         return pool_features(torch.from_numpy(values), text=False).numpy()
     return values.reshape(len(values), -1)
 
@@ -757,7 +770,7 @@ def _pair_distances(graph, pairs: np.ndarray) -> np.ndarray:
 def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = None, *, model=None,
           processing_class=None, folds: Sequence | None = None, issue_types: dict | Sequence[str] | None = None,
           near_duplicate_threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD, batch_size: int = 64,
-          device: str | None = None, embeddings_from: str = "given") -> AuditReport:
+          device: str | None = None, embeddings_from: str = "given", progress: bool | None = None) -> AuditReport:
     """Audit the cross-validated dataset with cleanlab's `Datalab`, from the run's out-of-fold probabilities and the
     pretrained embeddings; count the near-duplicates that leak across its folds.
 
@@ -778,6 +791,8 @@ def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = 
         batch_size, device: of the embedding pass.
         embeddings_from: where the given `embeddings` came from, as the report says it (e.g. `"feature cache"`);
             unused when the audit computes them (the report then names the model).
+        progress: show a progress bar over the embedding pass (default: unless the run was made with
+            `disable_tqdm`).
 
     Returns:
         [`AuditReport`]; `report.save(output_dir)` writes `audit.json` and the gallery beside the run's results.
@@ -817,7 +832,8 @@ def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = 
             embeddings = compute_embeddings(
                 model, dataset, processing_class, label_column=label_column, image_column=config.get("image_column"),
                 text_column=config.get("text_column"), image_size=config.get("image_size"),
-                max_length=config.get("max_length"), batch_size=batch_size, device=device)
+                max_length=config.get("max_length"), batch_size=batch_size, device=device,
+                progress=not config.get("disable_tqdm", False) if progress is None else progress)
         embeddings_from = model if isinstance(model, str) else type(model).__name__
     elif embeddings is not None:
         embeddings = _checked_embeddings(embeddings, len(dataset))
@@ -1131,6 +1147,9 @@ def audit_run(results: "CVResults", dataset: "datasets.Dataset", config, *, mode
     if embedding_model is None and isinstance(model, str):
         embedding_model = model
     embeddings = embeddings_from_feature_cache(feature_cache) if feature_cache is not None else None
+    if feature_cache is not None and embeddings is None:
+        logger.info("The run's frozen-feature cache does not hold the rows' pretrained embeddings (see "
+                    "embeddings_from_feature_cache), so the audit embeds them with one forward pass.")
     report = audit(results, dataset, model=embedding_model, embeddings=embeddings, embeddings_from="feature cache",
                    **audit_kwargs)
     if save:

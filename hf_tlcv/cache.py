@@ -291,6 +291,17 @@ def _probe_feature(output: Any, feature: str) -> torch.Tensor | None:
     return hidden
 
 
+def _token_pooling(model: nn.Module, plan: CachePlan, feature: str | None) -> list[str] | None:
+    """The modes of the [`TokenPooler`] whose output a text probe's cache holds, or `None` (any other cut or pooler).
+    Read from the model the cache is built from, which is checked against the cached path on every build."""
+    from .pooling import TokenPooler
+
+    if plan.kind != "probe" or not plan.text or feature != "pooler":
+        return None
+    pooler = getattr(model.get_submodule(plan.capture), "pooler", None)
+    return list(pooler.modes) if isinstance(pooler, TokenPooler) else None
+
+
 def _dense(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     """A column of equal-shape nested lists of numbers as one array, straight from Arrow (`None` if ragged or
     nullable). Formatting such rows one by one through `datasets`' torch formatter costs about as much as a
@@ -357,6 +368,9 @@ class FeatureCache:
     Attributes:
         plan: the [`CachePlan`] (cut and input column).
         feature: for a linear probe, which backbone output the head reads (`"pooler"`, `"cls"` or `"sequence"`).
+        pooling: for a text linear probe whose head reads a [`hf_tlcv.pooling.TokenPooler`] (`feature == "pooler"`),
+            its modes, e.g. `["mean"]`: the cache then holds the pooled sentence embedding of every row; else `None`
+            (BERT's own `[CLS]` pooler is a trained projection, not a sentence embedding).
         dataset: the cached activations in `plan.input_column`, plus `label` (and `attention_mask` for text).
         nbytes: size of the cached activations.
         location: `"memory"`, or the folder of the on-disk Arrow cache.
@@ -373,9 +387,10 @@ class FeatureCache:
     """
 
     def __init__(self, plan: CachePlan, feature: str | None, dataset: datasets.Dataset, nbytes: int,
-                 location: str, key: str, reused: bool = False):
+                 location: str, key: str, reused: bool = False, pooling: list[str] | None = None):
         self.plan, self.feature, self.dataset = plan, feature, dataset
         self.nbytes, self.location, self.key, self.reused = nbytes, location, key, reused
+        self.pooling = pooling
 
     def describe(self) -> str:
         where = "in memory" if self.location == "memory" else f"on disk at {self.location}"
@@ -413,7 +428,7 @@ class FeatureCache:
         if feature is False:
             return None, (f"the cached path does not reproduce the outputs of {type(model).__name__} "
                           f"(cut at {plan.capture}), so it cannot stand in for it exactly")
-        cache = cls(plan, feature, dataset, 0, "memory", "")
+        cache = cls(plan, feature, dataset, 0, "memory", "", pooling=_token_pooling(model, plan, feature))
         rows, nbytes, location, key, reused = cache._encode(model, dataset, model_fingerprint, collator, batch_size,
                                                             mode, cache_root, progress)
         cache.dataset, cache.nbytes, cache.location, cache.key, cache.reused = rows, nbytes, location, key, reused

@@ -272,13 +272,17 @@ def test_image_embeddings_are_what_the_head_reads(arch, tiny_image_data):
     assert train_model.training  # the caller's mode is given back
 
 
-def _probe_cache(arch, data, tmp_path):
+def _probe_cache(arch, data, tmp_path, pooling=None):
     from hf_tlcv.cache import FeatureCache, plan_feature_cache
     from hf_tlcv.modeling import state_fingerprint
+    from hf_tlcv.pooling import apply_pooling
     from hf_tlcv.strategies import apply_strategy
 
     args = make_config(tmp_path, finetune_strategy="linear_probe", feature_cache="memory")
-    fold_model = apply_strategy(tiny_model(arch), args, None)
+    model = tiny_model(arch)
+    if pooling is not None:
+        assert apply_pooling(model, pooling)
+    fold_model = apply_strategy(model, args, None)
     plan, reason = plan_feature_cache(fold_model, args, dataset=data, data_collator=None, user_model_init=False)
     assert plan is not None, reason
     cache, reason = FeatureCache.build(fold_model, plan, data, model_fingerprint=state_fingerprint(fold_model),
@@ -293,10 +297,21 @@ def test_a_linear_probe_feature_cache_gives_the_same_embeddings(tiny_image_data,
     np.testing.assert_allclose(embeddings_from_feature_cache(cache), expected, atol=1e-5)
 
 
-def test_a_text_probe_cache_of_the_cls_pooler_is_not_used(tiny_text_data, tmp_path):
-    cache = _probe_cache("bert", tiny_text_data, tmp_path)
-    assert cache.feature == "pooler"  # BERT's head reads the [CLS] pooler, not the mean of the tokens
-    assert embeddings_from_feature_cache(cache) is None
+# A text probe's cache holds the audit's embedding (the mean of the token states under the mask) only when its head
+# reads a mean-pooling TokenPooler; BERT's [CLS] pooler or another pooling is not the sentence embedding.
+@pytest.mark.parametrize("pooling,used", [(None, False), (["mean"], True), (["max"], False), (["cls"], False)],
+                         ids=["cls-pooler", "mean", "max", "cls"])
+def test_a_text_probe_cache_is_used_only_when_it_holds_the_mean_pooled_embedding(pooling, used, tiny_text_data,
+                                                                                  tmp_path):
+    cache = _probe_cache("bert", tiny_text_data, tmp_path, pooling)
+    assert cache.feature == "pooler" and cache.pooling == pooling
+    got = embeddings_from_feature_cache(cache)
+    if not used:
+        assert got is None
+        return
+    expected = compute_embeddings(tiny_model("bert"), tiny_text_data, device="cpu")  # the audit's own pass
+    assert got.shape == (len(tiny_text_data), 16)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 # ---- real runs: injected label errors and near-duplicates -----------------------------------------------------
@@ -474,6 +489,68 @@ def test_text_audit_shows_the_texts(tmp_path):
     assert len(report.near_duplicate_pairs) >= 5  # most of the 10 light text edits are found
     written = report.save(tmp_path)
     assert "gallery" not in written and (tmp_path / AUDIT_FILE).exists()
+
+
+def _counting_bert_forward(monkeypatch) -> list:
+    """Count every forward pass of a BERT backbone, whichever instance runs it (the audit may load its own)."""
+    import functools
+
+    from transformers.models.bert import modeling_bert
+
+    calls: list = []
+    original = modeling_bert.BertModel.forward
+
+    @functools.wraps(original)  # the signature stays readable (compute_embeddings asks which inputs it takes)
+    def forward(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_bert.BertModel, "forward", forward)
+    return calls
+
+
+@pytest.mark.integration
+@needs_cleanlab
+def test_a_text_linear_probe_audit_reads_the_cache_or_says_it_embeds(tmp_path, monkeypatch, capsys, caplog):
+    import logging
+
+    from test_ensemble import _raw_texts
+    from test_pooling import sentence_encoder
+
+    from hf_tlcv.audit import audit_run
+
+    from datasets import ClassLabel
+
+    path = sentence_encoder(tmp_path / "model", "mean")  # a tiny BERT that declares mean pooling (as MiniLM does)
+    # 1 to 6 words (every batch is padded); 2 classes, so that the saved 3-class head is replaced by the run
+    data = _raw_texts(45).filter(lambda row: row["label"] < 2).cast_column("label", ClassLabel(names=["c0", "c1"]))
+    config = make_config(tmp_path / "cv", finetune_strategy="linear_probe", feature_cache="memory", max_length=8,
+                         num_train_epochs=1, eval_on_train=False)
+    caplog.set_level(logging.WARNING, logger="hf_tlcv")
+    trainer = KFoldTrainer(path, config, train_dataset=data)
+    results = trainer.cross_validate()
+    assert "new classification head for 2 classes" in caplog.text  # the run says it: it trains that head
+    cache = trainer.feature_cache
+    assert cache is not None and cache.pooling == ["mean"]
+    expected = compute_embeddings(path, data, max_length=8, device="cpu", batch_size=7)  # the audit's own pass
+
+    calls = _counting_bert_forward(monkeypatch)
+    capsys.readouterr()
+    report = audit_run(results, data, config, model=path, feature_cache=cache, save=False)
+    assert report.embeddings_from == "feature cache" and "embeddings" not in report.seconds
+    assert calls == []  # the backbone did not run again
+    np.testing.assert_allclose(report.embeddings, expected, atol=1e-5)
+    assert "Audit: embedding the rows" not in capsys.readouterr().err
+
+    # Without a cache the audit embeds: it says so with a progress bar, names the model, and reads as an audit
+    caplog.clear()
+    again = audit_run(results, data, config, model=path, feature_cache=None, save=False, progress=True)
+    err = capsys.readouterr().err
+    assert again.embeddings_from == path and "embeddings" in again.seconds and calls
+    assert "Audit: embedding the rows" in err and "0/30" in err
+    assert "Preprocessing (once for all folds)" not in err
+    assert "new classification head" not in err + caplog.text  # only the backbone is read
+    np.testing.assert_allclose(again.embeddings, expected, atol=1e-5)
 
 
 @pytest.mark.integration
