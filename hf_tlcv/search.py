@@ -41,6 +41,7 @@ import shutil
 import socket
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -543,16 +544,22 @@ def default_pruner(n_trials: int) -> "optuna.pruners.BasePruner":
     """The search's pruner when none is given: Optuna's median pruner with [`startup_trials`] sized to the budget."""
     import optuna
 
-    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials(n_trials))
+    startup = startup_trials(n_trials)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+    _PRUNER_NAMES[pruner] = f"MedianPruner(n_startup_trials={startup}, n_warmup_steps=0)"
+    return pruner
+
+
+# How the report names the pruners this module built (their settings are not public attributes of Optuna's pruners).
+_PRUNER_NAMES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def describe_pruner(pruner) -> str | None:
-    """A pruner as the report names it, e.g. `"MedianPruner(n_startup_trials=1, n_warmup_steps=0)"`."""
+    """A pruner as the report names it: the default one with its settings, e.g.
+    `"MedianPruner(n_startup_trials=1, n_warmup_steps=0)"`, a user's by its class, e.g. `"HyperbandPruner()"`."""
     if pruner is None:
         return None
-    fields = [(name, getattr(pruner, f"_{name}")) for name in ("n_startup_trials", "n_warmup_steps", "percentile")
-              if hasattr(pruner, f"_{name}")]
-    return f"{type(pruner).__name__}({', '.join(f'{k}={v}' for k, v in fields)})"
+    return _PRUNER_NAMES.get(pruner, f"{type(pruner).__name__}()")
 
 
 def finished_trials(study: "optuna.Study") -> list:

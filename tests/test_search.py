@@ -485,11 +485,12 @@ def test_the_image_recipe_tunes_a_real_model_on_the_folds(tmp_path, capsys):
 # ---- trial numbers across a resume, the default pruner's start-up, what pruning saved ------------------------------
 @pytest.mark.parametrize("n_trials, startup", [(1, 1), (3, 1), (5, 1), (8, 2), (12, 3), (20, 5), (100, 5)])
 def test_the_default_pruner_can_prune_in_a_small_search(n_trials, startup):
-    from hf_tlcv.search import default_pruner, startup_trials
+    from hf_tlcv.search import default_pruner, describe_pruner, startup_trials
 
     assert startup_trials(n_trials) == startup
     pruner = default_pruner(n_trials)
-    assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_startup_trials == startup
+    assert isinstance(pruner, optuna.pruners.MedianPruner) and startup_trials(n_trials) == startup
+    assert describe_pruner(pruner) == f"MedianPruner(n_startup_trials={startup}, n_warmup_steps=0)"
     assert n_trials < 4 or startup <= n_trials // 4  # three quarters of the budget can be pruned
 
 
