@@ -1,0 +1,114 @@
+"""Per-class precision, recall and F1: per fold from the saved predictions, their mean and interval, shown
+in `format_table()`, the card and a plot, and the same after `CVResults.load`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hf_tlcv.results import CVResults, FoldResult, predictions_frame
+
+HOSTILE = "<b>x|y</b>"
+
+
+def _results(n_classes: int = 3, label_names: list[str] | None = None, seed: int = 0,
+             absent: tuple[int, int] | None = None) -> CVResults:
+    """2 repeats x 3 folds of 12 rows with random labels and predictions; `absent=(fold index, class)` removes that
+    class from one fold's labels and predictions."""
+    rng = np.random.default_rng(seed)
+    folds = []
+    for j in range(6):
+        repeat, fold = divmod(j, 3)
+        rows = np.arange(fold * 12, (fold + 1) * 12)
+        labels = rng.integers(0, n_classes, 12)
+        probs = rng.dirichlet(np.ones(n_classes), 12)
+        if absent is not None and absent[0] == j:
+            c = absent[1]
+            labels[labels == c] = (c + 1) % n_classes
+            probs[:, c] = 0.0
+        frame = predictions_frame(rows, repeat, fold, labels, probs)
+        acc = float((frame["prediction"] == frame["label"]).mean())
+        folds.append(FoldResult(repeat, fold, 24, 12, {"loss": 1.0, "accuracy": acc}, predictions=frame))
+    return CVResults(folds, config={"n_folds": 3, "n_repeats": 2}, label_names=label_names)
+
+
+def _by_hand(oof: pd.DataFrame, n_classes: int) -> list[dict]:
+    """TP / FP / FN counted with numpy, fold by fold; 0 where a ratio has a zero denominator."""
+    out = []
+    for (repeat, fold), part in oof.groupby(["repeat", "fold"], sort=True):
+        y, p = part["label"].to_numpy(), part["prediction"].to_numpy()
+        for c in range(n_classes):
+            tp, fp, fn = np.sum((y == c) & (p == c)), np.sum((y != c) & (p == c)), np.sum((y == c) & (p != c))
+            precision = tp / (tp + fp) if tp + fp else 0.0
+            recall = tp / (tp + fn) if tp + fn else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            out.append({"repeat": repeat, "fold": fold, "class_id": c, "precision": precision, "recall": recall,
+                        "f1": f1, "support": int(np.sum(y == c))})
+    return out
+
+
+def test_per_fold_values_match_counts_by_hand():
+    results = _results(label_names=["cat", "dog", "cow"])
+    folds = results.per_class_folds
+    expected = pd.DataFrame(_by_hand(results.oof_predictions, 3))
+    assert len(folds) == 6 * 3
+    for column in ("repeat", "fold", "class_id", "support"):
+        assert folds[column].tolist() == expected[column].tolist()
+    for column in ("precision", "recall", "f1"):
+        np.testing.assert_allclose(folds[column], expected[column])
+    assert folds["class"].tolist() == ["cat", "dog", "cow"] * 6
+
+
+def test_mean_is_the_mean_of_the_folds_and_the_interval_holds_it_inside_unit_range():
+    results = _results(label_names=["cat", "dog", "cow"])
+    table, folds = results.per_class, results.per_class_folds
+    assert table["class"].tolist() == ["cat", "dog", "cow"]
+    for metric in ("precision", "recall", "f1"):
+        means = folds.groupby("class_id")[metric].mean()
+        np.testing.assert_allclose(table[metric], means.to_numpy())
+        assert (table[f"{metric}_low"] <= table[metric]).all() and (table[metric] <= table[f"{metric}_high"]).all()
+        assert (table[f"{metric}_low"] >= 0).all() and (table[f"{metric}_high"] <= 1).all()
+        assert (table[f"{metric}_high"] > table[f"{metric}_low"]).all()
+    np.testing.assert_allclose(table["support"], folds.groupby("class_id")["support"].mean().to_numpy())
+
+
+def test_interval_follows_the_summary_method():
+    from hf_tlcv.stats import summarize
+
+    results = _results()
+    folds = results.per_class_folds
+    values = folds.loc[folds["class_id"] == 1, "recall"].to_numpy()
+    rows = folds.loc[folds["class_id"] == 1, "support"].sum() / 2
+    expected = summarize(values, n_train=24, n_eval=12, bounded=True, n_rows=rows)["ci95"]
+    np.testing.assert_allclose(results.per_class.loc[1, ["recall_low", "recall_high"]].to_numpy(dtype=float),
+                               expected)
+
+
+def test_class_absent_from_a_fold_gets_zero_and_its_support():
+    results = _results(absent=(4, 2))
+    folds = results.per_class_folds
+    row = folds[(folds["repeat"] == 1) & (folds["fold"] == 1) & (folds["class_id"] == 2)].iloc[0]
+    assert (row["precision"], row["recall"], row["f1"], row["support"]) == (0.0, 0.0, 0.0, 0)
+    assert folds.loc[folds["class_id"] == 2, "support"].sum() > 0  # the class exists in other folds
+
+
+def test_class_never_predicted_nor_seen_still_has_a_row():
+    # label_names longer than the prob_ columns: the missing class has a row of zeros, not a crash
+    results = _results(n_classes=2, label_names=["a", "b", "c"])
+    table = results.per_class
+    assert table["class"].tolist() == ["a", "b", "c"]
+    assert table.loc[2, ["precision", "recall", "f1", "support"]].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_no_predictions_gives_empty_tables():
+    folds = [FoldResult(0, k, 8, 4, {"accuracy": 0.5}) for k in range(2)]
+    results = CVResults(folds)
+    assert results.per_class_folds.empty and results.per_class.empty
+
+
+def test_loaded_run_gives_the_same_table(tmp_path):
+    results = _results(label_names=["cat", HOSTILE, "cow"])
+    results.save(tmp_path)
+    loaded = CVResults.load(tmp_path)
+    pd.testing.assert_frame_equal(loaded.per_class, results.per_class)
+    pd.testing.assert_frame_equal(loaded.per_class_folds, results.per_class_folds)
