@@ -13,9 +13,12 @@ import pandas as pd
 
 from .stats import summarize
 
-__all__ = ["PER_CLASS_METRICS", "per_class_fold_scores", "summarize_per_class", "worst_classes"]
+__all__ = ["PER_CLASS_METRICS", "format_per_class", "per_class_fold_scores", "summarize_per_class", "worst_classes"]
 
 PER_CLASS_METRICS = ("precision", "recall", "f1")
+# Up to this many classes every class is listed in text; beyond it, only the WORST_SHOWN lowest by F1.
+MAX_LISTED_CLASSES = 20
+WORST_SHOWN = 10
 
 
 def n_classes_of(predictions: pd.DataFrame, label_names: Sequence[str] | None = None) -> int:
@@ -121,3 +124,34 @@ def summarize_per_class(fold_scores: pd.DataFrame, n_train: float, n_eval: float
 def worst_classes(table: pd.DataFrame, n: int, metric: str = "f1") -> pd.DataFrame:
     """The `n` rows of a [`summarize_per_class`] table with the lowest mean `metric` (ties: lower class id first)."""
     return table.sort_values([metric, "class_id"], kind="stable").head(n)
+
+
+def _interval(low: float, high: float) -> str:
+    from .utils import fmt
+
+    return f"[{fmt(low, 3)}, {fmt(high, 3)}]"
+
+
+def format_per_class(table: pd.DataFrame, max_classes: int = MAX_LISTED_CLASSES, n_worst: int = WORST_SHOWN,
+                     where: str = "CVResults.per_class") -> list[str]:
+    """Plain-text lines of a [`summarize_per_class`] table: every class when there are at most `max_classes`, else
+    the `n_worst` lowest by F1 and a line saying where the full table is. Empty for an empty table."""
+    from .utils import fmt
+
+    if table.empty:
+        return []
+    shown = table if len(table) <= max_classes else worst_classes(table, n_worst)
+    width = min(max(len("class"), *(len(str(c)) for c in shown["class"])), 24)
+    title = "Per class (mean over folds, 95% interval)"
+    if len(shown) < len(table):
+        title += f": the {len(shown)} lowest F1 of {len(table)} classes"
+    lines = [title, f"  {'class':<{width}}  {'precision':<22} {'recall':<22} {'F1':<22} support"]
+    for row in shown.itertuples(index=False):
+        name = str(row[1])
+        name = name if len(name) <= width else name[:width - 1] + "…"
+        cells = [f"{fmt(getattr(row, m), 3)} {_interval(getattr(row, m + '_low'), getattr(row, m + '_high'))}"
+                 for m in PER_CLASS_METRICS]
+        lines.append(f"  {name:<{width}}  " + " ".join(f"{c:<22}" for c in cells) + f" {row.support:.1f}")
+    if len(shown) < len(table):
+        lines.append(f"  ... {len(table) - len(shown)} more classes: the full table is {where} (a DataFrame)")
+    return lines

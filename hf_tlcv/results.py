@@ -296,7 +296,8 @@ class CVResults:
         return line
 
     def format_table(self) -> str:
-        """The per-fold table and the summary as plain text."""
+        """The per-fold table, the summary and the per-class table (the lowest F1 only, for many classes) as plain
+        text."""
         frame = self.to_pandas()
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
         lines.append(f"Summary over {self.header()}; "
@@ -322,6 +323,11 @@ class CVResults:
                      "test": "test set"}
             lines.append("  time over the folds: " + ", ".join(f"{parts.get(k, k)} {v:.1f} s"
                                                              for k, v in seconds.items()))
+        from .per_class import format_per_class
+
+        per_class = format_per_class(self.per_class)
+        if per_class:
+            lines += ["", *per_class]
         if self.test_summary:
             n_test = self.metadata.get("n_test_rows")
             lines.append(f"Held-out test set ({n_test} rows, never used to choose anything): mean of the fold models "

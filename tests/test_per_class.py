@@ -112,3 +112,44 @@ def test_loaded_run_gives_the_same_table(tmp_path):
     loaded = CVResults.load(tmp_path)
     pd.testing.assert_frame_equal(loaded.per_class, results.per_class)
     pd.testing.assert_frame_equal(loaded.per_class_folds, results.per_class_folds)
+
+
+def _cv_from(labels_per_fold: list[np.ndarray], preds_per_fold: list[np.ndarray], n_classes: int,
+             label_names: list[str] | None = None) -> CVResults:
+    folds, start = [], 0
+    for k, (labels, preds) in enumerate(zip(labels_per_fold, preds_per_fold)):
+        rows = np.arange(start, start + len(labels))
+        start += len(labels)
+        frame = predictions_frame(rows, 0, k, labels, np.eye(n_classes)[preds])
+        folds.append(FoldResult(0, k, 2 * len(labels), len(labels), {"accuracy": float(np.mean(preds == labels))},
+                                predictions=frame))
+    return CVResults(folds, label_names=label_names)
+
+
+def test_format_table_lists_every_class_up_to_the_cap():
+    results = _results(label_names=["cat", HOSTILE, "cow"])
+    text = results.format_table()
+    block = text[text.index("Per class"):].splitlines()
+    assert "precision" in block[1] and "F1" in block[1] and "support" in block[1]
+    table = results.per_class
+    for name, row in zip(["cat", HOSTILE, "cow"], block[2:5]):
+        assert row.split()[0] == name
+        f1 = table.loc[table["class"] == name].iloc[0]
+        assert f"{f1['f1']:.3f} [{f1['f1_low']:.3f}, {f1['f1_high']:.3f}]" in row
+    assert "more classes" not in text
+
+
+def test_format_table_shows_only_the_worst_classes_beyond_the_cap():
+    from hf_tlcv.per_class import MAX_LISTED_CLASSES, WORST_SHOWN
+
+    n = MAX_LISTED_CLASSES + 5
+    bad = set(range(3, 3 + WORST_SHOWN))  # these classes are always predicted as the next class: F1 0
+    labels = np.tile(np.arange(n), 2)
+    preds = np.array([(c + 1) % n if c in bad else c for c in labels])
+    names = [f"c{c:02d}" for c in range(n)]
+    text = _cv_from([labels, labels], [preds, preds], n, names).format_table()
+    block = text[text.index("Per class"):].splitlines()
+    listed = {line.split()[0] for line in block[2:] if not line.strip().startswith("...")}
+    assert listed == {names[c] for c in bad}
+    assert f"the {WORST_SHOWN} lowest F1 of {n} classes" in block[0]
+    assert f"{n - WORST_SHOWN} more classes" in block[-1] and "CVResults.per_class" in block[-1]
