@@ -153,3 +153,39 @@ def test_format_table_shows_only_the_worst_classes_beyond_the_cap():
     assert listed == {names[c] for c in bad}
     assert f"the {WORST_SHOWN} lowest F1 of {n} classes" in block[0]
     assert f"{n - WORST_SHOWN} more classes" in block[-1] and "CVResults.per_class" in block[-1]
+
+
+def _card_table(card: str) -> list[list[str]]:
+    """Rows of the card's per-class table, cells split on unescaped pipes."""
+    import re
+
+    section = card[card.index("### Per class"):]
+    lines = [line for line in section.split("\n## ")[0].splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[1:]]
+
+
+def test_card_has_the_per_class_table_with_escaped_names(tmp_path):
+    from hf_tlcv.model_card import CVCardData, build_model_card
+
+    results = _results(label_names=["cat", HOSTILE, "cow"])
+    results.save(tmp_path)
+    card = str(build_model_card(CVResults.load(tmp_path), CVCardData(), tmp_path))
+    rows = _card_table(card)
+    assert [r[0] for r in rows] == ["cat", r"\<b\>x\|y\</b\>", "cow"]
+    assert HOSTILE not in card  # never raw: no HTML, no extra table column
+    assert all(len(r) == 5 for r in rows)
+    table = results.per_class
+    assert rows[2][3] == f"{table.loc[2, 'f1']:.3f} [{table.loc[2, 'f1_low']:.3f}, {table.loc[2, 'f1_high']:.3f}]"
+    assert rows[0][4] == f"{table.loc[0, 'support']:.1f}"
+
+
+def test_card_lists_only_the_worst_classes_beyond_its_cap():
+    from hf_tlcv.model_card import CARD_MAX_CLASSES, CARD_WORST_CLASSES, CVCardData, build_model_card
+
+    n = CARD_MAX_CLASSES + 1
+    labels = np.arange(n)
+    preds = np.where(labels < CARD_WORST_CLASSES, (labels + 1) % n, labels)  # the first classes are always wrong
+    card = str(build_model_card(_cv_from([labels, labels], [preds, preds], n), CVCardData()))
+    rows = _card_table(card)
+    assert sorted(int(r[0]) for r in rows) == list(range(CARD_WORST_CLASSES))
+    assert f"lowest F1 of {n}" in card
