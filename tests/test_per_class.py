@@ -189,3 +189,25 @@ def test_card_lists_only_the_worst_classes_beyond_its_cap():
     rows = _card_table(card)
     assert sorted(int(r[0]) for r in rows) == list(range(CARD_WORST_CLASSES))
     assert f"lowest F1 of {n}" in card
+
+
+def test_plot_draws_each_class_f1_and_caps_many_classes():
+    from hf_tlcv.plots import MAX_PLOTTED_CLASSES, plot_per_class_f1
+
+    results = _results(label_names=["cat", "dog", "cow"])
+    ax = plot_per_class_f1(results).axes[0]
+    at = {round(y, 6): label.get_text() for y, label in zip(ax.get_yticks(), ax.get_yticklabels())}
+    widths = {at[round(bar.get_y() + bar.get_height() / 2, 6)]: round(bar.get_width(), 6) for bar in ax.patches}
+    table = results.per_class
+    assert widths == {c: round(f, 6) for c, f in zip(table["class"], table["f1"])}
+
+    n = MAX_PLOTTED_CLASSES + 20
+    labels = np.arange(n)
+    preds = np.where(labels >= n - MAX_PLOTTED_CLASSES, (labels + 1) % n, labels)  # the last classes are wrong
+    many = _cv_from([labels, labels], [preds, preds], n)
+    fig = plot_per_class_f1(many)
+    drawn = {int(label.get_text()) for label in fig.axes[0].get_yticklabels()}
+    assert drawn == set(range(n - MAX_PLOTTED_CLASSES, n))
+    huge = np.arange(n + 30)
+    assert fig.get_size_inches()[1] == plot_per_class_f1(_cv_from([huge] * 2, [huge] * 2, n + 30)).get_size_inches()[1]
+    assert fig.get_size_inches()[1] > plot_per_class_f1(results).get_size_inches()[1]
