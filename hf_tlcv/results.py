@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .per_class import format_per_class, n_classes_of, per_class_fold_scores, summarize_per_class
 from .run_dir import (
     FOLD_PREDICTIONS_FILE,
     FOLD_RESULT_FILE,
@@ -235,8 +236,6 @@ class CVResults:
         """Precision, recall, F1 and support of every class in every fold, long format (`repeat`, `fold`,
         `class_id`, `class`, ...), computed from `oof_predictions` (see `hf_tlcv.per_class.per_class_fold_scores`).
         Empty when the run kept no labelled predictions."""
-        from .per_class import n_classes_of, per_class_fold_scores
-
         oof = self.oof_predictions
         scores = per_class_fold_scores(oof, n_classes_of(oof, self.label_names) if not oof.empty else None)
         names = self.label_names or []
@@ -251,8 +250,6 @@ class CVResults:
         The interval follows the summary's method for a fold-level mean (the corrected Wilson-type interval of
         `hf_tlcv.stats.summarize` with the same `n_train` / `n_eval`, `bounded=True`; the binomial floor uses the class's
         rows); the statistics issue (#26) may change it. See `hf_tlcv.per_class.summarize_per_class`."""
-        from .per_class import summarize_per_class
-
         n_train, n_eval, _ = fold_sizes(self.folds)
         return summarize_per_class(self.per_class_folds.drop(columns="class"), n_train, n_eval, self.label_names)
 
@@ -323,8 +320,6 @@ class CVResults:
                      "test": "test set"}
             lines.append("  time over the folds: " + ", ".join(f"{parts.get(k, k)} {v:.1f} s"
                                                              for k, v in seconds.items()))
-        from .per_class import format_per_class
-
         per_class = format_per_class(self.per_class)
         if per_class:
             lines += ["", *per_class]
