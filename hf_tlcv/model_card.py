@@ -118,6 +118,26 @@ def audit_section(directory: str | os.PathLike | None) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
+# The card lists every class up to this many; beyond, the CARD_WORST_CLASSES with the lowest F1.
+CARD_MAX_CLASSES = 50
+CARD_WORST_CLASSES = 20
+
+
+def per_class_card_rows(cv: "CVResults") -> tuple[list[dict], int]:
+    """Rows of the card's per-class table (class names escaped: they come from users' files) and the class count."""
+    from ._markdown import escape_markdown
+    from .per_class import PER_CLASS_METRICS, worst_classes
+
+    table = cv.per_class
+    shown = table if len(table) <= CARD_MAX_CLASSES else worst_classes(table, CARD_WORST_CLASSES)
+    rows = []
+    for row in shown.to_dict("records"):
+        cells = {m: f"{fmt(row[m], 3)} [{fmt(row[m + '_low'], 3)}, {fmt(row[m + '_high'], 3)}]"
+                 for m in PER_CLASS_METRICS}
+        rows.append({"name": escape_markdown(row["class"]), **cells, "support": fmt(row["support"], 1)})
+    return rows, len(table)
+
+
 def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.PathLike | None = None):
     """The `huggingface_hub.ModelCard` of a run, rendered from `templates/model_card.md`."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -158,6 +178,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
                              "pooled": fmt(cv.oof_metrics.get(metric)) if metric in cv.oof_metrics else ""})
     test_rows = [{"metric": m, "mean": fmt(s["mean"]), "std": fmt(s["std"]), "ensemble": fmt(cv.test_metrics.get(m))}
                  for m, s in cv.test_summary.items()]
+    per_class_rows, per_class_total = per_class_card_rows(cv)
     meta = cv.metadata
     directory = Path(directory) if directory is not None else None
     plots = sorted(p.name for p in (directory / PLOTS_DIR).glob("*.png")) if directory else []
@@ -199,6 +220,9 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         summary_rows=summary_rows,
         oof_metrics={k: fmt(v) for k, v in cv.oof_metrics.items() if finite(v) is not None},
         test_rows=test_rows,
+        per_class_rows=per_class_rows,
+        per_class_total=per_class_total,
+        per_class_hidden=len(per_class_rows) < per_class_total,
         n_test=meta.get("n_test_rows"),
         hyperparameters=hyper,
         plots=plots,

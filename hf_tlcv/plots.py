@@ -1,4 +1,4 @@
-"""Plots of a cross-validation: per-fold spread, train vs. eval per fold, pooled confusion matrix.
+"""Plots of a cross-validation: per-fold spread, train vs. eval per fold, pooled confusion matrix, per-class F1.
 
 Each function takes a [`CVResults`] and returns a matplotlib `Figure`; [`save_plots`] writes all of them as PNG.
 """
@@ -17,7 +17,10 @@ PLOT_FILES = {
     "fold_scores": "fold_scores.png",
     "train_vs_eval": "train_vs_eval.png",
     "confusion_matrix": "confusion_matrix.png",
+    "per_class_f1": "per_class_f1.png",
 }
+# The per-class plot draws at most this many classes (the lowest F1), so many classes keep a readable, bounded figure.
+MAX_PLOTTED_CLASSES = 30
 
 
 def _score_metrics(results: CVResults) -> list[str]:
@@ -102,18 +105,48 @@ def plot_confusion_matrix(results: CVResults) -> Figure:
     return fig
 
 
+def plot_per_class_f1(results: CVResults, max_classes: int = MAX_PLOTTED_CLASSES) -> Figure:
+    """Per class, the mean F1 over folds (bar) and its 95% interval (whiskers), lowest first; beyond `max_classes`
+    classes only the lowest `max_classes` are drawn (the full table is `results.per_class`)."""
+    from .per_class import worst_classes
+
+    table = results.per_class
+    shown = worst_classes(table, max_classes)
+    n = len(shown)
+    fig = Figure(figsize=(6.5, min(1.2 + 0.28 * n, 1.2 + 0.28 * MAX_PLOTTED_CLASSES)))
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]  # the lowest F1 on top
+    f1 = shown["f1"].to_numpy(dtype=float)
+    low, high = shown["f1_low"].to_numpy(dtype=float), shown["f1_high"].to_numpy(dtype=float)
+    ax.barh(y, f1, color="#c6dbef", edgecolor="#3182bd", height=0.6)
+    finite = np.isfinite(low) & np.isfinite(high)
+    if finite.any():
+        ax.errorbar(f1[finite], y[finite], xerr=[f1[finite] - low[finite], high[finite] - f1[finite]], fmt="none",
+                    color="#08519c", capsize=3)
+    names = [name if len(name) <= 28 else name[:27] + "…" for name in shown["class"].astype(str)]
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("F1 (mean over folds, 95% interval)")
+    title = "Per-class F1" if n == len(table) else f"Per-class F1: the {n} lowest of {len(table)} classes"
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def save_plots(results: CVResults, directory: str | Path) -> dict[str, Path]:
-    """Write the three plots as PNG into `directory`; returns name -> path."""
+    """Write the plots as PNG into `directory` (those the run has data for); returns name -> path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     makers = {
         "fold_scores": plot_fold_scores,
         "train_vs_eval": plot_train_vs_eval,
         "confusion_matrix": plot_confusion_matrix,
+        "per_class_f1": plot_per_class_f1,
     }
     written = {}
     for name, make in makers.items():
-        if name == "confusion_matrix" and results.oof_predictions.empty:
+        if name in ("confusion_matrix", "per_class_f1") and results.oof_predictions.empty:
             continue
         if name == "train_vs_eval" and not results.folds[0].train_metrics:
             continue

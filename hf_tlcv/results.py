@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .per_class import format_per_class, n_classes_of, per_class_fold_scores, summarize_per_class
 from .run_dir import (
     FOLD_PREDICTIONS_FILE,
     FOLD_RESULT_FILE,
@@ -231,6 +232,28 @@ class CVResults:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     @property
+    def per_class_folds(self) -> pd.DataFrame:
+        """Precision, recall, F1 and support of every class in every fold, long format (`repeat`, `fold`,
+        `class_id`, `class`, ...), computed from `oof_predictions` (see `hf_tlcv.per_class.per_class_fold_scores`).
+        Empty when the run kept no labelled predictions."""
+        oof = self.oof_predictions
+        scores = per_class_fold_scores(oof, n_classes_of(oof, self.label_names) if not oof.empty else None)
+        names = self.label_names or []
+        scores.insert(3, "class", [names[c] if c < len(names) else str(c) for c in scores["class_id"]])
+        return scores
+
+    @property
+    def per_class(self) -> pd.DataFrame:
+        """One row per class (`class_id`, `class` from `label_names`): the mean over folds of its precision, recall
+        and F1, each with its 95% interval (`<metric>_low`, `<metric>_high`), and its mean `support` per fold.
+
+        The interval follows the summary's method for a fold-level mean (the corrected Wilson-type interval of
+        `hf_tlcv.stats.summarize` with the same `n_train` / `n_eval`, `bounded=True`; the binomial floor uses the class's
+        rows); the statistics issue (#26) may change it. See `hf_tlcv.per_class.summarize_per_class`."""
+        n_train, n_eval, _ = fold_sizes(self.folds)
+        return summarize_per_class(self.per_class_folds.drop(columns="class"), n_train, n_eval, self.label_names)
+
+    @property
     def test_predictions(self) -> pd.DataFrame:
         """Every fold model's predictions on the held-out test set (`row` indexes the test set)."""
         frames = [f.test_predictions for f in self.folds if f.test_predictions is not None]
@@ -270,7 +293,8 @@ class CVResults:
         return line
 
     def format_table(self) -> str:
-        """The per-fold table and the summary as plain text."""
+        """The per-fold table, the summary and the per-class table (the lowest F1 only, for many classes) as plain
+        text."""
         frame = self.to_pandas()
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
         lines.append(f"Summary over {self.header()}; "
@@ -296,6 +320,9 @@ class CVResults:
                      "test": "test set"}
             lines.append("  time over the folds: " + ", ".join(f"{parts.get(k, k)} {v:.1f} s"
                                                              for k, v in seconds.items()))
+        per_class = format_per_class(self.per_class)
+        if per_class:
+            lines += ["", *per_class]
         if self.test_summary:
             n_test = self.metadata.get("n_test_rows")
             lines.append(f"Held-out test set ({n_test} rows, never used to choose anything): mean of the fold models "

@@ -52,6 +52,6 @@ def test_train_vs_eval_bars_hold_both_parts():
 
 def test_save_plots_writes_pngs(tmp_path):
     written = save_plots(_results(), tmp_path)
-    assert set(written) == {"fold_scores", "train_vs_eval", "confusion_matrix"}
+    assert set(written) == {"fold_scores", "train_vs_eval", "confusion_matrix", "per_class_f1"}
     for path in written.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -224,7 +224,7 @@ def test_small_cross_validation_from_the_page_shows_the_saved_numbers_readably(v
     assert f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}" in summary
     assert f"[{accuracy['ci95'][0]:.4f}, {accuracy['ci95'][1]:.4f}]" in summary
     assert sorted(p.name for p in (visitor_with_a_run.folder / "plots").glob("*.png")) == [
-        "confusion_matrix.png", "fold_scores.png", "train_vs_eval.png"]
+        "confusion_matrix.png", "fold_scores.png", "per_class_f1.png", "train_vs_eval.png"]
     # Readable at 1400 px: the fold table needs no sideways scrolling, and each plot is shown at least 600 px wide
     # with nothing (label badge, buttons) drawn over it.
     scroll, visible = page.locator("#fold-table").evaluate(
