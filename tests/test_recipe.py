@@ -51,6 +51,7 @@ def test_short_real_run(recipe, tmp_path, capsys):
     assert sum(f["n_eval"] for f in saved["folds"]) == 60
 
 
+@pytest.mark.integration  # the other argument stays the embedded default (builtin:animal-mnist, builtin:efficientnet-lite0)
 @pytest.mark.parametrize("flag, value", [("--model_name_or_path", "google/vit-base-patch16-224-in21k"),
                                          ("--dataset_name", "beans")])
 def test_hub_id_offline_names_the_builtin_options(recipe, tmp_path, monkeypatch, flag, value):

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+# The Space's own dependencies (hf_tlcv[space]: gradio brings httpx and markdown-it-py); without them, nothing to test.
+pytest.importorskip("httpx")
+pytest.importorskip("markdown_it")
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "spaces"))
 
