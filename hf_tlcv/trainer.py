@@ -139,6 +139,8 @@ class KFoldTrainer(StrategyTrainer):
     default_train_batch_size: int | None = None
     # Put before each finished fold's console line: a search's trials say which trial the fold belongs to.
     fold_line_prefix: str = ""
+    # The bar over the folds while cross_validate() runs them in this process (None otherwise).
+    _fold_bar = None
 
     def __init__(self, model=None, args: KFoldConfig | TrainingArguments | None = None, data_collator=None,
                  train_dataset: datasets.Dataset | None = None, eval_dataset: datasets.Dataset | None = None,
@@ -612,14 +614,13 @@ class KFoldTrainer(StrategyTrainer):
         if froze:
             gc.collect()
             gc.freeze()
-        quiet = contextlib.ExitStack()  # the libraries' bars off for the run (hf_tlcv.console), back on after it
-        quiet.enter_context(quiet_libraries(not self.cv_args.trainer_console_output))
         try:
-            yield
+            # the libraries' bars off for the run (hf_tlcv.console), back on after it
+            with quiet_libraries(not self.cv_args.trainer_console_output):
+                yield
         except KeyboardInterrupt:
-            bar = getattr(self, "_fold_bar", None)
-            if bar is not None:  # closed first, so that what is said next goes under the bar, not into its line
-                bar.close()
+            if self._fold_bar is not None:  # closed first, so that what is said next goes under the bar
+                self._fold_bar.close()
                 self._fold_bar = None
             if self.is_world_process_zero() and self.say_interrupted:
                 kept = sum(fold_is_complete(out / f.name) for f in folds)
@@ -627,7 +628,6 @@ class KFoldTrainer(StrategyTrainer):
                                "again to resume from there.")
             raise
         finally:
-            quiet.close()
             if froze:
                 gc.unfreeze()
 
@@ -654,7 +654,7 @@ class KFoldTrainer(StrategyTrainer):
                 shutil.rmtree(out / fold.name)
             self.accelerator.wait_for_everyone()
             job = self._job(fold, features)
-            if getattr(self, "_fold_bar", None) is not None and not self.cv_args.trainer_console_output:
+            if self._fold_bar is not None and not self.cv_args.trainer_console_output:
                 job.callbacks = [*job.callbacks, StepPostfix(self._fold_bar, fold.name)]
             result = run_fold(job)
             if self.is_world_process_zero():
@@ -897,7 +897,8 @@ class KFoldTrainer(StrategyTrainer):
             hp_name (`Callable[[optuna.Trial], str]`, *optional*): the run name of a trial.
             kwargs: `storage` (None: `output_dir/search.db`; `"journal"`; a database URL; an optuna storage),
                 `study_name`, `sampler` (default: TPE seeded with `args.seed`), `pruner` (default: Optuna's median
-                pruner, its start-up trials sized to `n_trials`: `hf_tlcv.search.startup_trials`), `timeout`, `catch`, `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
+                pruner, its start-up trials sized to `n_trials`: `hf_tlcv.search.startup_trials`), `timeout`, `catch`,
+                `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
                 nested estimate); `executor` (a `RayExecutor` for the folds), `save_fold_models` (default False);
                 with `backend="ray"`: `resources_per_trial`, `scheduler`, `max_concurrent_trials`, `ray_address`.
 
