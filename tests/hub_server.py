@@ -546,20 +546,21 @@ def _check(parent: dict, key: str, kind, errors: list[str], path: str = "", requ
     return True
 
 
+def _objects(items: list, path: str, errors: list[str]):
+    """`(path[i], item)` for each item of a list that is an object; any other item is added to `errors`."""
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            yield f"{path}[{i}]", item
+        else:
+            errors.append(f'"{path}[{i}]" must be of type object')
+
+
 def _check_model_index(entries: list, errors: list[str]) -> None:
-    for i, entry in enumerate(entries):
-        path = f"model-index[{i}]"
-        if not isinstance(entry, dict):
-            errors.append(f'"{path}" must be of type object')
-            continue
+    for path, entry in _objects(entries, "model-index", errors):
         _check(entry, "name", _STRING, errors, path, required=True)
         if not _check(entry, "results", list, errors, path, required=True):
             continue
-        for j, result in enumerate(entry["results"]):
-            at = f"{path}.results[{j}]"
-            if not isinstance(result, dict):
-                errors.append(f'"{at}" must be of type object')
-                continue
+        for at, result in _objects(entry["results"], f"{path}.results", errors):
             if _check(result, "task", dict, errors, at, required=True):
                 _check(result["task"], "type", _STRING, errors, f"{at}.task", required=True)
                 _check(result["task"], "name", _STRING, errors, f"{at}.task")
@@ -568,11 +569,7 @@ def _check_model_index(entries: list, errors: list[str]) -> None:
                     _check(result["dataset"], key, _STRING, errors, f"{at}.dataset", required=True)
             if not _check(result, "metrics", list, errors, at, required=True):
                 continue
-            for k, metric in enumerate(result["metrics"]):
-                where = f"{at}.metrics[{k}]"
-                if not isinstance(metric, dict):
-                    errors.append(f'"{where}" must be of type object')
-                    continue
+            for where, metric in _objects(result["metrics"], f"{at}.metrics", errors):
                 _check(metric, "type", _STRING, errors, where, required=True)
                 _check(metric, "value", _NUMBER, errors, where, required=True)
                 _check(metric, "name", _STRING, errors, where)
