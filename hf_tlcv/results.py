@@ -153,6 +153,8 @@ class CVResults:
         config: the settings of the run. label_names: class names, when the labels are a `ClassLabel`.
         metadata: how the folds were made (`fold_strategy`, `n_rows`, fingerprints...), the `data` and `model`
             records (what was cross-validated), and `processes` (process count, processes per fold, global batch).
+        diagnostics: what the run found out about its own rows (dependence, instability, the interval used); see
+            `hf_tlcv.diagnostics`.
 
     Example:
     ```python
@@ -168,7 +170,7 @@ class CVResults:
     def __init__(self, folds: list[FoldResult], oof_metrics: dict[str, float] | None = None,
                  config: dict | None = None, label_names: list[str] | None = None,
                  metadata: dict | None = None, test_metrics: dict[str, float] | None = None,
-                 nested: dict | None = None):
+                 nested: dict | None = None, diagnostics: dict | None = None):
         if not folds:
             raise ValueError("CVResults needs at least one finished fold.")
         self.folds = list(folds)
@@ -178,6 +180,7 @@ class CVResults:
         self.metadata = dict(metadata or {})
         self.test_metrics = dict(test_metrics or {})
         self.nested = dict(nested) if nested else None
+        self.diagnostics = dict(diagnostics or {})  # see hf_tlcv.diagnostics: shared by the interval and dependence
         self.directory: Path | None = None  # where save() wrote / load() read the run; push_to_hub uploads it
 
     # ---- aggregation -------------------------------------------------------------------------------------
@@ -351,6 +354,7 @@ class CVResults:
                 "test_summary": self.test_summary,
                 "test_metrics": self.test_metrics,
                 "nested": self.nested,
+                "diagnostics": self.diagnostics,
             }
         )
 
@@ -371,7 +375,8 @@ class CVResults:
         folds = [FoldResult.from_dict(fd, where) for fd in data["folds"]]
         return cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
                    label_names=data.get("label_names"), metadata=data.get("metadata"),
-                   test_metrics=data.get("test_metrics"), nested=data.get("nested"))
+                   test_metrics=data.get("test_metrics"), nested=data.get("nested"),
+                   diagnostics=data.get("diagnostics"))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "CVResults":
