@@ -23,17 +23,20 @@ its environment once started.
 from __future__ import annotations
 
 import argparse
-import functools
 import ipaddress
 import logging
 import os
+import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+import zipfile
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,12 +44,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from boundary import (  # noqa: E402  (spaces/ is the script's folder, first on sys.path)
+    BUDGETS,
     RANGES,
+    Budgets,
     RunSettings,
     VisitorError,
     bounded,
@@ -57,18 +62,29 @@ from boundary import (  # noqa: E402  (spaces/ is the script's folder, first on 
     ticked,
     visitor_message,
 )
-from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer  # noqa: E402
-from hf_tlcv._markdown import escape_markdown, markdown_link  # noqa: E402
-from hf_tlcv.assets import is_builtin, load_dataset  # noqa: E402
-from hf_tlcv.data import subsample  # noqa: E402
-from hf_tlcv.upload import (  # noqa: E402
-    UploadLimits,
-    check_image_rows,
-    class_counts,
-    load_image_zip,
-    open_image,
-    preview_samples,
+from jobs import (  # noqa: E402
+    BUILTIN_DATASET,
+    EMBEDDINGS_FILE,
+    ISSUE_COLUMNS,
+    LEAK_COLUMNS,
+    MAX_HUB_DOWNLOAD_BYTES,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    SPEC_FILE,
+    check_classes,
+    data_spec,
+    fold_table,
+    load_data,
+    read_json,
 )
+from jobs import write_json as jobs_write_json  # noqa: E402
+
+from hf_tlcv import CVResults  # noqa: E402
+from hf_tlcv._markdown import escape_markdown, markdown_link  # noqa: E402
+from hf_tlcv.assets import is_builtin  # noqa: E402
+from hf_tlcv.data import subsample  # noqa: E402
+from hf_tlcv.results import FoldResult  # noqa: E402
+from hf_tlcv.upload import UploadLimits, class_counts, open_image, preview_samples  # noqa: E402
 
 logger = hf_logging.get_logger("hf_tlcv.space")
 
@@ -78,7 +94,6 @@ DATA_ZIP = "Upload a zip"
 DATA_HUB = "Hub dataset"
 MODEL_BUILTIN = "EfficientNet-Lite0, ImageNet (built in)"
 MODEL_HUB = "Hub model id"
-BUILTIN_DATASET = "builtin:animal-mnist"
 BUILTIN_MODEL = "builtin:efficientnet-lite0"
 LITE0_BLOCKS = 16
 STRATEGIES = {
@@ -95,6 +110,9 @@ QUESTIONS = {
     "Overfitting (train vs. eval per fold and epoch)": "overfitting",
 }
 QUESTION_TITLES = {v: k for k, v in QUESTIONS.items()}
+# Compare's default: against a classical baseline, which trains in seconds and says whether the pretrained network is
+# worth its cost. Pretrained vs. from scratch within the demo's few epochs mostly shows a scratch model at chance level.
+COMPARE_DEFAULT = "baseline"
 # Tune's default checklist: the two strategies whose trials share the frozen features computed once per trial.
 TUNE_STRATEGIES = ["Linear probe (train the head only)", "Freeze the bottom blocks"]
 TUNE_TRIALS = 4
@@ -104,14 +122,31 @@ DEFAULTS = dict(strategy=next(iter(STRATEGIES)), freeze_layers=LITE0_BLOCKS // 2
                 learning_rate=3e-3, sample_cap=1000, image_size=128)
 # What a visitor may hand this machine: the zip and its files, and every image however it arrives (a file of the zip,
 # an image to classify, a row of a Hub dataset) is held to the same bytes, pixels and decode time.
-UPLOAD_LIMITS = UploadLimits(max_zip_bytes=100 * 2**20, max_files=10_000, max_total_bytes=500 * 2**20,
+UPLOAD_LIMITS = UploadLimits(max_zip_bytes=BUDGETS.upload_bytes, max_files=10_000, max_total_bytes=500 * 2**20,
                              max_file_bytes=16 * 2**20, max_image_pixels=25_000_000, max_decode_seconds=5.0)
-MAX_HUB_DOWNLOAD_BYTES = 1024 * 2**20  # one visitor's Hub model, dataset or pushed run
-MAX_HUB_ROWS = int(RANGES["sample_cap"][1])  # rows of a Hub dataset a run may use (the sample cap's maximum)
 # The files of a pushed run that Predict downloads: results, configs and safetensors weights. Never pickles (.bin,
 # .pt, .pkl) or code (.py) from a stranger's repository.
 PREDICT_DOWNLOAD = ("*.json", "*.safetensors", "*.parquet", "*.txt", "*.model")
 PREVIEW_PER_CLASS = 4
+PREVIEW_CLASSES = 12  # classes whose images the preview shows (all classes are counted in the table)
+PREVIEW_PIXELS = 224  # an image to classify smaller than this is shown enlarged
+MAX_ENSEMBLES = 2  # fold ensembles kept loaded for Predict, all visitors together
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}  # left out of the results zip (Push carries them)
+OWNER_FILE = "app.pid"  # in the app's work folder: the process that owns it
+JOB_SCRIPT = Path(__file__).with_name("jobs.py")
+# Gradio's copies of uploads and of the files sent to the page: every 10 minutes, those older than 30 minutes go.
+CACHE_CLEANUP = (600, 1800)
+STATISTICS_TITLE = "How the numbers are computed"
+STATISTICS_NOTES = (
+    "- **Per fold**: each fold's model is trained on the other folds' images and scored on its own, which it never "
+    "saw. The table lists every fold; the summary gives their mean and standard deviation.\n"
+    "- **95% interval**: the folds' training sets overlap, so their scores are not independent and the textbook "
+    "interval would be too narrow. hf_tlcv widens it by the Nadeau–Bengio correction (the variance times "
+    "1/J + n_eval/n_train over J fold scores) and, for scores between 0 and 1, keeps it inside [0, 1] and no "
+    "narrower than the binomial interval of the images scored. It was checked by simulation with known truth.\n"
+    "- **Verdicts** (Compare, Tune) compare two settings on the same folds, fold by fold, with the same correction "
+    "(a corrected paired t-test); \"not distinguishable\" means the interval of the difference contains zero.\n"
+    "- **Pooled out-of-fold**: every image's prediction by the one model that did not train on it, scored together.")
 COUNT_COLUMNS = ["class", "images", "used in a run"]
 VOTE_COLUMNS = ["fold model", "vote", "its probability"]
 POLL_SECONDS = 0.5
@@ -127,28 +162,35 @@ def _say(kind: str, text: str = "", markdown: str = "") -> str:
 
 CANCEL_ANSWERS = {
     "idle": _say("info", "nothing of yours is queued or running."),
-    "queued": _say("cancel", "your run was still waiting in the queue; it will not start."),
-    "running": _say("busy", "cancelling: the run stops at its next training step."),
+    "queued": _say("cancel", "your job was still waiting in the queue; it will not start."),
+    "running": _say("busy", "cancelling: the job stops within a second."),
 }
 
 
 # ---- one visitor's private state ----------------------------------------------------------------------------------
 @dataclass
+class RunRecord:
+    """A finished run of a visitor: its results folder (zipped, pushed), the page's label for it, the dataset name for
+    its model card, and its job folder (the rows and embeddings the Audit tab reads; never zipped or pushed)."""
+
+    folder: Path
+    label: str
+    dataset_name: str | None
+    job_folder: Path
+
+
+@dataclass
 class Visitor:
     """What one browser session owns. Everything it writes lives under `root`, which no other session sees."""
 
     root: Path
-    cancel: threading.Event = field(default_factory=threading.Event)
-    active: bool = False  # a run or study of this visitor is queued or running
-    running: bool = False  # ... and it holds the training slot
-    left: bool = False  # the visitor closed the page; `root` goes once nothing runs for them
-    data_key: tuple | None = None
+    job: "Job | None" = None  # this visitor's one job, waiting or running (at most one: see JobQueue)
+    left: bool = False  # the visitor closed the page; `root` goes once their job ended
+    data_key: tuple | None = None  # the data the preview loaded (the preview's own cache; jobs load theirs)
     dataset: Any = None
-    runs: dict[str, tuple[Path, str, str | None]] = field(default_factory=dict)  # name -> (folder, label, dataset)
-    # name -> (the rows the run's folds were cut from, their embeddings from its frozen-feature cache or None): Audit
-    rows: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    audits: dict[str, tuple[Any, dict]] = field(default_factory=dict)  # name -> (AuditReport, files it saved)
-    ensemble: tuple[tuple, Any] | None = None
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    audits: dict[str, dict] = field(default_factory=dict)  # run name -> what the Audit tab showed of it
+    hub_download: tuple[str, Path] | None = None  # (repo id, folder): the one pushed run downloaded for Predict
     counter: int = 0
 
     @property
@@ -167,12 +209,12 @@ class Visitor:
         return name
 
     def remove_if_left(self) -> None:
-        if self.left and not self.active:
+        if self.left and self.job is None:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def new_dir(self, prefix: str) -> Path:
+    def new_dir(self, prefix: str, parent: str = "") -> Path:
         self.counter += 1
-        path = self.root / f"{prefix}-{self.counter}"
+        path = self.root / parent / f"{prefix}-{self.counter}"
         path.mkdir(parents=True)
         return path
 
@@ -209,98 +251,128 @@ class Visitors:
             visitor = self._by_session.pop(key, None) if key else None
         if visitor is not None:
             visitor.left = True
-            visitor.cancel.set()  # a visitor who left does not keep the training slot
-            visitor.remove_if_left()  # else the run's end removes it, once its thread stopped writing there
+            if visitor.job is not None:
+                visitor.job.cancel.set()  # a visitor who left does not keep the machine
+            visitor.remove_if_left()  # else their job's end removes it, once its process stopped writing there
 
 
-# ---- live progress and cancellation -------------------------------------------------------------------------------
-class RunCancelled(Exception):
-    """Raised inside training when the visitor pressed Cancel."""
+# ---- the queue: one job at a time, one job per visitor ------------------------------------------------------------
+JOB_WORDS = {"run": "cross-validation", "study": "comparison", "tune": "search", "audit": "audit"}
+BUTTONS = {"run": "Run", "study": "Compare", "tune": "Search", "audit": "Audit"}
 
 
-class LiveProgress(TrainerCallback):
-    """Collects what the page shows while folds train, and stops training at the next step once cancelled.
+@dataclass(eq=False)
+class Job:
+    """One visitor's request for the machine, from the moment it is queued until its process ended."""
 
-    Written by the training thread, read by the page's polling loop; plain attribute writes are atomic in CPython.
-    """
-
-    def __init__(self, total_folds: int, cancel: threading.Event, label: str = ""):
-        self.total_folds, self.cancel, self.label = total_folds, cancel, label
-        self.started = time.time()
-        self.training_started: float | None = None  # when the first fold began to train: preparation ends there
-        self.finished: list = []  # FoldResult per finished fold
-        self.step = self.max_steps = 0
-        self.stage = "Loading the model and preprocessing the images"
-
-    def check(self):
-        if self.cancel.is_set():
-            raise RunCancelled()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.check()
-        self.training_started = self.training_started or time.time()
-        self.step, self.max_steps = 0, state.max_steps
-        self.stage = "Training"
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step, self.max_steps = state.global_step, state.max_steps
-        self.check()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.stage = "Evaluating"
-
-    def on_fold_end(self, args, state, control, fold=None, fold_dir=None, result=None, resumed=False, trainer=None,
-                    **kwargs):
-        self.finished.append(result)
-        self.stage = "Fold finished"
-        self.check()
-
-    def status(self) -> str:
-        if self.cancel.is_set():
-            return CANCEL_ANSWERS["running"]
-        done = len(self.finished)
-        current = min(done + 1, self.total_folds)
-        elapsed = time.time() - self.started
-        steps = f" · step {self.step}/{self.max_steps}" if self.max_steps and self.stage == "Training" else ""
-        prefix = f"{self.label} · " if self.label else ""
-        return _say("busy", f"{prefix}fold {current} of {self.total_folds}{steps} · {self.stage.lower()} · "
-                            f"{elapsed:.0f} s elapsed · {done} fold(s) done")
+    visitor: Visitor
+    kind: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    queued: float = field(default_factory=time.time)
+    folder: Path | None = None  # its job folder (spec, progress, result), once its process started
+    peak_memory: int = 0  # bytes: the largest resident memory of its process tree seen while it ran
 
 
-# The per-fold table: the eval metrics a reader compares across folds, and the training side of accuracy and loss (the
-# overfitting gap). Precision and recall are in the summary and in the results zip. With these short headers the
-# nine columns fit the page at 1400 px on one line each, without sideways scrolling.
-TABLE_COLUMNS = {"repeat": "repeat", "fold": "fold", "n_train": "train n", "n_eval": "eval n", "accuracy": "accuracy",
-                 "f1": "f1", "loss": "loss", "train_accuracy": "train acc.", "train_loss": "train loss"}
+class JobQueue:
+    """First come, first served; the job at the head of the line has the machine. A visitor has at most one job in
+    the line, and the line holds at most `max_waiting` jobs: a request beyond either is refused at once, with a
+    sentence, instead of waiting behind itself."""
+
+    def __init__(self, max_waiting: int):
+        self.max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._line: list[Job] = []
+
+    def join(self, job: Job) -> None:
+        with self._lock:
+            current = job.visitor.job
+            if current is not None:
+                raise VisitorError(f"Your {JOB_WORDS[current.kind]} is still queued or running: one job per visitor. "
+                                   "Wait for it to finish, or press Cancel, then start this one.")
+            if len(self._line) > self.max_waiting:
+                raise VisitorError(f"The Space is busy: {len(self._line) - 1} jobs are waiting for the machine. Try "
+                                   "again in a few minutes.")
+            self._line.append(job)
+            job.visitor.job = job
+
+    def place(self, job: Job) -> tuple[int, int]:
+        """(jobs ahead of `job`, jobs waiting in all): `(0, n)` means `job` has the machine."""
+        with self._lock:
+            return self._line.index(job), len(self._line) - 1
+
+    def leave(self, job: Job) -> None:
+        with self._lock:
+            if job in self._line:
+                self._line.remove(job)
+            if job.visitor.job is job:
+                job.visitor.job = None
 
 
-def fold_table(folds: list) -> pd.DataFrame:
-    """The per-fold table the page shows: the library's `CVResults.to_pandas`, metrics with 4 decimals."""
-    if not folds:
-        return pd.DataFrame(columns=list(TABLE_COLUMNS.values()))
-    frame = CVResults(folds).to_pandas()
-    frame = frame[[c for c in TABLE_COLUMNS if c in frame.columns]]
-    for column in frame.columns:
-        if column not in ("repeat", "fold", "n_train", "n_eval"):
-            frame[column] = [f"{v:.4f}" for v in frame[column]]
-    return frame.rename(columns=TABLE_COLUMNS)
+def _kill(process: subprocess.Popen) -> None:
+    """End a job's process and everything it started (its own process group), and reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _memory(process: subprocess.Popen) -> int:
+    """Resident bytes of a job's process and its children (0 once it has gone)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(process.pid)
+        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+    except psutil.Error:
+        return 0
+
+
+def _folder_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def progress_status(progress: dict, label: str, total_folds: int, started: float) -> str:
+    """The status line of a running job, from the `progress.json` its process writes."""
+    done = len(progress.get("folds", []))
+    total = progress.get("total_folds") or total_folds
+    elapsed = time.time() - started
+    stage = progress.get("stage", "Starting")
+    if not progress.get("training_started"):
+        return _say("busy", f"{label}{stage.lower()} · {elapsed:.0f} s elapsed")
+    current = min(done + 1, total) if total else done + 1
+    of = f" of {total}" if total else ""
+    steps = (f" · step {progress['step']}/{progress['max_steps']}" if progress.get("max_steps")
+             and stage == "Training" else "")
+    return _say("busy", f"{label}fold {current}{of}{steps} · {stage.lower()} · {elapsed:.0f} s elapsed · "
+                        f"{done} fold(s) done")
+
+
+def finished_folds(progress: dict) -> list[FoldResult]:
+    return [FoldResult.from_dict(fold) for fold in progress.get("folds", [])]
 
 
 RUN_EMPTY = (fold_table([]), "", None, None, None, None)  # table, summary, 3 plots, download
 STUDY_EMPTY = ("", "", [], None)  # verdicts, report, plots, download
 TUNE_EMPTY = ("", None, None)  # report, history plot, download
-ISSUE_COLUMNS = ["row", "given", "predicted", "p(predicted)", "p(given)", "label quality"]
-LEAK_COLUMNS = ["repeat", "fold", "eval rows", "with a near-duplicate in train", "share"]
 AUDIT_EMPTY = ("", [], pd.DataFrame(columns=ISSUE_COLUMNS), pd.DataFrame(columns=LEAK_COLUMNS))
-AUDIT_ROWS = 50  # label issues listed on the page: those audit.json keeps (AuditReport.save's top_k)
 
 
 def summary_markdown(results: CVResults) -> str:
-    """Mean ± std and the corrected 95% interval per metric, as a markdown table."""
+    """Mean ± std and the 95% interval per metric, as a markdown table."""
     n = len(results.folds)
     lines = [f"**Summary over {n} folds** (95% interval: Nadeau–Bengio corrected, which allows for the overlap "
-             "of the training sets; Wilson-type, within [0, 1], for bounded metrics)", "", "| metric | mean ± std | 95% interval | train mean | pooled out-of-fold |",
-             "|---|---|---|---|---|"]
+             "of the training sets; Wilson-type, within [0, 1], for bounded metrics)", "",
+             "| metric | mean ± std | 95% interval | train mean | pooled out-of-fold |", "|---|---|---|---|---|"]
     for name, s in results.summary.items():
         low, high = s["ci95"]
         train = results.train_summary.get(name, {}).get("mean")
@@ -309,90 +381,6 @@ def summary_markdown(results: CVResults) -> str:
                  "" if train is None else f"{train:.4f}", f"{pooled:.4f}" if isinstance(pooled, float) else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def cached_embeddings(trainer: KFoldTrainer):
-    """The audit's embeddings from a linear probe's frozen-feature cache, which the run has built already (no extra
-    pass), or `None`: the audit then makes one embedding pass. Never raises: a finished run is not lost to this."""
-    if trainer.cv_args.finetune_strategy != "linear_probe":
-        return None
-    try:
-        from hf_tlcv.audit import embeddings_from_feature_cache
-
-        cache = trainer.feature_cache
-        return embeddings_from_feature_cache(cache) if cache is not None else None
-    except Exception as exc:  # noqa: BLE001
-        logger.info("No embeddings from the feature cache (the audit will compute them): %s", exc)
-        return None
-
-
-def audit_outputs(report, written: dict, run_label: str) -> tuple:
-    """What the Audit section shows of an `AuditReport`: a status line, the numbers, the gallery, the label issues
-    and the leakage per fold. Class names come from the visitor's data: they reach the page escaped, or in tables."""
-    n_rows = len(report.issues)
-    n_eval = int(report.fold_leakage["n_eval"].sum())
-    lines = [f"**{n_rows:,} rows audited** with the out-of-fold predictions of the cross-validation"
-             + (f" (mean over {report.n_repeats} repeats)" if report.n_repeats > 1 else "")
-             + (f" and the pretrained embeddings ({escape_markdown(report.embeddings_from)})"
-                if report.embeddings_from else "") + "; no model was trained for it.", "",
-             "| issue | rows flagged | share | score (1 = clean) |", "|---|---:|---:|---:|"]
-    lines += [f"| {escape_markdown(str(r.issue_type))} | {r.num_issues} | {r.num_issues / max(n_rows, 1):.1%} | "
-              f"{r.score:.3f} |" for r in report.issue_summary.itertuples()]
-    lines += ["", f"**Leakage across folds:** {report.n_leaked} of {n_eval} evaluations "
-                  f"({report.n_leaked / max(n_eval, 1):.1%}) were of a row with a near-duplicate in its fold's "
-                  f"training part; {len(report.near_duplicate_pairs)} near-duplicate pairs, "
-                  f"{len(report.straddling_pairs)} of them split between training and evaluation."]
-    issues = report.label_issues.head(AUDIT_ROWS)
-    table = pd.DataFrame({ISSUE_COLUMNS[0]: issues["row"].astype(int), ISSUE_COLUMNS[1]: issues["given"],
-                          ISSUE_COLUMNS[2]: issues["predicted"],
-                          ISSUE_COLUMNS[3]: [f"{v:.4f}" for v in issues["prob_prediction"]],
-                          ISSUE_COLUMNS[4]: [f"{v:.4f}" for v in issues["prob_label"]],
-                          ISSUE_COLUMNS[5]: [f"{v:.4f}" for v in issues["label_score"]]}, columns=ISSUE_COLUMNS)
-    leak = report.fold_leakage
-    leakage = pd.DataFrame(dict(zip(LEAK_COLUMNS, (leak["repeat"], leak["fold"], leak["n_eval"], leak["n_leaked"],
-                                                   [f"{v:.1%}" for v in leak["share"]]))), columns=LEAK_COLUMNS)
-    gallery = [(str(written[k]), caption) for k, caption in (("gallery", "suspected label errors"),
-                                                              ("pairs", "near-duplicates split across folds"))
-               if k in written]
-    status = _say("ok", f"{run_label}: {report.count('label')} suspected label errors, "
-                        f"{len(report.near_duplicate_pairs)} near-duplicate pairs, {report.n_leaked} leaked "
-                        "evaluations. The run's results folder (and its model card, for Push) now holds the audit.")
-    return status, "\n".join(lines), gallery, table, leakage
-
-
-def run_in_thread(job: Callable[[], Any], progress: LiveProgress, render: Callable[[LiveProgress], tuple],
-                  ) -> Iterator[tuple]:
-    """Run `job` on a worker thread and yield `render(progress)` while it runs; the last item is
-    `("done", result)`, `("cancelled", None)` or `("error", exc)`.
-
-    When the page goes away (the generator is closed), the run is cancelled and waited for, so a visitor who
-    left never holds the training slot.
-    """
-    box: dict[str, Any] = {}
-
-    def target():
-        try:
-            box["result"] = job()
-        except BaseException as exc:  # noqa: BLE001 - reported to the page
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, daemon=True, name="hf_tlcv-space-run")
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(POLL_SECONDS)
-            yield render(progress)  # every poll: the elapsed time moves even when nothing else does
-    finally:
-        if worker.is_alive():
-            progress.cancel.set()
-            worker.join()
-    error = box.get("error")
-    if isinstance(error, RunCancelled):
-        yield ("cancelled", None)
-    elif error is not None:
-        yield ("error", error)
-    else:
-        yield ("done", box.get("result"))
 
 
 # ---- the app ------------------------------------------------------------------------------------------------------
@@ -407,18 +395,24 @@ class SpaceApp:
         local_account: the account of `local_token`, for the page.
         oauth: whether the page offers "Sign in with Hugging Face" (a Space with `hf_oauth: true`, or
             `--mock-login`).
+        budgets: what one job and one visitor may take of the machine (`boundary.Budgets`).
     """
 
     def __init__(self, workdir: str | os.PathLike | None = None, limits: UploadLimits = UPLOAD_LIMITS, *,
-                 local_token: str | None = None, local_account: str | None = None, oauth: bool = False):
+                 local_token: str | None = None, local_account: str | None = None, oauth: bool = False,
+                 budgets: Budgets = BUDGETS):
         base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tlcv-space-"))
         base.mkdir(parents=True, exist_ok=True)
+        (base / OWNER_FILE).write_text(str(os.getpid()))  # a later start removes the folder if this process died
         self.workdir = base
         self.visitors = Visitors(base)
         self.limits = limits
+        self.budgets = budgets
         self.local_token, self.local_account, self.oauth = local_token, local_account, oauth
-        # Belt and braces beside the queue's concurrency_limit=1: one training at a time on this machine.
-        self.training_slot = threading.Lock()
+        self.queue = JobQueue(budgets.max_waiting)
+        # Fold ensembles loaded for Predict, all visitors together (each holds k models in memory): the newest few.
+        self._ensembles: OrderedDict[tuple, Any] = OrderedDict()
+        self._ensembles_lock = threading.Lock()
 
     def _error(self, exc: BaseException, *secrets: str | None) -> str:
         """Every exception a visitor sees goes through `boundary.visitor_message`."""
@@ -426,69 +420,42 @@ class SpaceApp:
                                                       roots=[self.workdir]))
 
     # ---- data ------------------------------------------------------------------------------------------------
-    def _dataset(self, visitor: Visitor, source: str, upload: str | None, hub_id: str, hub_split: str,
-                 label_column: str, n_folds: int, token: str | bool = False):
-        if source == DATA_ZIP:
-            if not upload:
-                raise VisitorError("Choose a .zip file to upload first (one sub-folder of images per class).")
-            path = Path(upload)
-            key = (source, str(path), path.stat().st_size if path.exists() else 0)
-        elif source == DATA_HUB:
-            repo = hub_repo_id(hub_id, "dataset", "beans")
-            split = (hub_split or "train").strip()
-            if not split.replace("_", "").replace("-", "").replace(".", "").isalnum():
-                raise VisitorError("Type the split's name (e.g. train, validation, test).")
-            key = (source, repo, split, (label_column or "label").strip())
-        elif source == DATA_BUILTIN:
-            key = (DATA_BUILTIN,)
-        else:
-            raise VisitorError(f"Choose the images among: {DATA_BUILTIN}, {DATA_ZIP}, {DATA_HUB}.")
-        if visitor.data_key == key and visitor.dataset is not None:
-            return visitor.dataset
-        if source == DATA_ZIP:
-            dataset = load_image_zip(upload, visitor.new_dir("upload"), min_per_class=int(n_folds),
-                                     limits=self.limits)
-        elif source == DATA_HUB:
-            check_hub_repo(key[1], "dataset", token, MAX_HUB_DOWNLOAD_BYTES)
-            dataset = load_dataset(key[1], split=key[2], token=token)
-            if key[3] not in dataset.column_names:
-                raise VisitorError(f"The dataset has no column {key[3]!r} (its columns: "
-                                   f"{', '.join(dataset.column_names)}); type the name of its label column.")
-        else:
-            dataset = load_dataset(BUILTIN_DATASET)
-        visitor.data_key, visitor.dataset = key, dataset
-        return dataset
-
-    def _sample(self, dataset, source: str, sample_cap: int, label: str):
-        """The rows a run uses; rows of a Hub dataset are decoded within the image limits before training sees them."""
-        if source == DATA_HUB and not sample_cap and len(dataset) > MAX_HUB_ROWS:
-            raise VisitorError(f"The dataset has {len(dataset):,} rows; set a sample cap of at most {MAX_HUB_ROWS:,} "
-                               "to use a class-stratified sample of it.")
-        dataset = subsample(dataset, int(sample_cap or 0), label)
-        if source == DATA_HUB:
-            check_image_rows(dataset, self.limits)
-        return dataset
+    @staticmethod
+    def _data_spec(source, upload, hub_id, hub_split, label_column) -> dict:
+        return data_spec(source, upload, hub_id, hub_split, label_column, zip_kind=DATA_ZIP, hub_kind=DATA_HUB,
+                         builtin_kind=DATA_BUILTIN)
 
     def preview(self, source, upload, hub_id, hub_split, label_column, n_folds, sample_cap,
                 oauth_token: gr.OAuthToken | None = None, request: gr.Request = None):
-        """Load the chosen data and show a few images per class with the class counts."""
-        label = (label_column or "label").strip() if source == DATA_HUB else "label"
+        """Load the chosen data and show a few images of the first classes with the class counts."""
         token = oauth_token.token if oauth_token else None
         try:
             visitor = self.visitors.get(request)
             n_folds, sample_cap = bounded("n_folds", n_folds), bounded("sample_cap", sample_cap)
-            dataset = self._dataset(visitor, source, upload, hub_id, hub_split, label_column, n_folds, token or False)
+            spec = self._data_spec(source, upload, hub_id, hub_split, label_column)
+            key = tuple(sorted(spec.items()))
+            if visitor.data_key != key or visitor.dataset is None:
+                self._make_room(visitor)
+                dataset = load_data(spec, visitor.new_dir("upload", "previews"), self.limits, min_per_class=n_folds,
+                                    token=token or False)
+                visitor.data_key, visitor.dataset = key, dataset
+            dataset, label = visitor.dataset, spec["label"]
             counts = class_counts(dataset, label)
             used = class_counts(subsample(dataset, sample_cap, label), label)
-            samples = preview_samples(dataset, PREVIEW_PER_CLASS, label, limits=self.limits,
-                                      allowed_dirs=[visitor.root])
+            samples = preview_samples(_first_classes(dataset, label, PREVIEW_CLASSES), PREVIEW_PER_CLASS, label,
+                                      limits=self.limits, allowed_dirs=[visitor.root])
         except Exception as exc:  # noqa: BLE001 - every failure is shown on the page
             return self._error(exc, token), [], pd.DataFrame(columns=COUNT_COLUMNS)
         table = pd.DataFrame(dict(zip(COUNT_COLUMNS, (list(counts), list(counts.values()),
                                                       [used.get(c, 0) for c in counts]))))
         total, n_used = sum(counts.values()), sum(used.values())
         note = (f"{total:,} images in {len(counts)} classes"
-                + (f"; a run uses a class-stratified sample of {n_used:,} (sample cap)" if n_used < total else ""))
+                + (f"; a run uses a class-stratified sample of {n_used:,} (sample cap)" if n_used < total else "")
+                + (f"; images of the first {PREVIEW_CLASSES} classes shown" if len(counts) > PREVIEW_CLASSES else ""))
+        try:
+            check_classes(len(counts))
+        except VisitorError as exc:
+            return _say("error", f"{note}. {exc}"), samples, table
         return note, samples, table
 
     # ---- settings --------------------------------------------------------------------------------------------
@@ -497,20 +464,6 @@ class SpaceApp:
                   image_size) -> RunSettings:
         return RunSettings.from_inputs(strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate,
                                        sample_cap, image_size, strategies=STRATEGIES)
-
-    @staticmethod
-    def _config(output_dir: Path, settings: RunSettings, label_column: str = "label",
-                save_fold_models: bool = True, feature_cache: str = "auto") -> KFoldConfig:
-        finetune = STRATEGIES[settings.strategy]
-        return KFoldConfig(
-            output_dir=str(output_dir), n_folds=settings.n_folds, n_repeats=settings.n_repeats,
-            num_train_epochs=float(settings.epochs), learning_rate=settings.learning_rate, finetune_strategy=finetune,
-            freeze_layers=settings.freeze_layers if finetune == "freeze" else 0, image_size=settings.image_size,
-            label_column=label_column, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-            logging_steps=5, report_to="none", disable_tqdm=True, save_strategy="no", seed=42,
-            dataloader_pin_memory=False, use_cpu=not _has_cuda(), save_fold_models=save_fold_models,
-            feature_cache=feature_cache,
-        )
 
     @staticmethod
     def _model(model_source: str, hub_model: str, token: str | bool = False) -> str:
@@ -522,138 +475,243 @@ class SpaceApp:
             raise VisitorError(f"Choose the pretrained model among: {MODEL_BUILTIN}, {MODEL_HUB}.")
         return BUILTIN_MODEL
 
-    # ---- run ---------------------------------------------------------------------------------------------------
-    def mark_queued(self, request: gr.Request = None):
-        """Called (unqueued) the moment Run is pressed, so Cancel also works while the run waits in the queue."""
-        try:
-            visitor = self.visitors.get(request)
-        except VisitorError as exc:
-            return self._error(exc)
-        visitor.cancel.clear()
-        visitor.active = True
-        return _say("queued", "the run starts when the machine is free (one training at a time; your place in "
-                              "the queue shows beside the Cancel button).")
+    def _spec(self, kind: str, settings: RunSettings, data: dict, model: str, output_dir: Path, **extra) -> dict:
+        values = asdict(settings)
+        values["strategy"] = STRATEGIES[settings.strategy]
+        return {"kind": kind, "settings": values, "data": data, "model": model, "output_dir": str(output_dir),
+                "limits": asdict(self.limits), "roots": [str(self.workdir)], **extra}
 
+    # ---- disk ------------------------------------------------------------------------------------------------
+    def _make_room(self, visitor: Visitor, target: float = 0.5) -> None:
+        """Keep the visitor's files within their quota: while they take more than `target` of it, the oldest result
+        zips go first, then a downloaded pushed run, then the oldest runs (never the newest)."""
+        quota = self.budgets.visitor_disk_bytes * target
+        if _folder_bytes(visitor.root) <= quota:
+            return
+        evictable = sorted((visitor.root / "downloads").glob("*.zip"), key=lambda p: p.stat().st_mtime)
+        evictable += sorted((visitor.root / "previews").glob("upload-*"), key=lambda p: p.stat().st_mtime)[:-1]
+        if visitor.hub_download is not None:
+            evictable.append(visitor.hub_download[1])
+        evictable += [visitor.runs[name].folder for name in list(visitor.runs)[:-1]]
+        for path in evictable:
+            if _folder_bytes(visitor.root) <= quota:
+                break
+            self._remove(visitor, path)
+            logger.info("Disk quota: removed %s of a visitor", path.name)
+
+    def _remove(self, visitor: Visitor, path: Path) -> None:
+        for name, record in list(visitor.runs.items()):
+            if record.folder == path:
+                del visitor.runs[name]
+                visitor.audits.pop(name, None)
+                self._forget_ensemble(visitor, ("run", name))
+                shutil.rmtree(record.job_folder, ignore_errors=True)
+        if visitor.hub_download is not None and visitor.hub_download[1] == path:
+            self._forget_ensemble(visitor, ("hub", visitor.hub_download[0]))
+            visitor.hub_download = None
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _archive(visitor: Visitor, out: Path) -> str:
+        """A zip of a results folder for the page: everything but the fold models' weights (Push carries those to
+        the Hub), so that a download stays small whatever the run."""
+        target = visitor.root / "downloads" / f"hf_tlcv-{out.name}.zip"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(out.rglob("*")):
+                if path.is_file() and path.suffix not in WEIGHT_SUFFIXES:
+                    archive.write(path, path.relative_to(out).as_posix())
+        return str(target)
+
+    # ---- jobs --------------------------------------------------------------------------------------------------
     def _request_cancel(self, request) -> str:
-        """Ask this visitor's run to stop; returns what it was doing: "running", "queued" or "idle"."""
+        """Ask this visitor's job to stop; returns what it was doing: "running", "queued" or "idle"."""
         visitor = self.visitors.get(request)
-        if not visitor.active:
+        job = visitor.job
+        if job is None:
             return "idle"
-        visitor.cancel.set()
-        return "running" if visitor.running else "queued"
+        job.cancel.set()
+        try:
+            ahead, _ = self.queue.place(job)
+        except ValueError:  # it ended meanwhile
+            return "idle"
+        return "queued" if ahead else "running"
 
     def cancel(self, request: gr.Request) -> str:
-        """Cancel this visitor's run or comparison: a running one stops at its next training step, a queued one
-        never starts. The answer says which."""
+        """Cancel this visitor's job: a running one is stopped within a second, a queued one never starts. The
+        answer says which."""
         try:
             return CANCEL_ANSWERS[self._request_cancel(request)]
         except VisitorError as exc:
             return self._error(exc)
 
     def cancel_from_page(self, request: gr.Request = None):
-        """The Cancel buttons. A running run writes its own status line (it says "cancelling" from its next poll,
-        then "Cancelled"), so the button leaves that line to it: an answer arriving after the run's last word would
-        otherwise overwrite it."""
+        """The Cancel buttons. A running job writes its own status line (it says "Cancelled" once its process has
+        gone), so the button leaves that line to it: an answer arriving after the job's last word would otherwise
+        overwrite it."""
         try:
             state = self._request_cancel(request)
         except VisitorError as exc:
             return self._error(exc)
         return gr.skip() if state == "running" else CANCEL_ANSWERS[state]
 
+    def _queued(self, request, kind: str, empty: tuple, work: Callable[[Visitor, Job], Iterator[tuple]],
+                ) -> Iterator[tuple]:
+        """Queue a job of this visitor (refused when they have one already, or the line is full), show its place
+        until it has the machine, then run `work`; a job cancelled while it waits never starts."""
+        try:
+            visitor = self.visitors.get(request)
+            job = Job(visitor, kind)
+            self.queue.join(job)
+        except VisitorError as exc:
+            yield (self._error(exc), *empty)
+            return
+        try:
+            while True:
+                if job.cancel.is_set():
+                    yield (_say("cancel", "stopped before it started."), *empty)
+                    return
+                ahead, waiting = self.queue.place(job)
+                if not ahead:
+                    break
+                yield (_say("queued", f"place {ahead} of {waiting} in the queue ({time.time() - job.queued:.0f} s "
+                                      "waiting). One job runs at a time on this machine; Cancel takes you out of the "
+                                      "queue."), *empty)
+                job.cancel.wait(POLL_SECONDS)
+            yield from work(visitor, job)
+        finally:
+            self.queue.leave(job)
+            visitor.remove_if_left()
+
+    def _process(self, job: Job, spec: dict, token: str | None) -> Iterator[tuple[str, Any, dict]]:
+        """Run a job's process (`jobs.py`) and follow it: `("progress", None, progress)` every poll, then
+        `("done", result, progress)` or `("stopped", why, progress)` with `why` one of "cancel", "time", "memory".
+
+        When the page goes away (the generator is closed), the process is killed."""
+        visitor = job.visitor
+        folder = job.folder = visitor.new_dir(spec["kind"], "jobs")
+        jobs_write_json(folder / SPEC_FILE, spec)
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+        env.update(HF_HUB_DISABLE_IMPLICIT_TOKEN="1", HF_TLCV_FEATURE_CACHE=str(visitor.root / "features"),
+                   PYTHONUNBUFFERED="1")
+        started = time.time()
+        process = subprocess.Popen([sys.executable, str(JOB_SCRIPT), str(folder)], stdin=subprocess.PIPE, env=env,
+                                   start_new_session=True, text=True)
+        try:
+            process.stdin.write((token or "") + "\n")  # the visitor's token: on a pipe, never on disk
+            process.stdin.close()
+            progress: dict = {}
+            while process.poll() is None:
+                job.peak_memory = max(job.peak_memory, _memory(process))
+                why = ("cancel" if job.cancel.is_set() else
+                       "time" if time.time() - started > self.budgets.max_job_seconds else
+                       "memory" if job.peak_memory > self.budgets.max_job_memory_bytes else None)
+                progress = read_json(folder / PROGRESS_FILE) or progress
+                if why:
+                    _kill(process)
+                    logger.info("Stopped a %s job (%s) after %.0f s, peak memory %.0f MB", spec["kind"], why,
+                                time.time() - started, job.peak_memory / 2**20)
+                    yield ("stopped", why, progress)
+                    return
+                yield ("progress", None, progress)
+                job.cancel.wait(POLL_SECONDS)
+            progress = read_json(folder / PROGRESS_FILE) or progress
+            result = read_json(folder / RESULT_FILE)
+            if result is None:  # it died without a word: killed from outside, or out of memory in one step
+                logger.error("A %s job's process ended with code %s and no result", spec["kind"], process.returncode)
+                result = {"ok": False, "message": escape_markdown(
+                    "The job's process ended unexpectedly (it may have run out of memory). Try smaller settings.")}
+            logger.info("A %s job ended after %.0f s, peak memory %.0f MB", spec["kind"], time.time() - started,
+                        job.peak_memory / 2**20)
+            yield ("done", result, progress)
+        finally:
+            if process.poll() is None:
+                _kill(process)
+
+    def _stopped(self, why: str, folds: int, what: str) -> str:
+        """The sentence for a job its process was stopped: Cancel, the time limit or the memory limit."""
+        done = f"after {folds} finished fold(s)" if what == "run" else ""
+        if why == "cancel":
+            return _say("cancel", f"stopped {done or 'at once'}; nothing else was changed. Press {BUTTONS[what]} to "
+                                  "start again.")
+        if why == "time":
+            return _say("error", f"stopped {done + ' ' if done else ''}at the Space's limit of "
+                                 f"{self.budgets.max_job_seconds // 60} minutes per job. Lower the sample cap, the "
+                                 "image size, the epochs or the folds.")
+        return _say("error", f"stopped {done + ' ' if done else ''}at the Space's memory limit of "
+                             f"{self.budgets.max_job_memory_bytes / 2**30:.0f} GB per job. Lower the image size or "
+                             "the sample cap, or use fewer classes.")
+
+    # ---- run ---------------------------------------------------------------------------------------------------
     def run(self, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy, freeze_layers,
             n_folds, n_repeats, epochs, learning_rate, sample_cap, image_size, oauth_token: gr.OAuthToken | None = None,
             request: gr.Request = None):
         """Cross-validate; yields (status, fold table, summary, score plot, confusion plot, train-vs-eval plot,
         download) as folds finish."""
         token = oauth_token.token if oauth_token else None
-        yield from self._exclusive(request, RUN_EMPTY, lambda visitor: self._run(
-            visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy,
+        yield from self._queued(request, "run", RUN_EMPTY, lambda visitor, job: self._run(
+            visitor, job, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy,
             freeze_layers, n_folds, n_repeats, epochs, learning_rate, sample_cap, image_size, token))
 
-    def _exclusive(self, request, empty: tuple, work: Callable[[Visitor], Iterator[tuple]]) -> Iterator[tuple]:
-        """Run `work` (a run or a study) in the machine's one training slot, unless cancelled while queued."""
-        try:
-            visitor = self.visitors.get(request)
-        except VisitorError as exc:
-            yield (self._error(exc), *empty)
-            return
-        visitor.active = True
-        try:
-            if visitor.cancel.is_set():
-                yield (_say("cancel", "stopped before it started."), *empty)
-                return
-            yield (_say("queued", "waiting for the machine (one training at a time)…"), *empty)
-            with self.training_slot:
-                visitor.running = True
-                yield from work(visitor)
-        finally:
-            visitor.running = visitor.active = False
-            visitor.cancel.clear()
-            visitor.remove_if_left()
-
-    def _prepare(self, visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model,
-                 settings: RunSettings, token):
-        label = (label_column or "label").strip() if source == DATA_HUB else "label"
-        dataset = self._dataset(visitor, source, upload, hub_id, hub_split, label_column, settings.n_folds,
-                                token or False)
-        dataset = self._sample(dataset, source, settings.sample_cap, label)
-        model = self._model(model_source, hub_model, token or False)
-        return dataset, model, label
-
-    def _run(self, visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy,
+    def _run(self, visitor, job, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy,
              freeze_layers, n_folds, n_repeats, epochs, learning_rate, sample_cap, image_size, token):
         try:
             settings = self._settings(strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate,
                                       sample_cap, image_size)
-            dataset, model, label = self._prepare(visitor, source, upload, hub_id, hub_split, label_column,
-                                                  model_source, hub_model, settings, token)
+            data = self._data_spec(source, upload, hub_id, hub_split, label_column)
+            model = self._model(model_source, hub_model, token or False)
+            self._make_room(visitor)
             out = visitor.new_dir("run")
-            config = self._config(out, settings, label)
         except Exception as exc:  # noqa: BLE001
             yield (self._error(exc, token), *RUN_EMPTY)
             return
-        progress = LiveProgress(config.n_folds * config.n_repeats, visitor.cancel)
-
-        def job():
-            trainer = KFoldTrainer(model, config, train_dataset=dataset, callbacks=[progress])
-            progress.check()
-            return trainer.cross_validate(), cached_embeddings(trainer)
-
-        for item in run_in_thread(job, progress, lambda p: (p.status(), fold_table(p.finished), *RUN_EMPTY[1:])):
-            if item[0] == "done":
-                try:
-                    results, embeddings = item[1]
-                    visitor.rows[out.name] = (dataset, embeddings)
-                    yield self._finished_run(visitor, out, results, progress, settings, source, len(dataset))
-                except Exception as exc:  # noqa: BLE001
-                    yield (self._error(exc, token), fold_table(progress.finished), *RUN_EMPTY[1:])
-            elif item[0] == "cancelled":
-                done = len(progress.finished)
-                yield (_say("cancel", f"stopped after {done} finished fold(s); nothing else was changed. Press Run "
-                                      "to start again."), fold_table(progress.finished), *RUN_EMPTY[1:])
-            elif item[0] == "error":
-                yield (self._error(item[1], token), fold_table(progress.finished), *RUN_EMPTY[1:])
+        started, total = time.time(), settings.n_folds * settings.n_repeats
+        for kind, outcome, progress in self._process(job, self._spec("run", settings, data, model, out), token):
+            folds = finished_folds(progress)
+            if kind == "progress":
+                yield (progress_status(progress, "", total, started), fold_table(folds), *RUN_EMPTY[1:])
+            elif kind == "stopped":
+                self._discard(job, out)
+                yield (self._stopped(outcome, len(folds), "run"), fold_table(folds), *RUN_EMPTY[1:])
+            elif not outcome["ok"]:
+                self._discard(job, out)
+                yield (_say("error", markdown=outcome["message"]), fold_table(folds), *RUN_EMPTY[1:])
             else:
-                yield item
+                try:
+                    yield self._finished_run(visitor, job, out, settings, source, outcome, started)
+                except Exception as exc:  # noqa: BLE001
+                    yield (self._error(exc, token), fold_table(folds), *RUN_EMPTY[1:])
 
-    def _finished_run(self, visitor: Visitor, out: Path, results: CVResults, progress: LiveProgress,
-                      settings: RunSettings, source: str, n_rows: int) -> tuple:
-        """Record a finished run as the visitor's (for Predict and Push) and render what the page shows."""
-        elapsed = time.time() - progress.started
+    @staticmethod
+    def _discard(job: Job, *folders: Path) -> None:
+        """A job that did not finish leaves nothing behind that a later job, the zip or a push would read."""
+        for folder in (*folders, getattr(job, "folder", None)):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _finished_run(self, visitor: Visitor, job: Job, out: Path, settings: RunSettings, source: str,
+                      outcome: dict, started: float) -> tuple:
+        """Record a finished run as the visitor's (for Audit, Predict and Push) and render what the page shows."""
+        results = CVResults.load(out)
+        elapsed = time.time() - started
         # The dataset's name for the model card: the builtin's or the Hub id; an upload has none to give.
-        dataset_name = (BUILTIN_DATASET if source == DATA_BUILTIN else visitor.data_key[1] if source == DATA_HUB
-                        else None)
+        dataset_name = (BUILTIN_DATASET if source == DATA_BUILTIN else visitor.data_key and dict(visitor.data_key).get(
+            "repo") if source == DATA_HUB else None)
         accuracy = results.summary.get("accuracy", {}).get("mean")
         label = (f"Run {len(visitor.runs) + 1}: {STRATEGIES[settings.strategy].replace('_', ' ')}, "
                  f"{len(results.folds)} folds" + (f", accuracy {accuracy:.3f}" if accuracy is not None else ""))
-        visitor.runs[out.name] = (out, label, dataset_name)
+        visitor.runs[out.name] = RunRecord(out, label, dataset_name, job.folder)
         plots = out / "plots"
-        archive = shutil.make_archive(str(visitor.root / "downloads" / f"hf_tlcv-{out.name}"), "zip", root_dir=out)
-        prepared = (progress.training_started or progress.started) - progress.started
-        status = _say("ok", f"{len(results.folds)} folds in {elapsed:.0f} s ({n_rows:,} images at "
+        archive = self._archive(visitor, out)
+        self._make_room(visitor, target=1.0)
+        prepared = (outcome.get("training_started") or started) - started
+        status = _say("ok", f"{len(results.folds)} folds in {elapsed:.0f} s ({outcome['n_rows']:,} images at "
                             f"{settings.image_size} px: {prepared:.0f} s to load the model and prepare the images, "
                             f"{elapsed - prepared:.0f} s to train and evaluate the folds). The fold models are ready "
-                            "for the Predict and Push tabs.")
+                            "for the Audit, Predict and Push tabs.")
         return (status, fold_table(results.folds), summary_markdown(results), _existing(plots / "fold_scores.png"),
                 _existing(plots / "confusion_matrix.png"), _existing(plots / "train_vs_eval.png"), archive)
 
@@ -663,14 +721,13 @@ class SpaceApp:
                 oauth_token: gr.OAuthToken | None = None, request: gr.Request = None):
         """Run a TransferStudy on the same data and settings; yields (status, verdicts, report, plots, download)."""
         token = oauth_token.token if oauth_token else None
-        yield from self._exclusive(request, STUDY_EMPTY, lambda visitor: self._compare(
-            visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy,
+        yield from self._queued(request, "study", STUDY_EMPTY, lambda visitor, job: self._compare(
+            visitor, job, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy,
             freeze_layers, n_folds, n_repeats, epochs, learning_rate, sample_cap, image_size, questions, token))
 
-    def _compare(self, visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy,
-                 freeze_layers, n_folds, n_repeats, epochs, learning_rate, sample_cap, image_size, questions, token):
-        from hf_tlcv.study import TransferStudy
-
+    def _compare(self, visitor, job, source, upload, hub_id, hub_split, label_column, model_source, hub_model,
+                 strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate, sample_cap, image_size,
+                 questions, token):
         try:
             chosen = ticked(questions, QUESTIONS, "question to compare")
             settings = self._settings(strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate,
@@ -681,50 +738,33 @@ class SpaceApp:
                                    f"{settings.n_folds} x repeats = {settings.n_repeats} gives "
                                    f"{settings.n_folds * settings.n_repeats}: set folds k to 3 or more, or repeats "
                                    "to 2 or more.")
-            dataset, model, label = self._prepare(visitor, source, upload, hub_id, hub_split, label_column,
-                                                  model_source, hub_model, settings, token)
+            data = self._data_spec(source, upload, hub_id, hub_split, label_column)
+            model = self._model(model_source, hub_model, token or False)
+            self._make_room(visitor)
             out = visitor.new_dir("study")
-            # A study compares scores; its variants' fold models are not needed (Predict uses the runs).
-            config = self._config(out, settings, label, save_fold_models=False)
-            progress = LiveProgress(0, visitor.cancel)
-            study = TransferStudy(model, dataset, config, questions=chosen, callbacks=[progress])
+            spec = self._spec("study", settings, data, model, out, questions=list(chosen))
         except Exception as exc:  # noqa: BLE001
             yield (self._error(exc, token), *STUDY_EMPTY)
             return
-        # The classical baseline is fitted in seconds after the trained variants, on their folds: no folds to follow.
-        n_runs = len([run for run in dict.fromkeys(study.runs.values()) if not study.variants[run].classical])
-        progress.total_folds = n_runs * config.n_folds * config.n_repeats
-        progress.label = f"{n_runs} variants"
-
-        yield from self._follow(study.run, progress, STUDY_EMPTY, "the study stopped. Press Compare to start again.",
-                                lambda report: self._finished_study(visitor, out, report, progress), token)
-
-    def _follow(self, job: Callable[[], Any], progress: LiveProgress, empty: tuple, cancelled: str,
-                finish: Callable[[Any], tuple], token: str | None) -> Iterator[tuple]:
-        """Run `job` in a thread (see `run_in_thread`), showing its status line until it ends; then `finish(result)`,
-        or the cancellation sentence `cancelled`, or the error, each with the `empty` rest of the outputs."""
-        for item in run_in_thread(job, progress, lambda p: (p.status(), *empty)):
-            if item[0] == "done":
-                try:
-                    yield finish(item[1])
-                except Exception as exc:  # noqa: BLE001
-                    yield (self._error(exc, token), *empty)
-            elif item[0] == "cancelled":
-                yield (_say("cancel", cancelled), *empty)
-            elif item[0] == "error":
-                yield (self._error(item[1], token), *empty)
+        started = time.time()
+        for kind, outcome, progress in self._process(job, spec, token):
+            if kind == "progress":
+                yield (progress_status(progress, "comparison · ", 0, started), *STUDY_EMPTY)
+            elif kind == "stopped":
+                self._discard(job, out)
+                yield (self._stopped(outcome, 0, "study"), *STUDY_EMPTY)
+            elif not outcome["ok"]:
+                self._discard(job, out)
+                yield (_say("error", markdown=outcome["message"]), *STUDY_EMPTY)
             else:
-                yield item
-
-    @staticmethod
-    def _finished_study(visitor: Visitor, out: Path, report, progress: LiveProgress) -> tuple:
-        verdicts = report.verdicts_markdown()
-        plots = sorted((out / "plots").glob("*.png"))
-        archive = shutil.make_archive(str(visitor.root / "downloads" / f"hf_tlcv-{out.name}"), "zip", root_dir=out)
-        markdown = (out / "report.md").read_text(encoding="utf-8") if (out / "report.md").exists() else ""
-        elapsed = time.time() - progress.started
-        return (_say("ok", f"{len(report.variants)} variants on identical folds in {elapsed:.0f} s."), verdicts,
-                _strip_images(markdown), [(str(p), p.stem.replace("_", " ")) for p in plots], archive)
+                shutil.rmtree(job.folder, ignore_errors=True)
+                plots = sorted((out / "plots").glob("*.png"))
+                markdown = (out / "report.md").read_text(encoding="utf-8") if (out / "report.md").exists() else ""
+                verdicts = outcome["verdicts"] + (f"\n\n**Note:** {outcome['chance']}" if outcome["chance"] else "")
+                yield (_say("ok", f"{outcome['n_variants']} variants on identical folds in "
+                                  f"{time.time() - started:.0f} s."), verdicts, _visitor_markdown(markdown),
+                       [(str(p), p.stem.replace("_", " ")) for p in plots], self._archive(visitor, out))
+                self._make_room(visitor, target=1.0)
 
     # ---- tune --------------------------------------------------------------------------------------------------
     def tune(self, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
@@ -733,127 +773,122 @@ class SpaceApp:
         """A small hyperparameter search (`KFoldTrainer.hyperparameter_search`, every trial a cross-validation on the
         same folds, the median pruner); yields (status, report, optimisation-history plot, download)."""
         token = oauth_token.token if oauth_token else None
-        yield from self._exclusive(request, TUNE_EMPTY, lambda visitor: self._tune(
-            visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
+        yield from self._queued(request, "tune", TUNE_EMPTY, lambda visitor, job: self._tune(
+            visitor, job, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
             sample_cap, image_size, n_trials, strategies, token))
 
-    def _tune(self, visitor, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds,
+    def _tune(self, visitor, job, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds,
               epochs, sample_cap, image_size, n_trials, strategies, token):
+        from hf_tlcv.run_dir import PLOTS_DIR
+        from hf_tlcv.search_report import PLOT_FILES
+
         try:
             n_trials = bounded("n_trials", n_trials)
             chosen = ticked(strategies, STRATEGIES, "strategy to search")
             # The first tab's strategy and learning rate are what the search chooses; its epochs bound a trial's.
             settings = self._settings(DEFAULTS["strategy"], 0, n_folds, 1, epochs, DEFAULTS["learning_rate"],
                                       sample_cap, image_size)
-            dataset, model, label = self._prepare(visitor, source, upload, hub_id, hub_split, label_column,
-                                                  model_source, hub_model, settings, token)
+            data = self._data_spec(source, upload, hub_id, hub_split, label_column)
+            model = self._model(model_source, hub_model, token or False)
+            self._make_room(visitor)
             out = visitor.new_dir("tune")
-            # Trials compare scores: no fold models. Frozen features stay in memory, one pass per trial: the search's
-            # default disk cache is shared by every process of the machine and never cleaned, so on a Space it would
-            # keep every visitor's features.
-            config = self._config(out, settings, label, save_fold_models=False, feature_cache="memory")
+            spec = self._spec("tune", settings, data, model, out,
+                              tune={"n_trials": n_trials, "strategies": list(chosen)})
         except Exception as exc:  # noqa: BLE001
             yield (self._error(exc, token), *TUNE_EMPTY)
             return
-        progress = LiveProgress(n_trials * config.n_folds, visitor.cancel,
-                                label=f"search of {n_trials} trials (pruned trials stop early)")
-
-        def job():
-            import optuna
-            from hf_tlcv.search import model_hp_space
-
-            trainer = KFoldTrainer(model, config, train_dataset=dataset, callbacks=[progress])
-            progress.check()
-            # default_hp_space bounded by the model's blocks, narrowed to the ticked strategies and the page's epochs.
-            space = functools.partial(model_hp_space(trainer), strategies=chosen,
-                                      num_train_epochs=(1, settings.epochs))
-            # The median pruner, judged from the second trial on: with 4 to 10 trials, Optuna's default of 5 startup
-            # trials would leave little to prune.
-            return trainer.hyperparameter_search(hp_space=space, n_trials=n_trials,
-                                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
-
-        yield from self._follow(job, progress, TUNE_EMPTY, "the search stopped. Press Search to start again.",
-                                lambda best: self._finished_tune(visitor, out, best.run_summary, progress), token)
-
-    @staticmethod
-    def _finished_tune(visitor: Visitor, out: Path, report, progress: LiveProgress) -> tuple:
-        from hf_tlcv.run_dir import PLOTS_DIR
-        from hf_tlcv.search_report import PLOT_FILES
-
-        archive = shutil.make_archive(str(visitor.root / "downloads" / f"hf_tlcv-{out.name}"), "zip", root_dir=out)
-        elapsed = time.time() - progress.started
-        pruning = report.pruning
-        best = report.best
-        status = _say("ok", f"{len(report.trials)} trials in {elapsed:.0f} s; best: trial {best['trial']}, "
-                            f"{report.metric} {best['value']:.4f}; {pruning.get('n_pruned', 0)} pruned "
-                            f"({pruning.get('fold_trainings_saved', 0)} fold trainings saved).")
-        return (status, report.to_markdown(plots_dir=None), _existing(out / PLOTS_DIR / PLOT_FILES["history"]), archive)
+        started = time.time()
+        label = f"search of {n_trials} trials (pruned trials stop early) · "
+        for kind, outcome, progress in self._process(job, spec, token):
+            if kind == "progress":
+                yield (progress_status(progress, label, n_trials * settings.n_folds, started), *TUNE_EMPTY)
+            elif kind == "stopped":
+                self._discard(job, out)
+                yield (self._stopped(outcome, 0, "tune"), *TUNE_EMPTY)
+            elif not outcome["ok"]:
+                self._discard(job, out)
+                yield (_say("error", markdown=outcome["message"]), *TUNE_EMPTY)
+            else:
+                shutil.rmtree(job.folder, ignore_errors=True)
+                yield (_say("ok", f"{outcome['n_trials']} trials in {time.time() - started:.0f} s; {outcome['best']}"),
+                       _visitor_markdown(outcome["report"]), _existing(out / PLOTS_DIR / PLOT_FILES["history"]),
+                       self._archive(visitor, out))
+                self._make_room(visitor, target=1.0)
 
     # ---- audit -------------------------------------------------------------------------------------------------
     def audit(self, run_name, request: gr.Request = None):
         """Audit the data of one of the visitor's runs with its out-of-fold predictions (`CVResults.audit`); yields
         (status, numbers, gallery, label issues, leakage per fold)."""
-        yield from self._exclusive(request, AUDIT_EMPTY, lambda visitor: self._audit(visitor, run_name))
-
-    def _audit(self, visitor: Visitor, run_name) -> Iterator[tuple]:
         try:
+            visitor = self.visitors.get(request)
+            name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab); then audit it here.")
             from hf_tlcv.audit import check_available
 
-            name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab); then audit it here.")
             check_available()
         except Exception as exc:  # noqa: BLE001
             yield (self._error(exc), *AUDIT_EMPTY)
             return
         if name in visitor.audits:  # audited already: the report is shown again, nothing is computed
-            yield audit_outputs(*visitor.audits[name], visitor.runs[name][1])
+            yield self._audit_outputs(visitor.audits[name], visitor.runs[name].label)
             return
-        folder = visitor.runs[name][0]
-        rows, embeddings = visitor.rows[name]
-        how = ("the embeddings from the run's frozen-feature cache" if embeddings is not None
+        yield from self._queued(request, "audit", AUDIT_EMPTY, lambda visitor, job: self._audit(visitor, job, name))
+
+    def _audit(self, visitor: Visitor, job: Job, name: str) -> Iterator[tuple]:
+        record = visitor.runs[name]
+        how = ("the embeddings from the run's frozen-feature cache" if (record.job_folder / EMBEDDINGS_FILE).exists()
                else "one embedding pass of the pretrained model")
-        progress = LiveProgress(0, visitor.cancel)
-
-        def job():
-            # The library's issue types; it runs cleanlab's label search in this process (a worker pool can deadlock
-            # in a threaded server).
-            report = CVResults.load(folder).audit(rows, embeddings=embeddings, embeddings_from="feature cache")
-            return report, report.save(folder)  # audit.json and audit/ beside the run's results; the card gains it
-
-        def busy(p: LiveProgress) -> tuple:
-            return (_say("busy", f"auditing {len(rows):,} rows with {how} · {time.time() - p.started:.0f} s elapsed"),
-                    *AUDIT_EMPTY)
-
-        for item in run_in_thread(job, progress, busy):
-            if item[0] == "done":
-                visitor.audits[name] = item[1]
-                yield audit_outputs(*item[1], visitor.runs[name][1])
-            elif item[0] == "error":
-                yield (self._error(item[1]), *AUDIT_EMPTY)
-            elif item[0] == "cancelled":  # only when the page went away: the audit itself has no training step
-                yield (_say("cancel", "the audit stopped."), *AUDIT_EMPTY)
+        spec = {"kind": "audit", "output_dir": str(record.folder), "run_job": str(record.job_folder),
+                "roots": [str(self.workdir)]}
+        started = time.time()
+        for kind, outcome, _ in self._process(job, spec, None):
+            if kind == "progress":
+                yield (_say("busy", f"auditing {record.label} with {how} · {time.time() - started:.0f} s elapsed"),
+                       *AUDIT_EMPTY)
+            elif kind == "stopped":
+                shutil.rmtree(job.folder, ignore_errors=True)
+                yield (self._stopped(outcome, 0, "audit"), *AUDIT_EMPTY)
+            elif not outcome["ok"]:
+                shutil.rmtree(job.folder, ignore_errors=True)
+                yield (_say("error", markdown=outcome["message"]), *AUDIT_EMPTY)
             else:
-                yield item
+                shutil.rmtree(job.folder, ignore_errors=True)
+                visitor.audits[name] = outcome
+                yield self._audit_outputs(outcome, record.label)
+
+    @staticmethod
+    def _audit_outputs(outcome: dict, run_label: str) -> tuple:
+        status = _say("ok", f"{run_label}: {outcome['counts']}. The run's results folder (and its model card, for "
+                            "Push) now holds the audit.")
+        return (status, outcome["numbers"], [tuple(item) for item in outcome["gallery"]],
+                pd.DataFrame(outcome["issues"], columns=ISSUE_COLUMNS),
+                pd.DataFrame(outcome["leakage"], columns=LEAK_COLUMNS))
+
 
     # ---- predict -----------------------------------------------------------------------------------------------
     def run_choices(self, request: gr.Request = None):
-        """The visitor's own runs, newest first, for the Predict tab's list."""
+        """The visitor's own runs, newest first, for the Audit and Predict tabs' lists."""
         try:
             visitor = self.visitors.get(request)
         except VisitorError:
             return gr.update(choices=[], value=None)
-        choices = [(label, name) for name, (_, label, _) in reversed(visitor.runs.items())]
+        choices = [(record.label, name) for name, record in reversed(visitor.runs.items())]
         return gr.update(choices=choices, value=visitor.last_run)
 
     def check_image(self, image_file, request: gr.Request = None):
-        """Decode the uploaded image within the limits and show it, or say why it cannot be used."""
+        """Decode the uploaded image within the limits and show it, or say why it cannot be used. A small image is
+        shown enlarged with square pixels (a 28 px image would be a speck), a large one reduced."""
         if not image_file:
             return "", None
         try:
             image = open_image(image_file, self.limits)
         except Exception as exc:  # noqa: BLE001
             return self._error(exc), None
+        width, height = image.size
+        if max(width, height) < PREVIEW_PIXELS:
+            factor = max(1, PREVIEW_PIXELS // max(width, height))
+            image = image.resize((width * factor, height * factor), resample=0)  # nearest: the pixels as they are
         image.thumbnail((512, 512))
-        return _say("info", f"the image was read ({image.width}x{image.height} shown). Press Predict."), image
+        return _say("info", f"the image was read ({width}x{height} pixels). Press Predict."), image
 
     def _ensemble(self, visitor: Visitor, run_name: str | None, repo_text: str | None, token: str | None):
         from hf_tlcv.ensemble import KFoldEnsemble
@@ -861,16 +896,28 @@ class SpaceApp:
         if (repo_text or "").strip():
             repo = hub_repo_id(repo_text, "model repository", "your-name/animal-mnist-kfold")
             key = ("hub", repo)
-            if visitor.ensemble is None or visitor.ensemble[0] != key:
-                folder = self._download_run(visitor, repo, token)
-                visitor.ensemble = (key, KFoldEnsemble.from_pretrained(folder))
-            return visitor.ensemble[1]
-        name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab), or type the Hub id of a "
-                                         "run pushed with hf_tlcv.")
-        key = ("run", name)
-        if visitor.ensemble is None or visitor.ensemble[0] != key:
-            visitor.ensemble = (key, KFoldEnsemble.from_pretrained(visitor.runs[name][0]))
-        return visitor.ensemble[1]
+            if visitor.hub_download is None or visitor.hub_download[0] != repo:
+                if visitor.hub_download is not None:  # one downloaded run per visitor: the previous one goes
+                    self._remove(visitor, visitor.hub_download[1])
+                visitor.hub_download = (repo, self._download_run(visitor, repo, token))
+            folder = visitor.hub_download[1]
+        else:
+            name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab), or type the Hub id "
+                                             "of a run pushed with hf_tlcv.")
+            key, folder = ("run", name), visitor.runs[name].folder
+        with self._ensembles_lock:
+            ensemble = self._ensembles.pop((visitor.root, key), None)
+        if ensemble is None:
+            ensemble = KFoldEnsemble.from_pretrained(folder)
+        with self._ensembles_lock:  # the newest few, all visitors together: each holds its k fold models in memory
+            self._ensembles[(visitor.root, key)] = ensemble
+            while len(self._ensembles) > MAX_ENSEMBLES:
+                self._ensembles.popitem(last=False)
+        return ensemble
+
+    def _forget_ensemble(self, visitor: Visitor, key: tuple) -> None:
+        with self._ensembles_lock:
+            self._ensembles.pop((visitor.root, key), None)
 
     def _download_run(self, visitor: Visitor, repo: str, token: str | None) -> Path:
         """A pushed run, downloaded into the visitor's folder (results, configs and safetensors weights only), with
@@ -878,9 +925,11 @@ class SpaceApp:
         from huggingface_hub import snapshot_download
 
         check_hub_repo(repo, "model", token or False, MAX_HUB_DOWNLOAD_BYTES, patterns=PREDICT_DOWNLOAD)
+        self._make_room(visitor)
         folder = Path(snapshot_download(repo, local_dir=visitor.new_dir("hub"), allow_patterns=list(PREDICT_DOWNLOAD),
                                         token=token or False))
         if not (folder / "cv_results.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
             raise VisitorError(f"{repo} is not a run pushed by hf_tlcv (it has no cv_results.json).")
         base = CVResults.load(folder).config.get("model_name_or_path")
         if base and not is_builtin(base):
@@ -929,12 +978,14 @@ class SpaceApp:
         try:
             visitor = self.visitors.get(request)
             if creds.token is None:
-                raise VisitorError("Sign in with Hugging Face or paste a write token first: a push writes to the Hub "
-                                   "as you, and this Space never pushes with its own credentials.")
+                how = "Sign in with Hugging Face or paste" if self.oauth else "Paste"
+                raise VisitorError(f"{how} a write token first: a push writes to the Hub as you, and this Space never "
+                                   "pushes with its own credentials.")
             repo = hub_repo_id(repo_id, "model repository", "your-name/animal-mnist-kfold")
             if visitor.last_run is None:
                 raise VisitorError("Run a cross-validation first (Cross-validate tab); then push it here.")
-            folder, _, dataset_name = visitor.runs[visitor.last_run]
+            record = visitor.runs[visitor.last_run]
+            folder, dataset_name = record.folder, record.dataset_name
             account = HfApi().whoami(token=creds.token).get("name")
             info = CVResults.load(folder).push_to_hub(repo, token=creds.token, private=bool(private),
                                                       dataset_name=dataset_name)
@@ -952,13 +1003,14 @@ class SpaceApp:
     def build(self) -> gr.Blocks:
         no_latex: list = []  # visitor text is never LaTeX: `$` stays a dollar sign
         with gr.Blocks(title="hf_tlcv: cross-validate fine-tuning", analytics_enabled=False,
-                       delete_cache=(3600, 3600)) as demo:
+                       delete_cache=CACHE_CLEANUP) as demo:
             with gr.Row():
                 gr.Markdown(
                     "# hf_tlcv: k-fold cross-validation of fine-tuning\n"
                     "How well does a pretrained model transfer to your images, and which fine-tuning setting is "
                     "best? Each fold trains a fresh copy of the pretrained model; the result is a mean, a spread and "
-                    "an honest 95% interval instead of one lucky split. Runs are queued: one training at a time.",
+                    "an honest 95% interval instead of one lucky split. Jobs are queued: one at a time on this "
+                    f"machine, one per visitor. {self.budgets.describe()}",
                     latex_delimiters=no_latex, elem_id="intro")
                 if self.oauth:
                     gr.LoginButton(size="md", scale=0, min_width=260, elem_id="login-button")
@@ -1011,8 +1063,6 @@ class SpaceApp:
                             run = gr.Button("Run cross-validation", variant="primary", elem_id="run-button",
                                             scale=2)
                             cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-button", scale=1)
-                            # Gradio's queue place and timer are drawn here, not over the table or the status line.
-                            run_progress = gr.HTML("", elem_id="run-progress", min_height=40, scale=2)
                         status = gr.Markdown("Choose data, model and settings, then press Run.", elem_id="run-status",
                                              latex_delimiters=no_latex)
                         table = gr.Dataframe(fold_table([]), label="Per fold (fills in as folds finish)",
@@ -1028,11 +1078,10 @@ class SpaceApp:
                 gr.Markdown("Cross-validate variants of the settings on the **same folds** and get verdicts backed by "
                             "paired statistics. Uses the data, model and settings of the first tab; each variant is a "
                             "full cross-validation, so keep the sample cap small.")
-                questions = gr.CheckboxGroup(list(QUESTIONS), value=[next(iter(QUESTIONS))], label="Questions")
+                questions = gr.CheckboxGroup(list(QUESTIONS), value=[QUESTION_TITLES[COMPARE_DEFAULT]], label="Questions")
                 with gr.Row(equal_height=True):
                     compare = gr.Button("Compare", variant="primary", elem_id="compare-button", scale=2)
                     compare_cancel = gr.Button("Cancel", variant="stop", scale=1)
-                    compare_progress = gr.HTML("", elem_id="compare-progress", min_height=40, scale=2)
                 compare_status = gr.Markdown(elem_id="compare-status", latex_delimiters=no_latex)
                 verdicts = gr.Markdown(elem_id="verdicts", latex_delimiters=no_latex)
                 study_plots = gr.Gallery(label="Study plots", columns=2, height="auto", object_fit="contain",
@@ -1053,7 +1102,6 @@ class SpaceApp:
                 with gr.Row(equal_height=True):
                     tune = gr.Button("Search", variant="primary", elem_id="tune-button", scale=2)
                     tune_cancel = gr.Button("Cancel", variant="stop", scale=1, elem_id="tune-cancel")
-                    tune_progress = gr.HTML("", elem_id="tune-progress", min_height=40, scale=2)
                 tune_status = gr.Markdown(elem_id="tune-status", latex_delimiters=no_latex)
                 tune_history = _plot("Optimisation history", "tune-history")
                 tune_report = gr.Markdown(elem_id="tune-report", latex_delimiters=no_latex)
@@ -1069,7 +1117,7 @@ class SpaceApp:
                                            allow_custom_value=True, elem_id="audit-run")
                 with gr.Row(equal_height=True):
                     audit_button = gr.Button("Audit", variant="primary", elem_id="audit-button", scale=2)
-                    audit_progress = gr.HTML("", elem_id="audit-progress", min_height=40, scale=3)
+                    audit_cancel = gr.Button("Cancel", variant="stop", scale=1, elem_id="audit-cancel")
                 audit_status = gr.Markdown(elem_id="audit-status", latex_delimiters=no_latex)
                 audit_numbers = gr.Markdown(elem_id="audit-numbers", latex_delimiters=no_latex)
                 audit_gallery = gr.Gallery(label="Suspected label errors, and near-duplicates split across folds",
@@ -1115,6 +1163,9 @@ class SpaceApp:
                 push = gr.Button("Push to the Hub", variant="primary", elem_id="push-button")
                 push_status = gr.Markdown(elem_id="push-status", latex_delimiters=no_latex)
 
+            with gr.Accordion(STATISTICS_TITLE, open=False, elem_id="statistics-notes"):
+                gr.Markdown(STATISTICS_NOTES, latex_delimiters=no_latex)
+
             data_inputs = [source, upload, hub_id, hub_split, label_column]
             settings = [model_source, hub_model, strategy, freeze_layers, n_folds, n_repeats, epochs, learning_rate,
                         sample_cap, image_size]
@@ -1134,27 +1185,24 @@ class SpaceApp:
             demo.load(self.preview, preview_inputs, preview_outputs, api_visibility="private", concurrency_limit=4)
 
             run_outputs = [status, table, summary, plot_scores, plot_confusion, plot_train, download]
-            run.click(self.mark_queued, None, status, api_visibility="private", queue=False).then(
-                self.run, [*data_inputs, *settings], run_outputs, api_name="run", concurrency_limit=1,
-                concurrency_id="training", show_progress="full", show_progress_on=run_progress)
+            # Jobs queue in the app (JobQueue: one at a time, one per visitor, their place in the status line), so
+            # Gradio lets every job's request in at once, up to the line's length.
+            jobs = dict(concurrency_limit=self.budgets.max_waiting + 1, concurrency_id="jobs", show_progress="hidden")
+            run.click(self.run, [*data_inputs, *settings], run_outputs, api_name="run", **jobs)
             cancel.click(self.cancel_from_page, None, status, api_visibility="private", queue=False)
             gr.api(self.cancel, api_name="cancel", queue=False)
             compare_outputs = [compare_status, verdicts, report, study_plots, study_download]
-            compare.click(self.mark_queued, None, compare_status, api_visibility="private", queue=False).then(
-                self.compare, [*data_inputs, *settings, questions], compare_outputs, api_name="compare",
-                concurrency_limit=1, concurrency_id="training", show_progress="full",
-                show_progress_on=compare_progress)
+            compare.click(self.compare, [*data_inputs, *settings, questions], compare_outputs, api_name="compare",
+                          **jobs)
             compare_cancel.click(self.cancel_from_page, None, compare_status, api_visibility="private", queue=False)
-            tune.click(self.mark_queued, None, tune_status, api_visibility="private", queue=False).then(
-                self.tune, [*data_inputs, model_source, hub_model, n_folds, epochs, sample_cap, image_size, n_trials,
-                            tune_strategies], [tune_status, tune_report, tune_history, tune_download],
-                api_name="tune", concurrency_limit=1, concurrency_id="training", show_progress="full",
-                show_progress_on=tune_progress)
+            tune.click(self.tune, [*data_inputs, model_source, hub_model, n_folds, epochs, sample_cap, image_size,
+                                   n_trials, tune_strategies], [tune_status, tune_report, tune_history, tune_download],
+                       api_name="tune", **jobs)
             tune_cancel.click(self.cancel_from_page, None, tune_status, api_visibility="private", queue=False)
             audit_tab.select(self.run_choices, None, audit_choice, api_visibility="private", queue=False)
             audit_button.click(self.audit, audit_choice, [audit_status, audit_numbers, audit_gallery, audit_issues,
-                                                          audit_leakage], api_name="audit", concurrency_limit=1,
-                               concurrency_id="training", show_progress="full", show_progress_on=audit_progress)
+                                                          audit_leakage], api_name="audit", **jobs)
+            audit_cancel.click(self.cancel_from_page, None, audit_status, api_visibility="private", queue=False)
             predict_tab.select(self.run_choices, None, predict_run, api_visibility="private", queue=False)
             image_file.upload(self.check_image, image_file, [predict_status, image_shown], api_visibility="private",
                               concurrency_limit=2)
@@ -1181,13 +1229,26 @@ def _plot(label: str, elem_id: str, height: int | None = None) -> gr.Image:
                     elem_id=elem_id)
 
 
+def _first_classes(dataset, label: str, n: int):
+    """The rows of the first `n` classes (class ids for a `ClassLabel`, else values in order of appearance)."""
+    labels = np.asarray(dataset[label])
+    kept = list(range(n)) if hasattr(dataset.features[label], "names") else list(dict.fromkeys(labels.tolist()))[:n]
+    mask = np.isin(labels, kept)
+    return dataset if mask.all() else dataset.select(np.flatnonzero(mask))
+
+
 def _existing(path: Path) -> str | None:
     return str(path) if path.exists() else None
 
 
-def _strip_images(markdown: str) -> str:
-    """The report without its image links (the plots are shown in the gallery; relative links do not resolve)."""
-    return "\n".join(line for line in markdown.splitlines() if not line.lstrip().startswith("!["))
+def _visitor_markdown(markdown: str) -> str:
+    """A report for the page: without its image links (the plots are shown beside it; relative links do not
+    resolve), and with the project's documentation files, which a visitor cannot open, pointed to the page's own
+    notes on the statistics."""
+    lines = [line for line in markdown.splitlines() if not line.lstrip().startswith("![")]
+    text = "\n".join(lines)
+    text = re.sub(r"\[([^\]]*)\]\((?:\.\./)*docs/[\w./-]+\.md\)", r"\1", text)
+    return re.sub(r"(?:see )?docs/statistics\.md", f"see '{STATISTICS_TITLE}' at the bottom of the page", text)
 
 
 def _has_cuda() -> bool:
@@ -1206,22 +1267,14 @@ def ensure_space_assets() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "animal-mnist==0.4"], check=False)
 
 
-# Study plots are wide figures: show each whole in a wide cell instead of cropping it to a square thumbnail. The
-# queue place and timer sit in their own small box beside the Cancel button (not over the table, and without greying
-# out the status line), as plain text without the spinner.
-PROGRESS = ":is(#run-progress, #compare-progress, #tune-progress, #audit-progress)"  # the boxes beside Cancel
+# Study plots and audit images are wide figures: each is shown whole in a cell of its own shape instead of being cropped
+# to a square thumbnail. Table headers break between words only ("trial", never "tria/l").
 CSS = """
-#study-plots .thumbnail-item { aspect-ratio: 3 / 2 !important; }
-#study-plots img { object-fit: contain !important; }
-PROGRESS { border: none !important; background: transparent !important; }
-PROGRESS [data-testid=status-tracker] { position: relative !important; top: auto !important;
-  left: auto !important; height: 100% !important; background: transparent !important; display: flex !important;
-  align-items: center; justify-content: flex-start !important; }
-PROGRESS .progress-text { position: static !important; transform: none !important;
-  white-space: nowrap; text-align: left; font-size: var(--text-md) !important; font-weight: 600;
-  color: var(--body-text-color) !important; }
-PROGRESS svg { display: none; }
-""".replace("PROGRESS", PROGRESS)
+#study-plots .thumbnail-item, #audit-gallery .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
+#study-plots img, #audit-gallery img { object-fit: contain !important; height: auto !important; width: 100% !important; }
+#audit-gallery .grid-wrap, #study-plots .grid-wrap { height: auto !important; min-height: 0 !important; }
+th, th * { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important; }
+"""
 
 
 def _loopback(host: str) -> bool:
@@ -1284,6 +1337,23 @@ def oauth_available(mock_login: bool) -> bool:
     return mock_login
 
 
+def remove_stale_workdirs() -> list[Path]:
+    """Work folders of earlier runs of the app whose process has died without cleaning up (killed for memory, or by
+    SIGKILL): their visitors' files would otherwise stay on the disk. Only folders that name a dead owner go."""
+    import psutil
+
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob("tlcv-space-*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner != os.getpid() and not psutil.pid_exists(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The hf_tlcv Space: cross-validate fine-tuning from the browser.")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -1305,6 +1375,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     ensure_space_assets()
+    for folder in remove_stale_workdirs():
+        logger.info("Removed the work folder of an app that died: %s", folder.name)
     app = SpaceApp(args.workdir, local_token=local_token, local_account=local_account,
                    oauth=oauth_available(args.mock_login))
     demo = app.build()
@@ -1317,7 +1389,7 @@ def main(argv: list[str] | None = None) -> int:
     extra_paths = [] if str(app.workdir.resolve()).startswith(tempfile.gettempdir()) else [str(app.workdir)]
     try:
         demo.launch(server_name=args.host, server_port=args.port, show_error=False, run_history=False,
-                    max_file_size=app.limits.max_zip_bytes, allowed_paths=extra_paths, footer_links=["api"],
+                    max_file_size=app.budgets.upload_bytes, allowed_paths=extra_paths, footer_links=["api"],
                     css=CSS, prevent_thread_lock=True)
         # Gradio's local sign-in stand-in read this machine's login while starting; from here on nothing may.
         lock_down_credentials()

@@ -36,7 +36,9 @@ from hf_tlcv.upload import UploadError
 logger = logging.get_logger("hf_tlcv.space")
 
 __all__ = [
+    "BUDGETS",
     "RANGES",
+    "Budgets",
     "PushCredentials",
     "RunSettings",
     "VisitorError",
@@ -48,6 +50,7 @@ __all__ = [
     "redact",
     "ticked",
     "visitor_message",
+    "work_units",
 ]
 
 
@@ -68,6 +71,78 @@ RANGES: dict[str, tuple[float, float, str]] = {
     # Tune: every trial is a whole cross-validation, so a search costs up to this many runs of the first tab.
     "n_trials": (4, 10, "trials"),
 }
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What one visitor's job, and one visitor, may take of the machine. Sized for a free CPU Space (2 vCPU, 16 GB
+    RAM, 50 GB disk) that serves one job at a time; `spaces/README.md` lists them in its threat model.
+
+    Attributes:
+        max_classes: classes a job's data may have (fold models, tables and plots grow with them).
+        max_rows: rows of a Hub dataset a job may use (the sample cap's maximum).
+        max_work: units of work a job may ask for, counted before it trains (see [`work_units`]): Compare counts
+            every variant it trains, Tune every trial at its costliest strategy and largest epochs.
+        work_minutes: what `max_work` takes on a free CPU Space, for the refusal's sentence.
+        max_job_seconds: wall-clock time a job may run (from its start, preparation included); then it is stopped.
+        max_job_memory_bytes: resident memory of a job's process (and its children); then it is stopped.
+        visitor_disk_bytes: a visitor's files (runs, zips, downloads, cached features); the oldest downloads, then
+            the oldest runs, go first when a new job needs the room.
+        max_waiting: jobs waiting for the machine, all visitors together; one per visitor.
+        upload_bytes: one uploaded file (Gradio's `max_file_size`: a zip, or an image to classify).
+    """
+
+    max_classes: int = 100
+    max_rows: int = 10_000
+    max_work: int = 15_000
+    work_minutes: int = 25
+    max_job_seconds: int = 30 * 60
+    max_job_memory_bytes: int = 8 * 2**30
+    visitor_disk_bytes: int = 2 * 2**30
+    max_waiting: int = 16
+    upload_bytes: int = 50 * 2**20
+
+    def describe(self) -> str:
+        """The budgets in words, for the page."""
+        return (f"Each job may have at most {self.max_classes} classes and {self.max_work:,} units of work (about "
+                f"{self.work_minutes} minutes of full fine-tuning at 128 px; Compare and Tune count every "
+                f"cross-validation they run), and runs at most {self.max_job_seconds // 60} minutes in "
+                f"{self.max_job_memory_bytes / 2**30:.0f} GB of memory; your files may take "
+                f"{self.visitor_disk_bytes / 2**30:.0f} GB (the oldest go first).")
+
+
+BUDGETS = Budgets()
+
+# Cost of one training image-epoch at 128 px, relative to full fine-tuning, per strategy; LoRA's adapters sit in every
+# block, so its backward pass is nearly full. A linear probe trains its head on cached features (almost free); it and
+# freezing pay one forward pass per image for the cache, and every fold pays one evaluation pass of its rows.
+_STRATEGY_COST = {"full": 1.0, "lora": 1.0, "freeze": 0.6, "linear_probe": 0.02}
+_FORWARD_PASS = 0.35
+
+
+def work_units(n_rows: int, image_size: int, fold_trainings: int, n_folds: int, epochs: float,
+               strategy: str) -> float:
+    """Units of work of `fold_trainings` trainings (folds x repeats x variants or trials) of `epochs` epochs on
+    `n_rows` rows cut in `n_folds` folds: training image-epochs weighted by what trains, plus the forward passes of
+    the feature cache and of every fold's evaluation, all scaled by the image area relative to 128 px. One unit is
+    one training image-epoch of full fine-tuning at 128 px: about 10 per second on 2 CPU cores (EfficientNet-Lite0).
+
+    Example:
+    ```python
+    >>> round(work_units(1000, 128, 5, 5, 3, "linear_probe"))  # the page's default run
+    940
+    >>> round(work_units(1000, 128, 5, 5, 3, "full"))  # the same, fully fine-tuned
+    12350
+
+    ```
+    """
+    scale = (image_size / 128) ** 2
+    n_train = n_rows * (n_folds - 1) / n_folds
+    training = fold_trainings * epochs * n_train * _STRATEGY_COST[strategy]
+    passes = fold_trainings * (n_rows / n_folds) * _FORWARD_PASS
+    if strategy in ("linear_probe", "freeze"):
+        passes += n_rows * _FORWARD_PASS
+    return scale * (training + passes)
 
 
 def bounded(name: str, value, integer: bool = True):

@@ -64,8 +64,11 @@ def test_tune_runs_a_small_search_and_shows_the_saved_report(space):
     assert status.startswith("**Done:** 4 trials in"), status
     folder = latest(space, "visitor-*/tune-*/search_report.json").parent
     saved = SearchReport.load(folder)
-    # What the page shows is the saved report, without its plot links (the plot is shown beside it).
-    assert report == saved.to_markdown(plots_dir=None)
+    # What the page shows is the saved report, without its plot links (the plot is shown beside it), and with the
+    # project's documentation file, which a visitor cannot open, pointed to the page's own notes.
+    assert "docs/" not in report
+    assert report == saved.to_markdown(plots_dir=None).replace(
+        "see docs/statistics.md", "see 'How the numbers are computed' at the bottom of the page")
     assert len(saved.trials) == 4 and saved.n_folds == 2 and saved.metric == "accuracy"
     for trial in saved.trials:
         # The space is the ticked strategies and the first tab's epochs.
