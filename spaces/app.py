@@ -56,6 +56,8 @@ from boundary import (  # noqa: E402  (spaces/ is the script's folder, first on 
     VisitorError,
     bounded,
     check_hub_repo,
+    duration,
+    size,
     hub_repo_id,
     identity_markdown,
     push_credentials,
@@ -205,7 +207,7 @@ class Visitor:
             raise VisitorError(none_yet)
         if name not in self.runs:
             raise VisitorError(f"There is no run {name[:100]!r} in your session; choose one of your runs from the "
-                               "list.")
+                               "list.", own=repr(name[:100]))
         return name
 
     def remove_if_left(self) -> None:
@@ -639,11 +641,11 @@ class SpaceApp:
                                   "start again.")
         if why == "time":
             return _say("error", f"stopped {done + ' ' if done else ''}at the Space's limit of "
-                                 f"{self.budgets.max_job_seconds // 60} minutes per job. Lower the sample cap, the "
-                                 "image size, the epochs or the folds.")
+                                 f"{duration(self.budgets.max_job_seconds)} per job. Lower the sample cap, the image "
+                                 "size, the epochs or the folds.")
         return _say("error", f"stopped {done + ' ' if done else ''}at the Space's memory limit of "
-                             f"{self.budgets.max_job_memory_bytes / 2**30:.0f} GB per job. Lower the image size or "
-                             "the sample cap, or use fewer classes.")
+                             f"{size(self.budgets.max_job_memory_bytes)} per job. Lower the image size or the sample "
+                             "cap, or use fewer classes.")
 
     # ---- run ---------------------------------------------------------------------------------------------------
     def run(self, source, upload, hub_id, hub_split, label_column, model_source, hub_model, strategy, freeze_layers,

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from transformers.utils import logging
@@ -55,7 +55,15 @@ __all__ = [
 
 
 class VisitorError(ValueError):
-    """A request the Space refuses; the message is written for the visitor (it is still escaped when shown)."""
+    """A request the Space refuses; the message is written for the visitor (it is still escaped when shown).
+
+    `own`: text the visitor typed that the message quotes. It is shown back as typed (escaped), not redacted: a
+    path-shaped id the visitor sent tells them nothing about this machine, and garbling it would hide their mistake.
+    """
+
+    def __init__(self, message: str, *, own: str | None = None):
+        super().__init__(message)
+        self.own = own
 
 
 # ---- numbers ---------------------------------------------------------------------------------------------------------
@@ -106,12 +114,38 @@ class Budgets:
         """The budgets in words, for the page."""
         return (f"Each job may have at most {self.max_classes} classes and {self.max_work:,} units of work (about "
                 f"{self.work_minutes} minutes of full fine-tuning at 128 px; Compare and Tune count every "
-                f"cross-validation they run), and runs at most {self.max_job_seconds // 60} minutes in "
-                f"{self.max_job_memory_bytes / 2**30:.0f} GB of memory; your files may take "
-                f"{self.visitor_disk_bytes / 2**30:.0f} GB (the oldest go first).")
+                f"cross-validation they run), and runs at most {duration(self.max_job_seconds)} in "
+                f"{size(self.max_job_memory_bytes)} of memory; your files may take {size(self.visitor_disk_bytes)} "
+                "(the oldest go first).")
 
 
-BUDGETS = Budgets()
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> "Budgets":
+        """The budgets, each replaced by the environment variable `HF_TLCV_SPACE_<FIELD>` when it is set (a whole
+        number): an owner on bigger hardware raises them, the tests lower them."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for item in fields(cls):
+            raw = environ.get(f"HF_TLCV_SPACE_{item.name.upper()}")
+            if raw is not None:
+                try:
+                    values[item.name] = int(raw)
+                except ValueError:
+                    raise SystemExit(f"HF_TLCV_SPACE_{item.name.upper()} must be a whole number (got {raw!r}).") from None
+        return cls(**values)
+
+
+BUDGETS = Budgets.from_env()
+
+
+def duration(seconds: float) -> str:
+    """`"40 s"`, `"30 minutes"`."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} minutes"
+
+
+def size(n_bytes: float) -> str:
+    """`"400 MB"`, `"8 GB"`."""
+    return f"{n_bytes / 2**20:.0f} MB" if n_bytes < 2**30 else f"{n_bytes / 2**30:.0f} GB"
 
 # Cost of one training image-epoch at 128 px, relative to full fine-tuning, per strategy; LoRA's adapters sit in every
 # block, so its backward pass is nearly full. A linear probe trains its head on cached features (almost free); it and
@@ -223,7 +257,7 @@ def hub_repo_id(text: str | None, what: str, example: str) -> str:
     if not text:
         raise VisitorError(f"Type a Hub {what} id, e.g. {example}.")
     refusal = VisitorError(f"{text[:100]!r} is not a Hub {what} id the Space can load: type namespace/name as on "
-                           f"the Hub (letters, digits, '-', '_', '.'), e.g. {example}.")
+                           f"the Hub (letters, digits, '-', '_', '.'), e.g. {example}.", own=repr(text[:100]))
     try:
         validate_repo_id(text)
     except HFValidationError:
@@ -336,17 +370,19 @@ _TEMP_NAME = re.compile(r"\b(?:tlcv-space-|visitor-)[A-Za-z0-9_.-]{4,}|\btmp[A-Z
 _CODE = re.compile(r"`|\b[A-Za-z_][\w.]*\((?!\s*\))|\bimport\s|\bpip\s+install\b|Traceback|File \"")
 
 
-def redact(text: str, secrets: Iterable[str | None] = (), roots: Iterable[str | os.PathLike] = ()) -> str:
+def redact(text: str, secrets: Iterable[str | None] = (), roots: Iterable[str | os.PathLike] = (), *,
+           any_path: bool = True) -> str:
     """`text` without tokens (`secrets`, and anything shaped like a Hub token or an Authorization value), without
-    paths of this machine (`roots`, the temporary folder, the home and working folders, Python's prefix, and any other
-    absolute path) and without temporary-folder names."""
+    paths of this machine (`roots`, the temporary folder, the home and working folders, Python's prefix, and, with
+    `any_path`, any other absolute path) and without temporary-folder names."""
     for secret in secrets:
         if secret:
             text = scrub(text, secret)
     text = scrub(text)
     for root in _server_roots(roots):
         text = text.replace(root, "<server folder>")
-    text = _PATH.sub("<server folder>", text)
+    if any_path:
+        text = _PATH.sub("<server folder>", text)
     return _TEMP_NAME.sub("<server folder>", text)
 
 
@@ -472,4 +508,13 @@ def visitor_message(exc: BaseException, *, secrets: Iterable[str | None] = (),
         logger.error("Unexpected error while serving a visitor [%s]:\n%s", reference, detail)
         sentence = (f"Something went wrong on the server (reference {reference}). The app is still usable: try "
                     "again, or tell the Space's owner the reference.")
+    own = getattr(exc, "own", None) if expected else None
+    if own and own in sentence:
+        # The visitor's own words go back as they typed them ('../../etc' stays readable), except for what is this
+        # machine's: its folders, its temporary names, tokens.
+        shown = escape_markdown(redact(own, secrets, roots, any_path=False))
+        return escape_markdown(redact(sentence.replace(own, _OWN), secrets, roots)).replace(_OWN, shown)
     return escape_markdown(redact(sentence, secrets, roots))
+
+
+_OWN = "VISITORTEXTQUOTED"  # stands for the visitor's own words while the rest of a sentence is redacted

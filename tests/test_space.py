@@ -165,12 +165,11 @@ def test_a_second_visitor_waits_in_the_queue_and_a_run_can_be_cancelled(visitor,
     for label, value in SMALL_RUN.items():
         set_number(other, label, value)
     other.locator("#run-button").click()
-    place = other.get_by_text(re.compile(r"queue: \d+/\d+")).first
-    expect(place).to_be_visible(timeout=ANSWER_MS)
-    # The queue place is drawn beside the buttons, not over the table; the status line stays readable, not greyed.
+    # Its place in the line is in its status line, readable: not greyed, not drawn over, not over the table.
+    place = other.locator("#run-status")
+    expect(place).to_contain_text(re.compile(r"Queued: place 1 of 1 in the queue"), timeout=ANSWER_MS)
     assert not boxes_overlap(place.bounding_box(), other.locator("#fold-table").bounding_box())
-    assert place.evaluate(UNCOVERED)  # and nothing is drawn over it
-    expect(other.locator("#run-status")).to_contain_text("Queued")
+    assert place.evaluate(UNCOVERED)
     assert other.locator("#run-status").evaluate("e => getComputedStyle(e).opacity") == "1"
     assert other.locator("#run-status [data-testid=status-tracker]:visible").count() == 0  # no loading overlay
     shot(other, "06_second_visitor_queued", full_page=False)
@@ -195,10 +194,10 @@ def test_cancel_while_queued_says_the_run_will_not_start(visitor, browser, space
     start_long_run(page)
     other = open_visitor(browser, space.url)
     other.locator("#run-button").click()
-    expect(other.get_by_text(re.compile(r"queue: \d+/\d+")).first).to_be_visible(timeout=ANSWER_MS)
+    expect(other.locator("#run-status")).to_contain_text("place 1 of 1 in the queue", timeout=ANSWER_MS)
     other.locator("#cancel-button").click()
     expect(other.locator("#run-status")).to_contain_text("was still waiting in the queue; it will not start")
-    assert "next training step" not in other.locator("#run-status").inner_text()
+    assert "cancelling" not in other.locator("#run-status").inner_text()
     page.locator("#cancel-button").click()
     assert cancelled_after(page) < LONG_RUN["folds k"]
     expect(other.locator("#run-status")).to_contain_text("stopped before it started", timeout=RUN_MS)
@@ -297,7 +296,9 @@ def test_compare_pretrained_with_scratch_and_a_baseline_on_the_same_folds(visito
     page.get_by_role("tab", name="Cross-validate").click()
     set_number(page, "folds k", 3)
     page.get_by_role("tab", name="Compare").click()
-    page.get_by_label("Pretrained vs. a classical baseline (raw pixels or TF-IDF + logistic regression)").check()
+    baseline = page.get_by_label("Pretrained vs. a classical baseline (raw pixels or TF-IDF + logistic regression)")
+    assert baseline.is_checked()  # the default comparison: it trains in seconds and informs
+    page.get_by_label("Pretrained vs. from scratch").check()
     page.locator("#compare-button").click()
     # pretrained, from scratch, and the baseline fitted on the same folds
     expect(page.locator("#compare-status")).to_contain_text("3 variants on identical folds", timeout=RUN_MS)
@@ -311,7 +312,6 @@ def test_compare_pretrained_with_scratch_and_a_baseline_on_the_same_folds(visito
 # ---- the API path ------------------------------------------------------------------------------------------------
 def test_gradio_client_runs_queues_and_keeps_visitors_apart(space, tmp_path):
     from gradio_client import Client, handle_file
-    from gradio_client.utils import Status
 
     slow, quick, stranger = (Client(space.url, verbose=False) for _ in range(3))
     assert {"/preview", "/run", "/cancel", "/compare", "/predict", "/push"} <= set(
@@ -324,9 +324,9 @@ def test_gradio_client_runs_queues_and_keeps_visitors_apart(space, tmp_path):
                or long_job.done(), "the long run to train its first fold")
     assert not long_job.done(), long_job.outputs()  # it trains: the machine's one training slot is taken
     quick_job = quick.submit(*run_args(), api_name="/run")
-    # It waits behind the running job, with its place in the queue.
-    status = wait_until(lambda: (s := quick_job.status()).code == Status.IN_QUEUE and s, "the quick run to queue")
-    assert status.rank is not None and status.rank >= 0
+    # It waits behind the running job, with its place in the line.
+    wait_until(lambda: any("place 1 of 1 in the queue" in str(o[0]) for o in quick_job.outputs()),
+               "the quick run to queue")
     assert "cancelling" in slow.predict(api_name="/cancel")
     last = long_job.result(timeout=RUN_MS / 1000)[0]
     assert re.search(r"Cancelled:\*\* stopped after [01] finished fold\(s\)", last), last

@@ -326,3 +326,77 @@ def test_class_names_from_an_upload_are_text_in_the_model_card(tmp_path, monkeyp
     # The card's own plots are images; a class name never becomes a link, an element or a heading.
     assert not re.search(r"<a [^>]*javascript|<img [^>]*onerror|<h1>cat", rendered), rendered
     assert "Classes (3): [click me](javascript:alert(1)), <img src=x onerror=alert(1)>, # cat" in shown_text(rendered)
+
+
+@pytest.mark.parametrize("text", ["../../etc", "/etc/passwd", "~/models", "../visitor-abc/run-1"])
+def test_a_refusal_quotes_the_visitors_own_text_as_typed(text, tmp_path, monkeypatch):
+    """The id the visitor typed comes back as they typed it (escaped), not as '<server folder>': it tells them nothing
+    about this machine, and garbling it hides their mistake. The rest of the sentence is still redacted."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(VisitorError) as caught:
+        hub_repo_id(text, "model", "google/vit-base-patch16-224-in21k")
+    message = visitor_message(caught.value, roots=[tmp_path])
+    assert shown_text(markdown().render(message)).startswith(repr(text)), message
+    assert "server folder" not in message
+    token = "hf_" + "a" * 34
+    with pytest.raises(VisitorError) as caught:
+        hub_repo_id(f"{token}/x/y", "model", "me/x")
+    assert token not in visitor_message(caught.value)  # a token typed as an id is still masked
+
+
+def test_the_visitors_own_text_still_loses_this_machines_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server_path = str(tmp_path / "tlcv-space-abcd1234" / "visitor-efgh5678" / "run-1")
+    with pytest.raises(VisitorError) as caught:
+        hub_repo_id(server_path, "model", "me/x")
+    message = visitor_message(caught.value, roots=[tmp_path])
+    assert str(tmp_path) not in message and "tlcv-space-abcd" not in message and "visitor-efgh" not in message
+
+
+# ---- budgets and the line (issue 24) ---------------------------------------------------------------------------------
+def test_work_grows_with_every_factor_and_the_issues_reproductions_are_over_budget():
+    from boundary import BUDGETS, work_units
+
+    base = dict(n_rows=1000, image_size=128, fold_trainings=5, n_folds=5, epochs=3, strategy="full")
+    units = work_units(**base)
+    assert work_units(**{**base, "fold_trainings": 10}) > 1.9 * units  # trainings, epochs: proportional
+    assert work_units(**{**base, "epochs": 6}) > 1.9 * units
+    assert work_units(**{**base, "image_size": 256}) == pytest.approx(4 * units)  # the image area
+    assert work_units(**{**base, "strategy": "linear_probe"}) < 0.1 * units  # features once, then the head only
+    # The page's defaults fit; the same run fully fine-tuned fits too (about 20 minutes on the Space).
+    assert work_units(1000, 128, 5, 5, 3, "linear_probe") < work_units(1000, 128, 5, 5, 3, "full") < BUDGETS.max_work
+    # What the issue reproduced does not: Tune at 10 trials x 10 folds x 20 epochs at 224 px, a full fine-tune at
+    # k = 10 x 5 repeats.
+    assert work_units(10_000, 224, 10 * 10, 10, 20, "full") > 100 * BUDGETS.max_work
+    assert work_units(1000, 128, 10 * 5, 10, 3, "full") > BUDGETS.max_work
+
+
+def test_an_owner_sets_the_budgets_through_the_environment():
+    from boundary import Budgets
+
+    budgets = Budgets.from_env({"HF_TLCV_SPACE_MAX_CLASSES": "300", "HF_TLCV_SPACE_MAX_JOB_SECONDS": "40"})
+    assert (budgets.max_classes, budgets.max_job_seconds, budgets.max_work) == (300, 40, Budgets().max_work)
+    assert "300 classes" in budgets.describe() and "40 s" in budgets.describe()
+    with pytest.raises(SystemExit, match="HF_TLCV_SPACE_MAX_CLASSES must be a whole number"):
+        Budgets.from_env({"HF_TLCV_SPACE_MAX_CLASSES": "many"})
+
+
+def test_the_line_takes_one_job_per_visitor_in_order_and_is_bounded(tmp_path):
+    pytest.importorskip("gradio")
+    from app import Job, JobQueue, Visitor
+
+    line = JobQueue(max_waiting=2)
+    ann, bob, cid, dan = (Visitor(tmp_path / name) for name in "abcd")
+    first, second = Job(ann, "run"), Job(bob, "study")
+    line.join(first)
+    line.join(second)
+    assert line.place(first) == (0, 1) and line.place(second) == (1, 1)
+    with pytest.raises(VisitorError, match="Your cross-validation is still queued or running: one job per visitor"):
+        line.join(Job(ann, "tune"))  # whatever the tab
+    line.join(Job(cid, "run"))
+    with pytest.raises(VisitorError, match="The Space is busy: 2 jobs are waiting"):
+        line.join(Job(dan, "run"))
+    line.leave(first)
+    assert ann.job is None and line.place(second) == (0, 1)  # the next one has the machine
+    line.join(Job(ann, "tune"))  # and the first visitor may queue again
+    assert line.place(ann.job) == (2, 2)
