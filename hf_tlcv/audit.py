@@ -598,7 +598,7 @@ class AuditReport:
             self.issues.to_parquet(tmp, index=False)
         written["issues"] = folder / ISSUES_FILE
         if self.image_column is not None and self.dataset is not None:
-            from .audit_plots import plot_duplicate_pairs, plot_label_issues
+            from .audit_plots import SAVE_DPI, plot_duplicate_pairs, plot_label_issues
 
             for name, filename, draw, size in (("gallery", GALLERY_FILE, plot_label_issues, gallery_size),
                                                ("pairs", PAIRS_FILE, plot_duplicate_pairs, gallery_size // 2)):
@@ -607,7 +607,7 @@ class AuditReport:
                     if figure is None:
                         continue
                     with atomic_path(folder / filename) as tmp:
-                        figure.savefig(tmp, dpi=100, format="png")
+                        figure.savefig(tmp, dpi=SAVE_DPI, format="png")
                     written[name] = folder / filename
                 except Exception as exc:  # noqa: BLE001 - a drawing problem must not lose the audit
                     logger.warning(f"Could not draw {filename}: {exc}")

@@ -174,10 +174,12 @@ class SearchReport:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if plots:
+            from .plots import DPI
+
             (directory / PLOTS_DIR).mkdir(exist_ok=True)
             for name, figure in (("history", self.plot_history()), ("importance", self.plot_importance())):
                 if figure is not None:
-                    figure.savefig(directory / PLOTS_DIR / PLOT_FILES[name], dpi=110)
+                    figure.savefig(directory / PLOTS_DIR / PLOT_FILES[name], dpi=DPI)
         write_json_atomic(directory / REPORT_JSON, self.to_dict(), indent=2)
         write_text_atomic(directory / REPORT_MD, self.to_markdown() + "\n")
         return directory / REPORT_MD
@@ -304,9 +306,9 @@ class SearchReport:
     def plot_history(self) -> "Figure":
         """The objective per trial in order (complete: dots; pruned: crosses at their last running mean) and the best
         so far."""
-        from matplotlib.figure import Figure
+        from .plots import LITERAL_TEXT, bounded_figure, short_label
 
-        fig = Figure(figsize=(7, 4))
+        fig = bounded_figure(7, 4)
         ax = fig.subplots()
         complete = [(r["trial"], r["value"]) for r in self.trials if r["state"] == "complete"]
         pruned = [(r["trial"], r["last_intermediate"]) for r in self.trials
@@ -323,7 +325,7 @@ class SearchReport:
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial")
-        ax.set_ylabel(f"cross-validated {self.metric}")
+        ax.set_ylabel(f"cross-validated {short_label(self.metric)}", **LITERAL_TEXT)
         ax.set_title("Optimisation history")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -334,12 +336,14 @@ class SearchReport:
         """Optuna's parameter importances as horizontal bars (`None` when there are none)."""
         if not self.importance:
             return None
-        from matplotlib.figure import Figure
+        from .plots import LITERAL_TEXT, bounded_figure, short_label
 
         names = list(self.importance)[::-1]
-        fig = Figure(figsize=(6, 0.5 + 0.45 * len(names)))
+        fig = bounded_figure(6, 0.5 + 0.45 * len(names))
         ax = fig.subplots()
-        ax.barh(names, [self.importance[n] for n in names], color="#3182bd")
+        # Numeric positions with the names as fixed tick labels: a categorical axis would draw them as mathtext.
+        ax.barh(range(len(names)), [self.importance[n] for n in names], color="#3182bd")
+        ax.set_yticks(range(len(names)), [short_label(n) for n in names], **LITERAL_TEXT)
         ax.set_xlabel("importance (share of the objective's variance)")
         ax.set_title("Parameter importance")
         fig.tight_layout()
