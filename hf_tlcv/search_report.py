@@ -217,35 +217,38 @@ class SearchReport:
 
     def to_markdown(self, plots_dir: str | None = PLOTS_DIR) -> str:
         """The report as markdown (`search_report.md`), plots linked as `plots_dir/...` (`None`: no plots)."""
+        from ._markdown import escape_markdown as text  # the metric's and the search space's names are users'
+
         done = [r for r in self.trials if r["state"] in ("complete", "pruned")]
         arrow = "higher" if self.direction == "maximize" else "lower"
         lines = ["# Hyperparameter search on cross-validation", "",
                  f"{len(done)} trials ({self.backend}), each a {self.n_folds}-fold cross-validation on the same folds "
                  f"(fingerprint `{str(self.folds_fingerprint)[:12]}`"
                  + ("" if self.same_folds else ", **but some trials ran on other folds**")
-                 + f"); objective: cross-validated mean of {self.metric} ({arrow} is better). Intervals: "
+                 + f"); objective: cross-validated mean of {text(self.metric)} ({arrow} is better). Intervals: "
                    f"corrected for the overlapping training sets ({self._ci_method()}; see docs/statistics.md).", ""]
         lines += ["## Best trial", ""]
         if self.best is None:
             lines += ["No trial finished unpruned.", ""]
         else:
             summary = self.best.get("summary") or {}
-            lines += [f"Trial {self.best['trial']}: {self.metric} {_fmt(self.best['value'])} (95% interval "
+            lines += [f"Trial {self.best['trial']}: {text(self.metric)} {_fmt(self.best['value'])} (95% interval "
                       f"{_interval(summary.get('ci95'))}), folder `trials/{self.best['run']}`.", "",
                       "| setting | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v, 6)} |" for k, v in self.best["settings"].items()]
+            lines += [f"| {text(k)} | {text(_fmt(v, 6))} |" for k, v in self.best["settings"].items()]
             lines.append("")
         if self.comparison is not None:
             c = self.comparison
             lines += ["## Best vs. runner-up (paired, on shared folds)", "", c["text"], ""]
-        lines += ["## Trials", "", "| trial | state | " + f"{self.metric} (mean) | 95% interval | folds | settings |",
+        lines += ["## Trials", "",
+                  f"| trial | state | {text(self.metric)} (mean) | 95% interval | folds | settings |",
                   "|---|---|---|---|---|---|"]
         for r in self.trials:
             summary = r["summary"] or {}
             state = (f"interrupted, retried as trial {r['trial']}" if r["state"] == "interrupted" else
                      r["state"] + (" (resumed)" if r["retry_of"] is not None else ""))
             value = _fmt(r["value"]) if r["state"] == "complete" else "–"
-            settings = ", ".join(f"{k}={_fmt(v, 6)}" for k, v in r["settings"].items())
+            settings = _settings_markdown(r["settings"])
             lines.append(f"| {r['trial']} | {state} | {value} | {_interval(summary.get('ci95'))} | "
                          f"{len(r['fold_scores'])}/{self.n_folds} | {settings} |")
         lines += ["", "## Pruning", "", self.pruning_text(), ""]
@@ -256,7 +259,7 @@ class SearchReport:
                       "trial(s) (same model, cut and data).", ""]
         lines += ["## Parameter importance", ""]
         if self.importance:
-            lines += [f"- {k}: {v:.3f}" for k, v in self.importance.items()]
+            lines += [f"- {text(k)}: {v:.3f}" for k, v in self.importance.items()]
         else:
             lines.append(self.importance_note or "Not computed.")
         if plots_dir is not None:
@@ -284,20 +287,22 @@ class SearchReport:
         return ", ".join(sorted(methods)) or "corrected_t"
 
     def _nested_markdown(self) -> list[str]:
+        from ._markdown import escape_markdown
+
         n = self.nested
         est = n["estimate"]
         lines = ["## Nested search: the honest estimate of tuning", "",
                  f"The search ran again inside each of {len(n['outer_folds'])} outer folds ({n['inner_folds']}-fold "
                  "inner cross-validation on the outer-train rows only); each outer fold scored its winner on rows no "
                  f"trial of its search saw ({'checked' if n['isolated'] else '**NOT isolated**'}, `nested/*/rows.json`).",
-                 "", f"- Estimate of tune-then-train: {self.metric} {_fmt(est['mean'])} (95% interval "
+                 "", f"- Estimate of tune-then-train: {escape_markdown(self.metric)} {_fmt(est['mean'])} (95% interval "
                      f"{_interval(est.get('ci95'))})",
                  f"- Best trial's own cross-validated mean: {_fmt(n.get('selected_mean'))} (optimism "
                  f"{_fmt(n.get('optimism'))})",
                  f"- Mean inner best over the outer folds: {_fmt(n['inner_mean'])}", "",
                  "| outer fold | winner | inner best | outer score | settings |", "|---|---|---|---|---|"]
         for r in n["outer_folds"]:
-            settings = ", ".join(f"{k}={_fmt(v, 6)}" for k, v in r["settings"].items())
+            settings = _settings_markdown(r["settings"])
             lines.append(f"| {r['fold']} | trial {r['best_trial']} | {_fmt(r['inner_best'])} | "
                          f"{_fmt(r['outer_score'])} | {settings} |")
         return lines
@@ -348,6 +353,13 @@ class SearchReport:
         ax.set_title("Parameter importance")
         fig.tight_layout()
         return fig
+
+
+def _settings_markdown(settings: dict) -> str:
+    """A trial's settings as one table cell (names and values escaped: a search space may hold any string)."""
+    from ._markdown import escape_markdown
+
+    return escape_markdown(", ".join(f"{k}={_fmt(v, 6)}" for k, v in settings.items()))
 
 
 def _pruning(runs: dict[Any, tuple[str, int]], n_folds: int) -> dict:
