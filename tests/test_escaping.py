@@ -220,3 +220,20 @@ def test_audit_galleries_are_drawn_with_hostile_names(tmp_path):
         assert f"given: {short_label(rec.given, 20)}" in title
     pairs = [ax.get_title().split("\n")[1] for ax in plot_duplicate_pairs(report, max_items=4).axes if ax.get_title()]
     assert pairs[:2] == [short_label(HOSTILE[0], 20), short_label(HOSTILE[1], 20)]
+
+
+def test_study_plots_draw_hostile_variant_names_literally(tmp_path):
+    from hf_tlcv.report import StudyReport
+    from hf_tlcv.study_plots import plot_lr_curve, plot_variant_scores, save_study_plots
+
+    names = HOSTILE[:5]
+    variants = {name: _results(["cat", "dog"]) for name in names}
+    info = {name: {"run": name, "label": "", "x": 1e-4 * (i + 1), "tick": name} for i, name in enumerate(names)}
+    report = StudyReport([], variants, {"lr": names}, info, "$^^$ <b>|")
+    written = save_study_plots(report, tmp_path)
+    assert set(written) == {"variant_scores_lr", "lr_curve"} and all(p.stat().st_size for p in written.values())
+    ax = plot_variant_scores(report, "lr").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [short_label(n) for n in names]
+    assert ax.get_ylabel() == "eval $^^$ <b>|"
+    ax = plot_lr_curve(report).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [short_label(n) for n in names]
