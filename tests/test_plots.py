@@ -146,7 +146,8 @@ def test_many_classes_plots_peak_memory_is_bounded(tmp_path):
 
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", _MEMORY_SCRIPT, str(4 << 30),
                            str(Path(__file__).parent), str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     growth = dict(line.split() for line in done.stdout.splitlines())
     assert set(growth) == {"300", "1000"}
