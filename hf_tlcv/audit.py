@@ -598,7 +598,7 @@ class AuditReport:
             self.issues.to_parquet(tmp, index=False)
         written["issues"] = folder / ISSUES_FILE
         if self.image_column is not None and self.dataset is not None:
-            from .audit_plots import plot_duplicate_pairs, plot_label_issues
+            from .audit_plots import SAVE_DPI, plot_duplicate_pairs, plot_label_issues
 
             for name, filename, draw, size in (("gallery", GALLERY_FILE, plot_label_issues, gallery_size),
                                                ("pairs", PAIRS_FILE, plot_duplicate_pairs, gallery_size // 2)):
@@ -607,7 +607,7 @@ class AuditReport:
                     if figure is None:
                         continue
                     with atomic_path(folder / filename) as tmp:
-                        figure.savefig(tmp, dpi=100, format="png")
+                        figure.savefig(tmp, dpi=SAVE_DPI, format="png")
                     written[name] = folder / filename
                 except Exception as exc:  # noqa: BLE001 - a drawing problem must not lose the audit
                     logger.warning(f"Could not draw {filename}: {exc}")
@@ -630,18 +630,23 @@ class AuditReport:
             images: `{"gallery": path, "pairs": path}` relative to where the markdown is read (what `save` wrote).
             heading: the section's heading level.
         """
+        # Class names, the embedding model's name and the rows' texts are users' strings: each goes through
+        # escape_markdown (a table cell stays one cell, HTML and links stay text).
+        from ._markdown import escape_markdown as escape
+
         images = images or {}
         sub = heading + "#"
         n_eval = int(self.fold_leakage["n_eval"].sum())
         lines = [f"{heading} Data audit", "",
                  f"cleanlab `Datalab` on the out-of-fold probabilities of this cross-validation"
                  f"{f' (mean over {self.n_repeats} repeats)' if self.n_repeats > 1 else ''}"
-                 + (f" and the pretrained embeddings ({self.embeddings_from})" if self.embeddings_from else "")
+                 + (f" and the pretrained embeddings ({escape(self.embeddings_from)})"
+                    if self.embeddings_from else "")
                  + f": {len(self.issues)} rows audited. No model was trained for it.", "",
                  "| issue | rows flagged | share | score (1 = clean) |", "|---|---:|---:|---:|"]
         for rec in self.issue_summary.itertuples():
-            lines.append(f"| {rec.issue_type} | {rec.num_issues} | {rec.num_issues / max(len(self.issues), 1):.1%} "
-                         f"| {rec.score:.3f} |")
+            lines.append(f"| {escape(rec.issue_type)} | {rec.num_issues} | "
+                         f"{rec.num_issues / max(len(self.issues), 1):.1%} | {rec.score:.3f} |")
         issues = self.label_issues
         if len(issues):
             lines += ["", f"{sub} Suspected label errors", "",
@@ -652,12 +657,13 @@ class AuditReport:
                       "|---:|---|---|---:|---:|" + ("---|" if text else "")]
             for rec in issues.head(max_rows).itertuples():
                 cell = f" {_md_text(self.texts.get(int(rec.row), ''))} |" if text else ""
-                lines.append(f"| {rec.row} | {rec.given} | {rec.predicted} | {rec.prob_prediction:.3f} | "
-                             f"{rec.prob_label:.3f} |{cell}")
+                lines.append(f"| {rec.row} | {escape(rec.given)} | {escape(rec.predicted)} | "
+                             f"{rec.prob_prediction:.3f} | {rec.prob_label:.3f} |{cell}")
             if "gallery" in images:
                 lines += ["", f"![suspected label errors]({images['gallery']})"]
         lines += ["", f"{sub} Near-duplicates across folds (leakage)", "",
-                  f"{len(self.near_duplicate_pairs)} near-duplicate pairs ({self.metric or 'embedding'} distance below "
+                  f"{len(self.near_duplicate_pairs)} near-duplicate pairs ({escape(self.metric or 'embedding')} "
+                  "distance below "
                   f"{self.near_duplicate_threshold:g} x the median nearest-neighbour distance) in "
                   f"{len(self.near_duplicate_sets)} sets. {self.n_leaked} of {n_eval} evaluations "
                   f"({self.n_leaked / max(n_eval, 1):.1%}) were of a row with a near-duplicate in its fold's "
@@ -674,7 +680,7 @@ class AuditReport:
                       "|---:|---:|---:|---:|---:|---|---|"]
             for rec in straddling.head(max_rows).itertuples():
                 lines.append(f"| {rec.row_a} | {rec.row_b} | {rec.distance:.4f} | {rec.fold_a} | {rec.fold_b} | "
-                             f"{names[rec.label_a]} | {names[rec.label_b]} |")
+                             f"{escape(names[rec.label_a])} | {escape(names[rec.label_b])} |")
             if "pairs" in images:
                 lines += ["", f"![near-duplicates split across folds]({images['pairs']})"]
             n_groups = len(np.unique(self.groups))
@@ -700,8 +706,11 @@ def _rewrite_card(directory: Path) -> dict[str, Path]:
 
 
 def _md_text(text: str, width: int = 90) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """A row's text as one table cell: whitespace runs as one space, shortened to `width` characters, escaped."""
+    from ._markdown import escape_markdown
+
+    text = " ".join(str(text).split())
+    return escape_markdown(text if len(text) <= width else text[: width - 1] + "…")
 
 
 # ---- the audit -----------------------------------------------------------------------------------------------
@@ -989,9 +998,12 @@ class GroupedComparison:
         def interval(s):
             return f"[{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
 
+        from ._markdown import escape_markdown
+
         t = self.test
         return "\n".join([
-            f"| {self.metric} | mean over folds | 95% interval | pooled out-of-fold |", "|---|---:|---|---:|",
+            f"| {escape_markdown(self.metric)} | mean over folds | 95% interval | pooled out-of-fold |",
+            "|---|---:|---|---:|",
             f"| ungrouped (as run) | {self.ungrouped['mean']:.4f} | {interval(self.ungrouped)} | "
             f"{self.ungrouped['pooled']:.4f} |",
             f"| grouped by near-duplicates | {self.grouped['mean']:.4f} | {interval(self.grouped)} | "

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_duplicate_pairs", "plot_label_issues"]
 
+SAVE_DPI = 100  # what `AuditReport.save` writes the galleries with
+
 
 def _image(report: "AuditReport", row: int) -> np.ndarray:
     return np.asarray(report.dataset[int(row)][report.image_column].convert("RGB"))
@@ -33,10 +35,11 @@ def _shown(report: "AuditReport", frame, max_items: int):
 
 
 def _grid(n: int, columns: int, cell: float, title_lines: int) -> tuple["Figure", np.ndarray]:
-    from matplotlib.figure import Figure
+    from .plots import bounded_figure
 
     rows = math.ceil(n / columns)
-    figure = Figure(figsize=(cell * columns, (cell + 0.17 * title_lines) * rows + 0.5))
+    # Capped at MAX_PIXELS a side at the dpi `AuditReport.save` uses: a large `max_items` shrinks the images instead.
+    figure = bounded_figure(cell * columns, (cell + 0.17 * title_lines) * rows + 0.5, dpi=SAVE_DPI)
     axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
     for ax in axes:
         ax.axis("off")
@@ -52,14 +55,17 @@ def plot_label_issues(report: "AuditReport", max_items: int = 16, columns: int =
         max_items: images shown at most.
         columns: images per line.
     """
+    from .plots import LITERAL_TEXT, short_label
+
     issues = _shown(report, report.label_issues, max_items)
     if issues is None:
         return None
     figure, axes = _grid(len(issues), min(columns, len(issues)), cell=1.7, title_lines=3)
     for ax, rec in zip(axes, issues.itertuples()):
         ax.imshow(_image(report, rec.row), interpolation="nearest")
-        ax.set_title(f"row {rec.row}\ngiven: {rec.given}\npred: {rec.predicted} ({rec.prob_prediction:.2f})",
-                     fontsize=7, color="#a50f15")
+        ax.set_title(f"row {rec.row}\ngiven: {short_label(rec.given, 20)}\n"
+                     f"pred: {short_label(rec.predicted, 20)} ({rec.prob_prediction:.2f})",
+                     fontsize=7, color="#a50f15", **LITERAL_TEXT)
     figure.suptitle(f"Suspected label errors ({len(report.label_issues)} flagged; out-of-fold probabilities)",
                     fontsize=9)
     figure.tight_layout()
@@ -75,6 +81,8 @@ def plot_duplicate_pairs(report: "AuditReport", max_items: int = 8, columns: int
         max_items: pairs shown at most.
         columns: pairs per line.
     """
+    from .plots import LITERAL_TEXT, short_label
+
     pairs = _shown(report, report.straddling_pairs, max_items)
     if pairs is None:
         return None
@@ -84,7 +92,7 @@ def plot_duplicate_pairs(report: "AuditReport", max_items: int = 8, columns: int
         for ax, row, label, fold in ((axes[2 * i], rec.row_a, rec.label_a, rec.fold_a),
                                      (axes[2 * i + 1], rec.row_b, rec.label_b, rec.fold_b)):
             ax.imshow(_image(report, row), interpolation="nearest")
-            ax.set_title(f"row {row}, fold {fold}\n{names[label]}", fontsize=7)
+            ax.set_title(f"row {row}, fold {fold}\n{short_label(names[label], 20)}", fontsize=7, **LITERAL_TEXT)
         axes[2 * i].text(1.0, -0.08, f"distance {rec.distance:.3f}", transform=axes[2 * i].transAxes,
                          ha="center", va="top", fontsize=7)
     figure.suptitle(f"Near-duplicates split across folds ({len(report.straddling_pairs)} pairs)", fontsize=9)

@@ -88,24 +88,26 @@ def eval_results_for(cv: "CVResults", task: str, dataset_name: str | None) -> li
 
 
 def _data_source(cv: "CVResults") -> str | None:
+    from ._markdown import markdown_code as code
+
     data = cv.metadata.get("data") or {}
     if not data:
         return None
     if data.get("name"):
-        parts = [f"`{data['name']}`"]
+        parts = [code(data["name"])]
     elif data.get("format"):
-        parts = [f"local `{data['format']}` data"]
+        parts = [f"local {code(data['format'])} data"]
     else:
         parts = ["a dataset built in code"]
     if data.get("config"):
-        parts.append(f"config `{data['config']}`")
+        parts.append(f"config {code(data['config'])}")
     if data.get("revision"):
-        parts.append(f"revision `{data['revision']}`")
+        parts.append(f"revision {code(data['revision'])}")
     if data.get("data_files"):
         files = data["data_files"]
-        parts.append("files " + ", ".join(f"`{f}`" for f in files[:5]) + (" ..." if len(files) > 5 else ""))
+        parts.append("files " + ", ".join(code(f) for f in files[:5]) + (" ..." if len(files) > 5 else ""))
     if data.get("fingerprint"):
-        parts.append(f"fingerprint `{data['fingerprint']}`")
+        parts.append(f"fingerprint {code(data['fingerprint'])}")
     return ", ".join(parts)
 
 
@@ -142,7 +144,9 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
     """The `huggingface_hub.ModelCard` of a run, rendered from `templates/model_card.md`."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from ._markdown import escape_markdown
+    # Every string a user chose (class, column, metric and file names, the model and dataset names, setting values)
+    # reaches the Markdown through one of these two: as text (tables included) or as code.
+    from ._markdown import escape_markdown as text, markdown_code as code
 
     config = cv.config
     task = data.task or infer_task(cv)
@@ -173,11 +177,11 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
     for metric, s in cv.summary.items():
         lo, hi = s.get("ci95", [None, None])
         train = cv.train_summary.get(metric, {}).get("mean")
-        summary_rows.append({"metric": metric, "mean": fmt(s["mean"]), "std": fmt(s["std"]), "low": fmt(lo),
+        summary_rows.append({"metric": text(metric), "mean": fmt(s["mean"]), "std": fmt(s["std"]), "low": fmt(lo),
                              "high": fmt(hi), "train": fmt(train) if train is not None else "",
                              "pooled": fmt(cv.oof_metrics.get(metric)) if metric in cv.oof_metrics else ""})
-    test_rows = [{"metric": m, "mean": fmt(s["mean"]), "std": fmt(s["std"]), "ensemble": fmt(cv.test_metrics.get(m))}
-                 for m, s in cv.test_summary.items()]
+    test_rows = [{"metric": text(m), "mean": fmt(s["mean"]), "std": fmt(s["std"]),
+                  "ensemble": fmt(cv.test_metrics.get(m))} for m, s in cv.test_summary.items()]
     per_class_rows, per_class_total = per_class_card_rows(cv)
     meta = cv.metadata
     directory = Path(directory) if directory is not None else None
@@ -190,35 +194,35 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
             hyper.pop(key, None)
     if strategy != "freeze":
         hyper.pop("freeze_layers", None)
-    hyper = {k: v for k, v in hyper.items() if v is not None}
+    hyper = {k: text(v) for k, v in hyper.items() if v is not None}
     title = data.repo_id.split("/")[-1] if data.repo_id else (directory.name if directory else "run")
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
         repo_id=data.repo_id,
-        title=title,
+        title=text(title),
         task=task,
-        dataset_name=dataset_name,
+        dataset_name=code(dataset_name) if dataset_name else None,
         data_source=_data_source(cv),
         processes=cv.header() if cv.processes else None,
         nested={"metrics": " and ".join(cv.nested["metrics"]), "extra_fits": cv.nested["extra_fits"]}
         if cv.nested else None,
-        base_model_name=base_model,
+        base_model_name=code(base_model) if base_model else None,
         strategy=strategy,
         fold_strategy=meta.get("fold_strategy") or config.get("resolved_fold_strategy"),
         n_folds=meta.get("n_folds", config.get("n_folds")),
         n_repeats=meta.get("n_repeats", config.get("n_repeats", 1)),
         fold_seed=meta.get("fold_seed", config.get("fold_seed")),
-        group_column=meta.get("group_column"),
-        label_column=meta.get("label_column", "label"),
+        group_column=code(meta["group_column"]) if meta.get("group_column") else None,
+        label_column=code(meta.get("label_column", "label")),
         n_rows=meta.get("n_rows"),
         n_fold_results=len(cv.folds),
         # Class names are folder names of an upload or labels of a stranger's dataset: shown as text, never markup.
-        label_names=[escape_markdown(name) for name in cv.label_names] if cv.label_names else cv.label_names,
-        metrics=metrics,
+        label_names=[text(name) for name in cv.label_names] if cv.label_names else cv.label_names,
+        metrics=[text(m) for m in metrics],
         fold_rows=fold_rows,
         summary_rows=summary_rows,
-        oof_metrics={k: fmt(v) for k, v in cv.oof_metrics.items() if finite(v) is not None},
+        oof_metrics={text(k): fmt(v) for k, v in cv.oof_metrics.items() if finite(v) is not None},
         test_rows=test_rows,
         per_class_rows=per_class_rows,
         per_class_total=per_class_total,

@@ -174,10 +174,12 @@ class SearchReport:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if plots:
+            from .plots import DPI
+
             (directory / PLOTS_DIR).mkdir(exist_ok=True)
             for name, figure in (("history", self.plot_history()), ("importance", self.plot_importance())):
                 if figure is not None:
-                    figure.savefig(directory / PLOTS_DIR / PLOT_FILES[name], dpi=110)
+                    figure.savefig(directory / PLOTS_DIR / PLOT_FILES[name], dpi=DPI)
         write_json_atomic(directory / REPORT_JSON, self.to_dict(), indent=2)
         write_text_atomic(directory / REPORT_MD, self.to_markdown() + "\n")
         return directory / REPORT_MD
@@ -215,35 +217,38 @@ class SearchReport:
 
     def to_markdown(self, plots_dir: str | None = PLOTS_DIR) -> str:
         """The report as markdown (`search_report.md`), plots linked as `plots_dir/...` (`None`: no plots)."""
+        from ._markdown import escape_markdown as text  # the metric's and the search space's names are users'
+
         done = [r for r in self.trials if r["state"] in ("complete", "pruned")]
         arrow = "higher" if self.direction == "maximize" else "lower"
         lines = ["# Hyperparameter search on cross-validation", "",
                  f"{len(done)} trials ({self.backend}), each a {self.n_folds}-fold cross-validation on the same folds "
                  f"(fingerprint `{str(self.folds_fingerprint)[:12]}`"
                  + ("" if self.same_folds else ", **but some trials ran on other folds**")
-                 + f"); objective: cross-validated mean of {self.metric} ({arrow} is better). Intervals: "
+                 + f"); objective: cross-validated mean of {text(self.metric)} ({arrow} is better). Intervals: "
                    f"corrected for the overlapping training sets ({self._ci_method()}; see docs/statistics.md).", ""]
         lines += ["## Best trial", ""]
         if self.best is None:
             lines += ["No trial finished unpruned.", ""]
         else:
             summary = self.best.get("summary") or {}
-            lines += [f"Trial {self.best['trial']}: {self.metric} {_fmt(self.best['value'])} (95% interval "
+            lines += [f"Trial {self.best['trial']}: {text(self.metric)} {_fmt(self.best['value'])} (95% interval "
                       f"{_interval(summary.get('ci95'))}), folder `trials/{self.best['run']}`.", "",
                       "| setting | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v, 6)} |" for k, v in self.best["settings"].items()]
+            lines += [f"| {text(k)} | {text(_fmt(v, 6))} |" for k, v in self.best["settings"].items()]
             lines.append("")
         if self.comparison is not None:
             c = self.comparison
             lines += ["## Best vs. runner-up (paired, on shared folds)", "", c["text"], ""]
-        lines += ["## Trials", "", "| trial | state | " + f"{self.metric} (mean) | 95% interval | folds | settings |",
+        lines += ["## Trials", "",
+                  f"| trial | state | {text(self.metric)} (mean) | 95% interval | folds | settings |",
                   "|---|---|---|---|---|---|"]
         for r in self.trials:
             summary = r["summary"] or {}
             state = (f"interrupted, retried as trial {r['trial']}" if r["state"] == "interrupted" else
                      r["state"] + (" (resumed)" if r["retry_of"] is not None else ""))
             value = _fmt(r["value"]) if r["state"] == "complete" else "–"
-            settings = ", ".join(f"{k}={_fmt(v, 6)}" for k, v in r["settings"].items())
+            settings = _settings_markdown(r["settings"])
             lines.append(f"| {r['trial']} | {state} | {value} | {_interval(summary.get('ci95'))} | "
                          f"{len(r['fold_scores'])}/{self.n_folds} | {settings} |")
         lines += ["", "## Pruning", "", self.pruning_text(), ""]
@@ -254,7 +259,7 @@ class SearchReport:
                       "trial(s) (same model, cut and data).", ""]
         lines += ["## Parameter importance", ""]
         if self.importance:
-            lines += [f"- {k}: {v:.3f}" for k, v in self.importance.items()]
+            lines += [f"- {text(k)}: {v:.3f}" for k, v in self.importance.items()]
         else:
             lines.append(self.importance_note or "Not computed.")
         if plots_dir is not None:
@@ -282,20 +287,22 @@ class SearchReport:
         return ", ".join(sorted(methods)) or "corrected_t"
 
     def _nested_markdown(self) -> list[str]:
+        from ._markdown import escape_markdown
+
         n = self.nested
         est = n["estimate"]
         lines = ["## Nested search: the honest estimate of tuning", "",
                  f"The search ran again inside each of {len(n['outer_folds'])} outer folds ({n['inner_folds']}-fold "
                  "inner cross-validation on the outer-train rows only); each outer fold scored its winner on rows no "
                  f"trial of its search saw ({'checked' if n['isolated'] else '**NOT isolated**'}, `nested/*/rows.json`).",
-                 "", f"- Estimate of tune-then-train: {self.metric} {_fmt(est['mean'])} (95% interval "
+                 "", f"- Estimate of tune-then-train: {escape_markdown(self.metric)} {_fmt(est['mean'])} (95% interval "
                      f"{_interval(est.get('ci95'))})",
                  f"- Best trial's own cross-validated mean: {_fmt(n.get('selected_mean'))} (optimism "
                  f"{_fmt(n.get('optimism'))})",
                  f"- Mean inner best over the outer folds: {_fmt(n['inner_mean'])}", "",
                  "| outer fold | winner | inner best | outer score | settings |", "|---|---|---|---|---|"]
         for r in n["outer_folds"]:
-            settings = ", ".join(f"{k}={_fmt(v, 6)}" for k, v in r["settings"].items())
+            settings = _settings_markdown(r["settings"])
             lines.append(f"| {r['fold']} | trial {r['best_trial']} | {_fmt(r['inner_best'])} | "
                          f"{_fmt(r['outer_score'])} | {settings} |")
         return lines
@@ -304,9 +311,9 @@ class SearchReport:
     def plot_history(self) -> "Figure":
         """The objective per trial in order (complete: dots; pruned: crosses at their last running mean) and the best
         so far."""
-        from matplotlib.figure import Figure
+        from .plots import LITERAL_TEXT, bounded_figure, short_label
 
-        fig = Figure(figsize=(7, 4))
+        fig = bounded_figure(7, 4)
         ax = fig.subplots()
         complete = [(r["trial"], r["value"]) for r in self.trials if r["state"] == "complete"]
         pruned = [(r["trial"], r["last_intermediate"]) for r in self.trials
@@ -323,7 +330,7 @@ class SearchReport:
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial")
-        ax.set_ylabel(f"cross-validated {self.metric}")
+        ax.set_ylabel(f"cross-validated {short_label(self.metric)}", **LITERAL_TEXT)
         ax.set_title("Optimisation history")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -334,16 +341,25 @@ class SearchReport:
         """Optuna's parameter importances as horizontal bars (`None` when there are none)."""
         if not self.importance:
             return None
-        from matplotlib.figure import Figure
+        from .plots import LITERAL_TEXT, bounded_figure, short_label
 
         names = list(self.importance)[::-1]
-        fig = Figure(figsize=(6, 0.5 + 0.45 * len(names)))
+        fig = bounded_figure(6, 0.5 + 0.45 * len(names))
         ax = fig.subplots()
-        ax.barh(names, [self.importance[n] for n in names], color="#3182bd")
+        # Numeric positions with the names as fixed tick labels: a categorical axis would draw them as mathtext.
+        ax.barh(range(len(names)), [self.importance[n] for n in names], color="#3182bd")
+        ax.set_yticks(range(len(names)), [short_label(n) for n in names], **LITERAL_TEXT)
         ax.set_xlabel("importance (share of the objective's variance)")
         ax.set_title("Parameter importance")
         fig.tight_layout()
         return fig
+
+
+def _settings_markdown(settings: dict) -> str:
+    """A trial's settings as one table cell (names and values escaped: a search space may hold any string)."""
+    from ._markdown import escape_markdown
+
+    return escape_markdown(", ".join(f"{k}={_fmt(v, 6)}" for k, v in settings.items()))
 
 
 def _pruning(runs: dict[Any, tuple[str, int]], n_folds: int) -> dict:

@@ -11,6 +11,9 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from .overfitting import loss_curves
+from .plots import LITERAL_TEXT, bounded_figure, literal, short_label
+
+SAVE_DPI = 100  # what `save_study_plots` writes with; every figure is capped at `MAX_PIXELS` a side at it
 
 
 def _scores(report, name: str) -> tuple[list[float], dict]:
@@ -22,7 +25,7 @@ def plot_variant_scores(report, question: str) -> Figure:
     """Mean and corrected 95% interval per variant, every fold as a dot, the same fold joined across variants
     (the comparison is paired: a fold that is hard for one variant tends to be hard for all)."""
     names = [n for n in report.questions[question] if n in report.variants]
-    fig = Figure(figsize=(max(6.0, 2 + 1.1 * len(names)), 4))  # wide enough for the title
+    fig = bounded_figure(max(6.0, 2 + 1.1 * len(names)), 4, dpi=SAVE_DPI)  # wide enough for the title
     ax = fig.subplots()
     per_fold = []
     for i, name in enumerate(names):
@@ -38,10 +41,10 @@ def plot_variant_scores(report, question: str) -> Figure:
     folds = np.array(per_fold).T  # fold x variant
     for row in folds:
         ax.plot(range(len(names)), row, color="#08306b", alpha=0.35, lw=0.8, marker="o", ms=3, zorder=3)
-    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4
-                  else "center")
-    ax.set_ylabel(f"eval {report.metric}")
-    ax.set_title(f"{question}: mean, corrected 95% interval, folds (joined)")
+    ax.set_xticks(range(len(names)), [short_label(n) for n in names], rotation=30 if len(names) > 4 else 0,
+                  ha="right" if len(names) > 4 else "center", **LITERAL_TEXT)
+    ax.set_ylabel(f"eval {short_label(report.metric)}", **LITERAL_TEXT)
+    ax.set_title(f"{short_label(question)}: mean, corrected 95% interval, folds (joined)", **LITERAL_TEXT)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -53,7 +56,7 @@ def _curve(report, question: str, log_x: bool, xlabel: str) -> Figure:
     others = [n for n in report.questions[question] if n in report.variants and n not in names]
     names.sort(key=lambda n: report.variant_info[n]["x"])
     xs = np.array([report.variant_info[n]["x"] for n in names], dtype=float)
-    fig = Figure(figsize=(6, 4))
+    fig = bounded_figure(6, 4, dpi=SAVE_DPI)
     ax = fig.subplots()
     means, lows, highs, folds = [], [], [], []
     for name in names:
@@ -69,15 +72,15 @@ def _curve(report, question: str, log_x: bool, xlabel: str) -> Figure:
     ax.plot(xs, means, color="#08519c", marker="o", lw=2, label="mean over folds", zorder=2)
     for k, name in enumerate(others):
         _, s = _scores(report, name)
-        ax.axhline(s.get("mean", np.nan), ls="--", color=f"C{k + 1}", label=f"{name} (mean)")
+        ax.axhline(s.get("mean", np.nan), ls="--", color=f"C{k + 1}", label=f"{short_label(name)} (mean)")
     if log_x:
         ax.set_xscale("log")
     ticks = [report.variant_info[n].get("tick", f"{report.variant_info[n]['x']:g}") for n in names]
-    ax.set_xticks(xs, ticks, rotation=30 if log_x else 0)
+    ax.set_xticks(xs, [short_label(t) for t in ticks], rotation=30 if log_x else 0, **LITERAL_TEXT)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"eval {report.metric}")
+    ax.set_ylabel(f"eval {short_label(report.metric)}", **LITERAL_TEXT)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    literal(*ax.legend(fontsize=7).get_texts())
     fig.tight_layout()
     return fig
 
@@ -105,7 +108,7 @@ def plot_learning_curves(report, run: str) -> Figure:
     name = next(n for n, info in report.variant_info.items() if info.get("run", n) == run)
     cv = report.variants[name]
     diagnoses = {d["fold"]: d for d in report.overfitting.get(run, [])}
-    fig = Figure(figsize=(6.5, 4))
+    fig = bounded_figure(6.5, 4, dpi=SAVE_DPI)
     ax = fig.subplots()
     for i, fold in enumerate(cv.folds):
         label = f"fold_{fold.repeat}_{fold.fold}"
@@ -119,7 +122,7 @@ def plot_learning_curves(report, run: str) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(f"Learning curves per fold: {run} (dotted line: overfitting onset)")
+    ax.set_title(f"Learning curves per fold: {short_label(run)} (dotted line: overfitting onset)", **LITERAL_TEXT)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
@@ -144,6 +147,6 @@ def save_study_plots(report, directory: str | Path) -> dict[str, Path]:
     for stem, make in figures.items():
         fig = make()
         path = directory / f"{stem}.png"
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=SAVE_DPI)
         written[stem] = path
     return written
