@@ -373,3 +373,76 @@ def test_sigterm_stops_the_app_quietly_and_removes_the_working_folders(hub, tmp_
         log = app.log()
     assert "Stopping." in log and "Traceback" not in log and "SystemExit" not in log
     assert not visitor_folders(app)
+
+
+# ---- how the page looks (issue 24's visitor view) ------------------------------------------------------------------
+# Words of table headers that the browser broke across lines ("tria/l"): a word whose characters sit on two lines.
+BROKEN_WORDS = """els => els.filter(e => e.offsetParent !== null).flatMap(th => {
+  const broken = [];
+  const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const m of node.textContent.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+      const lines = new Set(Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => Math.round(r.top)));
+      if (lines.size > 1) broken.push(m[0]);
+    }
+  }
+  return broken;
+})"""
+# Boxes beside a Cancel button that show nothing (not a button, no text, no image).
+EMPTY_BESIDE_CANCEL = """els => els.flatMap(b => Array.from(b.parentElement.children)).filter(c =>
+  c.offsetParent !== null && c.tagName !== 'BUTTON' && !c.querySelector('button, img') && c.innerText.trim() === ''
+  && c.getBoundingClientRect().width > 4).map(c => c.outerHTML.slice(0, 120))"""
+# An image and the box it is drawn in: how much of the box is empty, and whether the image runs past the box's bottom.
+IMAGE_IN_BOX = """img => { const box = img.getBoundingClientRect();
+  const block = (img.closest('[id]') || img.parentElement).getBoundingClientRect();
+  const drawn = Math.min(box.height, box.width * img.naturalHeight / img.naturalWidth);
+  return {empty: box.height - drawn, cut: box.bottom - block.bottom, width: box.width, natural: img.naturalWidth}; }"""
+
+
+def assert_images_fit(page, selector: str) -> None:
+    images = page.locator(f"{selector} img")
+    assert images.count() > 0, selector
+    for i in range(images.count()):
+        fit = images.nth(i).evaluate(IMAGE_IN_BOX)
+        assert fit["empty"] < 60 and fit["cut"] <= 2, (selector, fit)  # no grey band, nothing cut at the bottom
+
+
+def test_every_tab_reads_without_broken_headers_empty_boxes_or_cut_images(visitor_with_a_run, tmp_path):
+    page = visitor_with_a_run.page
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.get_by_role("tab", name="Cross-validate").click()
+    for selector in ("#plot-scores", "#plot-train", "#plot-confusion"):
+        assert_images_fit(page, selector)
+    assert page.locator("button:text-is('Cancel')").evaluate_all(EMPTY_BESIDE_CANCEL) == []
+    shot(page, "20_view_run")
+
+    page.get_by_role("tab", name="Audit").click()
+    page.locator("#audit-button").click()
+    expect(page.locator("#audit-status")).to_contain_text("suspected label errors", timeout=RUN_MS)
+    assert_images_fit(page, "#audit-gallery")
+    assert page.locator("button:text-is('Cancel')").evaluate_all(EMPTY_BESIDE_CANCEL) == []
+    shot(page, "21_view_audit")
+
+    page.get_by_role("tab", name="Tune").click()
+    page.locator("#tune-button").click()
+    expect(page.locator("#tune-status")).to_contain_text("trials in", timeout=RUN_MS)
+    assert "docs/" not in page.locator("#tune-report").inner_text()  # nothing a visitor cannot open
+    assert page.locator("#tune-report th").count() > 0
+    assert page.locator("th").evaluate_all(BROKEN_WORDS) == []
+    assert_images_fit(page, "#tune-history")
+    shot(page, "22_view_tune")
+
+    page.get_by_role("tab", name="Predict").click()
+    set_image(page, "#predict-image", png(tmp_path / "small.png", size=28))
+    expect(page.locator("#predict-status")).to_contain_text("(28x28 pixels)", timeout=ANSWER_MS)
+    shown = page.locator("#predict-preview img").evaluate("img => img.getBoundingClientRect().width")
+    assert shown >= 150, shown  # a 28 px image is shown enlarged, not as a speck
+    shot(page, "23_view_predict")
+
+    page.get_by_role("tab", name="Push").click()
+    page.locator("#push-repo").fill(REPO_ID)
+    page.locator("#push-button").click()
+    expect(page.locator("#push-status")).to_contain_text("Paste a write token first", timeout=ANSWER_MS)
+    assert "Sign in" not in page.locator("#push-status").inner_text()  # this deployment has no sign-in button

@@ -59,9 +59,14 @@ class MemoryWatch:
         self._thread.join()
 
 
+TOKEN = "hf_LoadTestToken0123456789abcdefghij"
+HOSTILE = ["$^^$", "a|b", "<svg onload=alert(3)>", "[click me](javascript:alert(1))"]
+
+
 @pytest.fixture(scope="module")
 def hub():
     server = HubServer().start()
+    server.require_token(TOKEN)
     yield server
     server.stop()
 
@@ -90,14 +95,15 @@ def client(space):
     return Client(space.url, verbose=False)
 
 
-def many_classes_zip(path: Path, n_classes: int, per_class: int = 2) -> Path:
+def many_classes_zip(path: Path, n_classes: int, per_class: int = 2, names: list[str] | None = None) -> Path:
     rng = np.random.default_rng(n_classes)
+    names = names or [f"class_{k:04d}" for k in range(n_classes)]
     with zipfile.ZipFile(path, "w") as archive:
-        for k in range(n_classes):
+        for k, name in enumerate(names):
             for i in range(per_class):
                 buffer = io.BytesIO()
                 Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buffer, "PNG")
-                archive.writestr(f"class_{k:04d}/{i}.png", buffer.getvalue())
+                archive.writestr(f"{name}/{i}.png", buffer.getvalue())
     return path
 
 
@@ -261,3 +267,54 @@ def test_a_job_past_its_memory_limit_is_stopped_and_the_app_goes_on(hub, tmp_pat
         # The app itself is untouched: the same visitor is served at once.
         note = visitor.predict("Animal-MNIST (built in)", None, "", "train", "label", 2, 0, api_name="/preview")[0]
         assert "10,000 images in 10 classes" in note
+
+
+# ---- what leaves the server ---------------------------------------------------------------------------------------
+def server_paths_in(files: dict[str, bytes], roots: list[str]) -> list[str]:
+    """`name: root` for every file whose bytes name one of this machine's folders."""
+    return [f"{name}: {root}" for name, data in files.items() for root in roots if root.encode() in data]
+
+
+def zip_files(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {f"{Path(path).name}/{n}": archive.read(n) for n in archive.namelist()}
+
+
+def test_what_visitors_download_and_push_names_no_server_path_and_keeps_names_as_text(space, hub, tmp_path):
+    import tempfile
+
+    from gradio_client import handle_file
+    from markdown_it import MarkdownIt
+
+    visitor = client(space)
+    upload = handle_file(str(many_classes_zip(tmp_path / "hostile.zip", len(HOSTILE), per_class=6, names=HOSTILE)))
+    status, _table, _summary, *plots, run_zip = visitor.predict(
+        *run_args(source=ZIP, upload=upload, sample_cap=0), api_name="/run")
+    assert "2 folds in" in status and all(plots), status  # the confusion matrix too, whatever the names
+    compare = visitor.predict(*run_args(source=ZIP, upload=upload, sample_cap=0, n_folds=3),
+                              ["Pretrained vs. a classical baseline (raw pixels or TF-IDF + logistic regression)"],
+                              api_name="/compare")
+    assert "variants on identical folds" in compare[0], compare[0]
+    audit = visitor.predict("", api_name="/audit")
+    assert audit[0].startswith("**Done:**") and audit[2], audit[0]  # with its images
+    tune = visitor.predict(*[ZIP, upload, "", "train", "label", "EfficientNet-Lite0, ImageNet (built in)", "", 2, 1,
+                             0, 32, 4, ["Linear probe (train the head only)"]], api_name="/tune")
+    assert "4 trials in" in tune[0], tune[0]
+    pushed = visitor.predict("tester/hostile-names", TOKEN, False, api_name="/push")[0]
+    assert "pushed to" in pushed, pushed
+
+    files = {**zip_files(run_zip), **zip_files(compare[-1]), **zip_files(tune[-1])}
+    files.update({f"hub/{name}": data for name, data in hub.files("tester/hostile-names").items()})
+    assert not [n for n in files if n.endswith(".safetensors") and not n.startswith("hub/")]  # zips: no weights
+    roots = sorted({str(space.root), str(space.workdir), f"{tempfile.gettempdir()}/", str(Path.home()),
+                    "tlcv-space-", "visitor-", ".cache/hf_tlcv", ".cache/huggingface"})
+    assert server_paths_in(files, roots) == []
+
+    card = files["hub/README.md"].decode()
+    assert "audit" in card.lower()
+    tokens = MarkdownIt("commonmark", {"html": True}).enable("table").parse(card.split("---", 2)[-1])
+    inline = [c for t in tokens if t.children for c in t.children]
+    assert not [t for t in tokens + inline if t.type in ("html_block", "html_inline")]
+    assert not [t for t in inline if t.type == "link_open" and "javascript" in (t.attrGet("href") or "")]
+    shown = " ".join("".join(c.content for c in t.children if c.type == "text") for t in tokens if t.children)
+    assert all(name in shown for name in HOSTILE), [n for n in HOSTILE if n not in shown]
