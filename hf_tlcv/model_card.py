@@ -111,6 +111,16 @@ def _data_source(cv: "CVResults") -> str | None:
     return ", ".join(parts)
 
 
+CARD_CLASSES = 50  # class names listed in the card; the per-class table and cv_results.json keep them all
+
+
+def _class_list(names: list[str]) -> list[str]:
+    """The class names the card lists: all of them up to `CARD_CLASSES`, else the first ones and how many more."""
+    if len(names) <= CARD_CLASSES:
+        return names
+    return [*names[:CARD_CLASSES], f"… and {len(names) - CARD_CLASSES:,} more"]
+
+
 def audit_section(directory: str | os.PathLike | None) -> str | None:
     """The "Data audit" section a finished audit of the run left in its folder (`audit/audit.md`, its images linked
     relative to the run folder), or `None`. `audit.json` is written last: without it the audit is not finished."""
@@ -218,7 +228,8 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         n_rows=meta.get("n_rows"),
         n_fold_results=len(cv.folds),
         # Class names are folder names of an upload or labels of a stranger's dataset: shown as text, never markup.
-        label_names=[text(name) for name in cv.label_names] if cv.label_names else cv.label_names,
+        label_names=_class_list([text(name) for name in cv.label_names]) if cv.label_names else cv.label_names,
+        n_classes=len(cv.label_names or []),
         metrics=[text(m) for m in metrics],
         fold_rows=fold_rows,
         summary_rows=summary_rows,

@@ -237,3 +237,13 @@ def test_study_plots_draw_hostile_variant_names_literally(tmp_path):
     assert ax.get_ylabel() == "eval $^^$ <b>|"
     ax = plot_lr_curve(report).axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == [short_label(n) for n in names]
+
+
+def test_a_card_of_many_classes_lists_the_first_ones_and_counts_the_rest():
+    from hf_tlcv.model_card import CARD_CLASSES
+
+    names = [f"class {k}" for k in range(CARD_CLASSES + 70)]
+    card = str(build_model_card(_results(names), CVCardData()))
+    line = next(line for line in card.splitlines() if line.startswith("- Classes ("))
+    assert line.startswith(f"- Classes ({CARD_CLASSES + 70}): class 0, class 1,")
+    assert f"class {CARD_CLASSES - 1}, … and 70 more" in line and f"class {CARD_CLASSES}," not in line
