@@ -69,11 +69,16 @@ def _parquet_strings(data: bytes) -> Iterator[tuple[str, str]]:
 
 
 def _hits(text: str, forms: list[str], where: str) -> Iterator[str]:
-    for form in forms:
+    """One line per occurrence (an occurrence of a longer form, e.g. the resolved path, is not counted twice)."""
+    seen: set[int] = set()
+    for form in sorted(forms, key=len, reverse=True):
         start = text.find(form)
-        if start >= 0:
-            excerpt = text[max(0, start - _CONTEXT): start + len(form) + _CONTEXT].replace("\n", " ")
-            yield f"{where}: {form!r} in ...{excerpt}..."
+        while start >= 0:
+            if start not in seen:
+                seen.add(start)
+                excerpt = text[max(0, start - _CONTEXT): start + len(form) + _CONTEXT].replace("\n", " ")
+                yield f"{where}: {form!r} in ...{excerpt}..."
+            start = text.find(form, start + 1)
 
 
 def server_paths_in(artifact: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> list[str]:
