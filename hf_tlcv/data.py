@@ -6,6 +6,8 @@ cost one pass of the image processor or tokenizer, not k * r.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from datasets import Array3D, ClassLabel, Dataset, Image, Value
 from pyarrow import ArrowInvalid
@@ -74,25 +76,27 @@ def needs_preprocessing(dataset: Dataset) -> bool:
 
 def describe_dataset(dataset: Dataset) -> dict:
     """What a run records about its data, as the user named it: the name (a builtin or Hub id, or the path
-    `hf_tlcv.load_data` or a recipe loaded), the configuration, the revision and the data files `datasets` downloaded,
-    the row count and a content fingerprint (`datasets.fingerprint.Hasher`, the one the run's folds record).
+    `hf_tlcv.load_data` or a recipe loaded), the configuration, the revision and the remote data files `datasets`
+    downloaded, the row count and a fingerprint (`datasets.fingerprint.Hasher`, the one the run's folds record).
 
-    `datasets`' own cache files (`~/.cache/huggingface/datasets/csv/default-.../*.arrow`) are never recorded as the
-    data: they are an implementation detail of the machine that ran. A dataset read by one of `datasets`' file
-    builders (`load_dataset("csv", data_files=...)`) keeps no trace of its file names; it is recorded by its format
-    (`"format": "csv"`) and fingerprint, and `hf_tlcv.load_data("reviews.csv")` records the path as well.
+    No path of the machine that ran is recorded as the data: not `datasets`' cache files
+    (`~/.cache/huggingface/datasets/csv/default-.../*.arrow`), not hf_tlcv's own cache (a builtin dataset is
+    recorded by its name, `builtin:animal-mnist`, however it was loaded), not a local file `datasets` resolved. A
+    dataset read by one of `datasets`' file builders (`load_dataset("csv", data_files=...)`) keeps no trace of its file
+    names; it is recorded by its format (`"format": "csv"`) and fingerprint, and `hf_tlcv.load_data("reviews.csv")`
+    records the path as the user gave it.
     """
     from datasets.fingerprint import Hasher
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
     info = dataset.info
-    files = [url for url in (info.download_checksums or {}) if "://" in url or not _in_datasets_cache(url)]
+    files = [url for url in (info.download_checksums or {}) if "://" in str(url)]
     revision = None
     for url in files:  # hf://datasets/<id>@<revision>/... records the exact Hub revision
         if "@" in url and url.startswith("hf://"):
             revision = url.split("@", 1)[1].split("/", 1)[0]
             break
-    name, config, fmt = info.dataset_name or None, info.config_name or None, None
+    name, config, fmt = info.dataset_name or _source_of_rows(dataset), info.config_name or None, None
     if name is not None and name == info.builder_name and name in _PACKAGED_DATASETS_MODULES:
         # "csv" / "imagefolder" names the reader, not the data: say which format was read, and no name.
         name, fmt = None, info.builder_name
@@ -105,13 +109,15 @@ def describe_dataset(dataset: Dataset) -> dict:
     return record
 
 
-def _in_datasets_cache(path: str) -> bool:
-    from datasets import config
+def _source_of_rows(dataset: Dataset) -> str | None:
+    """The source's name of the files the rows are read from (`builtin:animal-mnist` for a builtin dataset, however
+    sliced), when they all belong to one; `None` otherwise. The dataset's info is not touched: it is part of the
+    fingerprint that runs already recorded."""
+    from .sources import source_name
 
-    try:
-        return str(path).startswith(str(config.HF_DATASETS_CACHE))
-    except TypeError:
-        return False
+    names = {source_name(entry["filename"]) for entry in dataset.cache_files if entry.get("filename")}
+    names = {name for name in names if name and not os.path.isabs(name)}
+    return names.pop() if len(names) == 1 else None
 
 
 def preprocess(dataset: Dataset, processing_class=None, *, label_column: str = "label",

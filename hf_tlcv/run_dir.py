@@ -15,6 +15,12 @@ fold_{repeat}_{fold}/model/                   the fold's model (see `hf_tlcv.fol
 Every file is written to a temporary sibling and renamed into place, so a reader, another process or a run killed
 half-way never sees a partial file; a fold's `fold_result.json` is written last, so its presence marks a finished
 fold. Files honour the process umask (a team share or a web server can read them), as `open()` does.
+
+Every path a file of the folder names is relative to the folder (`fold_0_0`, `plots/accuracy.png`, a study's
+`pretrained/`, a search's `trials/0`), or a data or model source as the user named it (`builtin:animal-mnist`, a Hub
+id, a path the user gave): never where the folder, the caches or the home folder are on the machine that ran, since
+the folder is moved, zipped and pushed as it is. Older folders record `output_dir` (an absolute path) in their
+settings; nothing reads it back, so they load as before.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ AUDIT_DIR = "audit"
 AUDIT_MARKDOWN = "audit.md"
 NESTED_FOLDS_FILE = "nested_folds.json"  # ci_method="nested": the extra repeats of the split
 NESTED_DIR_GLOB = "nested_*"  # ci_method="nested": the extra fits, one folder each, like a fold's
+
+# Settings that say where the run folder was on the machine that ran, not what ran: not recorded (the folder is the run).
+RUN_LOCATION_SETTINGS = ("output_dir", "logging_dir")
 
 FORMAT_VERSION = 2
 """Version of the JSON files of a run folder. 1: hf_tlcv 0.1 (no `format_version` key); 2: this version, which adds

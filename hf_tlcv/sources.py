@@ -2,7 +2,8 @@
 install (hf_tlcv's own embedded offline assets answer to `builtin:`).
 
 A *source* is an object with `prefix` (e.g. `"builtin:"`), `model_path(name) -> str`, `load_dataset(name, split,
-**kwargs)` and `options(kind) -> list[str]`, published under the `hf_tlcv.sources` entry-point group (see
+**kwargs)`, `options(kind) -> list[str]` and, optionally, `name_of(path) -> str | None` (the source's name of one of its
+local files or folders, so that records name `builtin:animal-mnist` rather than a cache path), published under the `hf_tlcv.sources` entry-point group (see
 `pyproject.toml`) or registered with [`register_source`]. The core never imports a source: a name with its prefix
 loads it on first use, so the embedded assets stay an optional layer on top of the library.
 
@@ -21,7 +22,7 @@ import warnings
 from typing import Any, Iterator, Protocol
 
 __all__ = ["HubUnreachableError", "hub_errors", "hub_is_reachable", "hub_unreachable_error", "is_hub_unreachable",
-           "load_data", "offline_options", "register_source", "resolve_model_path", "source_for"]
+           "load_data", "offline_options", "register_source", "resolve_model_path", "source_for", "source_name"]
 
 ENTRY_POINT_GROUP = "hf_tlcv.sources"
 
@@ -88,6 +89,39 @@ def resolve_model_path(name_or_path: str) -> str:
     """A source's name (`builtin:efficientnet-lite0`) -> its local folder; Hub ids and paths are returned unchanged."""
     source = source_for(name_or_path)
     return source.model_path(name_or_path) if source is not None else name_or_path
+
+
+def source_name(name_or_path: str | os.PathLike | None) -> str | None:
+    """The name a local model or data folder has where it came from, for the records a run writes: a file or folder
+    of an installed source (`~/.cache/hf_tlcv/models/efficientnet-lite0` -> `builtin:efficientnet-lite0`), a snapshot
+    in the Hub cache (`.../hub/models--google--vit-base/snapshots/<sha>` -> `google/vit-base`); anything else (a Hub
+    id, a source's name, a path the user chose) unchanged.
+
+    Example:
+    ```python
+    >>> source_name("/data/hub/models--google--vit-base-patch16-224/snapshots/0a1b2c")
+    'google/vit-base-patch16-224'
+    >>> source_name("google/vit-base-patch16-224"), source_name("builtin:trec")
+    ('google/vit-base-patch16-224', 'builtin:trec')
+
+    ```
+    """
+    if name_or_path is None:
+        return None
+    text = os.fspath(name_or_path)
+    if source_for(text) is not None:
+        return text
+    parts = text.replace("\\", "/").split("/")
+    for i, part in enumerate(parts[:-2]):
+        kind, _, repo = part.partition("--")
+        if kind in ("models", "datasets") and repo and parts[i + 1] == "snapshots":
+            return repo.replace("--", "/")
+    if os.path.exists(text):
+        for source in sources():
+            name = getattr(source, "name_of", lambda path: None)(text)
+            if name:
+                return name
+    return text
 
 
 # ---- Hub reachability ---------------------------------------------------------------------------------------------

@@ -39,10 +39,12 @@ from .run_dir import (
     FORMAT_VERSION,
     NESTED_FOLDS_FILE,
     PLOTS_DIR,
+    RUN_LOCATION_SETTINGS,
     clear_run,
     fold_is_complete,
     format_version,
 )
+from .sources import source_name
 from .strategies import apply_strategy
 from .utils import task_of_columns, to_plain
 from .validation import validate_dataset
@@ -828,15 +830,19 @@ class KFoldTrainer(StrategyTrainer):
         return metrics_from_probabilities(probs, frames[0]["label"].to_numpy(), self.compute_metrics)
 
     def _config_record(self) -> dict:
-        record = self.cv_args.to_dict()
+        """The settings as `cv_results.json` records them. Without `output_dir` (nor `logging_dir`): the folder that
+        holds the record is the run, wherever it is moved or pushed, and its path on this machine names nothing there.
+        The model as the user named it."""
+        record = {k: v for k, v in self.cv_args.to_dict().items() if k not in RUN_LOCATION_SETTINGS}
         record["model_name_or_path"] = self.model_name_or_path
         record["resolved_fold_strategy"] = self.fold_strategy
         return record
 
     def _results_metadata(self) -> dict:
         template = self.model_source.template
+        # A built model is named by where it was loaded from: a builtin's cache folder by its builtin: name.
         model = {"name_or_path": self.model_name_or_path
-                 or (getattr(template, "name_or_path", None) if template is not None else None) or None,
+                 or source_name(getattr(template, "name_or_path", None) if template is not None else None) or None,
                  "class": type(template).__name__ if template is not None else "model_init",
                  "fingerprint": self.model_fingerprint}
         meta = self._fold_metadata()

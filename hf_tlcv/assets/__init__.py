@@ -293,6 +293,32 @@ class _BuiltinSource:
     def options(kind: str) -> list[str]:
         return [BUILTIN_PREFIX + key for key in (BUILTIN_DATASETS if kind == "dataset" else BUILTIN_MODELS)]
 
+    @staticmethod
+    def name_of(path: str) -> str | None:
+        return builtin_name_of(path)
+
+
+def builtin_name_of(path: str | os.PathLike) -> str | None:
+    """`"builtin:<key>"` for a file or folder of a builtin asset (its cache folder, or the installed package a builtin
+    model is read in place from), else `None`: what a run records instead of this machine's cache path."""
+    try:
+        target = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, TypeError):
+        return None
+    cache = cache_dir().expanduser().resolve()
+    folders = {BUILTIN_PREFIX + key: cache / "datasets" / key for key in BUILTIN_DATASETS}
+    folders.update({BUILTIN_PREFIX + key: cache / "models" / key for key in BUILTIN_MODELS})
+    try:
+        from .text import minilm_l6_path
+
+        folders[BUILTIN_PREFIX + "minilm-l6"] = minilm_l6_path().resolve()
+    except (ModuleNotFoundError, FileNotFoundError):
+        pass
+    for name, folder in folders.items():
+        if target == folder or folder in target.parents:
+            return name
+    return None
+
 
 SOURCE = _BuiltinSource()
 
