@@ -683,7 +683,7 @@ class SpaceApp:
                 yield (_say("error", markdown=outcome["message"]), fold_table(folds), *RUN_EMPTY[1:])
             else:
                 try:
-                    yield self._finished_run(visitor, job, out, settings, source, outcome, started)
+                    yield self._finished_run(visitor, job, out, settings, data, outcome, started)
                 except Exception as exc:  # noqa: BLE001
                     yield (self._error(exc, token), fold_table(folds), *RUN_EMPTY[1:])
 
@@ -694,14 +694,13 @@ class SpaceApp:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _finished_run(self, visitor: Visitor, job: Job, out: Path, settings: RunSettings, source: str,
+    def _finished_run(self, visitor: Visitor, job: Job, out: Path, settings: RunSettings, data: dict,
                       outcome: dict, started: float) -> tuple:
         """Record a finished run as the visitor's (for Audit, Predict and Push) and render what the page shows."""
         results = CVResults.load(out)
         elapsed = time.time() - started
         # The dataset's name for the model card: the builtin's or the Hub id; an upload has none to give.
-        dataset_name = (BUILTIN_DATASET if source == DATA_BUILTIN else visitor.data_key and dict(visitor.data_key).get(
-            "repo") if source == DATA_HUB else None)
+        dataset_name = {"builtin": BUILTIN_DATASET, "hub": data.get("repo")}.get(data["kind"])
         accuracy = results.summary.get("accuracy", {}).get("mean")
         label = (f"Run {len(visitor.runs) + 1}: {STRATEGIES[settings.strategy].replace('_', ' ')}, "
                  f"{len(results.folds)} folds" + (f", accuracy {accuracy:.3f}" if accuracy is not None else ""))
