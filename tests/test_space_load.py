@@ -23,6 +23,7 @@ pytest.importorskip("gradio")
 psutil = pytest.importorskip("psutil")
 from hub_server import HubServer  # noqa: E402  (tests/ is on sys.path under pytest)
 from PIL import Image  # noqa: E402
+from artifact_paths import server_paths_in  # noqa: E402
 from space_harness import LONG_RUN, ZIP, png, run_args, running_app, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -279,11 +280,6 @@ def test_a_job_past_its_memory_limit_is_stopped_and_the_app_goes_on(hub, tmp_pat
 
 
 # ---- what leaves the server ---------------------------------------------------------------------------------------
-def server_paths_in(files: dict[str, bytes], roots: list[str]) -> list[str]:
-    """`name: root` for every file whose bytes name one of this machine's folders."""
-    return [f"{name}: {root}" for name, data in files.items() for root in roots if root.encode() in data]
-
-
 def zip_files(path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as archive:
         return {f"{Path(path).name}/{n}": archive.read(n) for n in archive.namelist()}
@@ -313,11 +309,16 @@ def test_what_visitors_download_and_push_names_no_server_path_and_keeps_names_as
     assert "pushed to" in pushed, pushed
 
     files = {**zip_files(run_zip), **zip_files(compare[-1]), **zip_files(tune[-1])}
-    files.update({f"hub/{name}": data for name, data in hub.files("tester/hostile-names").items()})
-    assert not [n for n in files if n.endswith(".safetensors") and not n.startswith("hub/")]  # zips: no weights
-    roots = sorted({str(space.root), str(space.workdir), f"{tempfile.gettempdir()}/", str(Path.home()),
-                    "tlcv-space-", "visitor-", ".cache/hf_tlcv", ".cache/huggingface"})
-    assert server_paths_in(files, roots) == []
+    assert not [n for n in files if n.endswith(".safetensors")]  # the zips carry no weights: Push does
+    pushed = tmp_path / "pushed"
+    for name, data in hub.files("tester/hostile-names").items():
+        (pushed / name).parent.mkdir(parents=True, exist_ok=True)
+        (pushed / name).write_bytes(data)
+    files.update({f"hub/{p.relative_to(pushed)}": p.read_bytes() for p in pushed.rglob("*") if p.is_file()})
+    roots = [space.root, space.workdir, tempfile.gettempdir(), Path.home(), "tlcv-space-", "visitor-",
+             ".cache/hf_tlcv", ".cache/huggingface"]
+    for artifact in (run_zip, compare[-1], tune[-1], pushed):
+        assert server_paths_in(artifact, roots) == [], artifact
 
     card = files["hub/README.md"].decode()
     assert "audit" in card.lower()
