@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._markdown import escape_markdown
 from .results import CVResults
 from .run_dir import PLOTS_DIR, write_json_atomic, write_text_atomic
 from .utils import fmt, to_plain
@@ -93,6 +94,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return fmt(value, digits, missing="–")
 
 
+def _md(value) -> str:
+    """A name in the report's Markdown (a model id, a metric, a variant: the user's choice) as the text it is."""
+    return escape_markdown(str(value))
+
+
 def _interval(ci) -> str:
     if not ci or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in ci):
         return "–"
@@ -154,7 +160,7 @@ class StudyReport:
         t = cv.train_summary.get(self.metric, {})
         folds = ", ".join(f"{f.eval_metrics.get(self.metric, math.nan):.3f}" for f in cv.folds)
         info = self.variant_info.get(name, {})
-        return (f"| {name} | {info.get('label', '')} | {_fmt(s.get('mean'))} | {_interval(s.get('ci95'))} | "
+        return (f"| {_md(name)} | {_md(info.get('label', ''))} | {_fmt(s.get('mean'))} | {_interval(s.get('ci95'))} | "
                 f"{_fmt(t.get('mean'))} | {folds} |")
 
     def _comparison_table(self, question: str) -> list[str]:
@@ -163,12 +169,12 @@ class StudyReport:
         if not rows:
             return []
         best = verdict.numbers.get("best")
-        lines = [f"Each variant against the best ({best}); p adjusted with "
+        lines = [f"Each variant against the best ({_md(best)}); p adjusted with "
                  f"{verdict.numbers.get('p_adjust', 'holm')} over {len(rows)} comparisons.", "",
-                 f"| variant | {self.metric} | difference to best | 95% interval | p | p adjusted | P(best better) |",
+                 f"| variant | {_md(self.metric)} | difference to best | 95% interval | p | p adjusted | P(best better) |",
                  "|---|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r['variant']} | {_fmt(r['mean'])} | {r['mean_diff']:+.4f} | {_interval(r['ci95'])} | "
+            lines.append(f"| {_md(r['variant'])} | {_fmt(r['mean'])} | {r['mean_diff']:+.4f} | {_interval(r['ci95'])} | "
                          f"{r['p_value']:.3g} | {r['p_adjusted']:.3g} | {r['p_best_better']:.2f} |")
         return lines + [""]
 
@@ -187,17 +193,17 @@ class StudyReport:
     def to_markdown(self, plots_dir: str = PLOTS_DIR) -> str:
         """The report as markdown: verdicts, tables, and the plots linked as `plots_dir/<name>.png`."""
         st = self.settings
-        lines = [f"# Transfer-learning study: {st.get('model', 'model')} on {st.get('n_rows', '?')} rows", ""]
+        lines = [f"# Transfer-learning study: {_md(st.get('model', 'model'))} on {st.get('n_rows', '?')} rows", ""]
         lines.append(
             f"{st.get('n_folds', '?')}-fold x {st.get('n_repeats', 1)} cross-validation; every variant ran on the "
             f"same folds (fingerprint `{str(st.get('folds_fingerprint', '?'))[:12]}`) with the same training seed "
-            f"({st.get('seed', '?')}). Metric: {self.metric}. 95% intervals: Nadeau-Bengio corrected t; p: corrected "
+            f"({st.get('seed', '?')}). Metric: {_md(self.metric)}. 95% intervals: Nadeau-Bengio corrected t; p: corrected "
             f"resampled t-test (df = k*r - 1), {st.get('p_adjust', 'holm')}-adjusted within a question; "
             f"P(better): Bayesian correlated t-test with a region of practical equivalence of "
             f"±{st.get('rope', 0.01):g}.")
         lines += ["", "## Verdicts", "", self.verdicts_markdown()]
         lines += ["", "## Variants", "",
-                  f"| variant | setting | {self.metric} | 95% interval | train {self.metric} | per fold |",
+                  f"| variant | setting | {_md(self.metric)} | 95% interval | train {_md(self.metric)} | per fold |",
                   "|---|---|---|---|---|---|"]
         lines += [self._variant_row(name) for name in self.variants]
         lines.append("")
@@ -220,7 +226,7 @@ class StudyReport:
                           "| outer fold | selected | inner means | outer score |", "|---|---|---|---|"]
                 for row in nested["outer_folds"]:
                     inner = ", ".join(f"{k} {v:.3f}" for k, v in row["inner_means"].items())
-                    lines.append(f"| {row['fold']} | {row['selected']} | {inner} | {row['outer_score']:.4f} |")
+                    lines.append(f"| {row['fold']} | {_md(row['selected'])} | {_md(inner)} | {row['outer_score']:.4f} |")
                 est = nested["estimate"]
                 lines += ["", f"Unbiased estimate: {self.metric} {est['mean']:.4f} (95% interval "
                           f"{_interval(est['ci95'])}); the best variant read off the same folds: "
@@ -234,7 +240,7 @@ class StudyReport:
                     losses = (f"{d['eval_loss_min']:.3f} -> {d['eval_loss_last']:.3f}"
                               if d.get("eval_loss_min") is not None else "–")
                     gap = f"{d['gap']:+.3f}" if d.get("gap") is not None else "–"
-                    lines.append(f"| {run} | {d['fold']} | {'yes' if d['overfitting'] else 'no'} | "
+                    lines.append(f"| {_md(run)} | {d['fold']} | {'yes' if d['overfitting'] else 'no'} | "
                                  f"{_fmt(d.get('onset_epoch'))} | {_fmt(d.get('best_epoch'))} | {losses} | {gap} |")
             lines.append("")
             for run in self.overfitting:

@@ -247,3 +247,15 @@ def test_a_card_of_many_classes_lists_the_first_ones_and_counts_the_rest():
     line = next(line for line in card.splitlines() if line.startswith("- Classes ("))
     assert line.startswith(f"- Classes ({CARD_CLASSES + 70}): class 0, class 1,")
     assert f"class {CARD_CLASSES - 1}, … and 70 more" in line and f"class {CARD_CLASSES}," not in line
+
+
+def test_study_report_names_are_text():
+    from hf_tlcv.report import StudyReport
+
+    cv = _results(["a", "b"])
+    report = StudyReport([], {"<b>x</b>|y": cv}, {"custom": ["<b>x</b>|y"]},
+                         {"<b>x</b>|y": {"label": "[l](javascript:alert(1))"}}, "accuracy",
+                         settings={"model": "<img src=x onerror=alert(1)>"})
+    tokens = _tokens(report.to_markdown())
+    _assert_inert(tokens)
+    assert "<b>x</b>|y" in _column(_tables(tokens), "variant")
