@@ -811,10 +811,28 @@ class SpaceApp:
                 yield (_say("error", markdown=outcome["message"]), *TUNE_EMPTY)
             else:
                 shutil.rmtree(job.folder, ignore_errors=True)
-                yield (_say("ok", f"{outcome['n_trials']} trials in {time.time() - started:.0f} s; {outcome['best']}"),
+                yield (_say("ok", f"{outcome['n_trials']} trials in {time.time() - started:.0f} s; {outcome['best']}"
+                                  + self._against_last_run(visitor, outcome["metric"], outcome["best_value"])),
                        _visitor_markdown(outcome["report"]), _existing(out / PLOTS_DIR / PLOT_FILES["history"]),
                        self._archive(visitor, out))
                 self._make_room(visitor, target=1.0)
+
+    @staticmethod
+    def _against_last_run(visitor: Visitor, metric: str, best: float) -> str:
+        """How the search's best compares with the visitor's last run of the first tab (its own settings), when its
+        mean is higher: a search of a few trials need not find better settings than the ones already tried."""
+        if visitor.last_run is None:
+            return ""
+        record = visitor.runs[visitor.last_run]
+        try:
+            mean = CVResults.load(record.folder).summary[metric]["mean"]
+        except Exception:  # noqa: BLE001 - the comparison is a courtesy; a run without the metric has none
+            return ""
+        if mean <= best:
+            return ""
+        return (f" Your {record.label.split(':')[0]} scored {mean:.4f} with the first tab's settings: these trials did "
+                "not find better ones (try more trials, or keep those settings). The data and folds may differ if "
+                "you changed them since.")
 
     # ---- audit -------------------------------------------------------------------------------------------------
     def audit(self, run_name, request: gr.Request = None):

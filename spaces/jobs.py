@@ -365,7 +365,8 @@ def run_tune(spec: dict, folder: Path, progress: FileProgress, token) -> dict:
     pruning, top = report.pruning, report.best
     best_text = (f"best: trial {top['trial']}, {report.metric} {top['value']:.4f}; {pruning.get('n_pruned', 0)} "
                  f"pruned ({pruning.get('fold_trainings_saved', 0)} fold trainings saved).")
-    return {"n_trials": len(report.trials), "best": best_text, "report": report.to_markdown(plots_dir=None)}
+    return {"n_trials": len(report.trials), "best": best_text, "metric": report.metric, "best_value": top["value"],
+            "report": report.to_markdown(plots_dir=None)}
 
 
 def run_audit(spec: dict, folder: Path, progress: FileProgress, token) -> dict:
