@@ -10,6 +10,7 @@ gets back: the sentence, the images, the files.
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 import time
@@ -28,6 +29,8 @@ from space_harness import LONG_RUN, ZIP, png, run_args, running_app, wait_until 
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
+MEASURED = Path(__file__).resolve().parents[1] / "outputs" / "space_load.json"
+LARGEST: dict[str, int] = {}  # test -> the largest image (pixels) the app sent in it
 QUOTA_MB = 60  # the tight app's quota per visitor
 CANCEL_S = 10  # the issue's bound: from the Cancel to the job's last word, its process gone
 APP_GROWTH_MB = 600  # the app's own resident memory may grow this much over a module of hostile jobs
@@ -79,6 +82,11 @@ def space(hub, tmp_path_factory):
         app.memory = MemoryWatch(app.process.pid)
         yield app
         app.memory.stop()
+        # What was measured, for the record (outputs/ is not committed): the app's growth and its jobs' peaks.
+        MEASURED.parent.mkdir(parents=True, exist_ok=True)
+        MEASURED.write_text(json.dumps({"app_peak_growth_mb": round(app.memory.peak_growth_mb, 1),
+                                        "app_start_rss_mb": round(app.memory.start / 2**20, 1),
+                                        "job_peaks_mb": job_peaks_mb(app), "largest_image_px": LARGEST}, indent=1))
         # Over everything this module made the app do, the app itself stayed small: the work was in its jobs.
         assert app.memory.peak_growth_mb < APP_GROWTH_MB, app.memory.peak_growth_mb
 
@@ -147,8 +155,9 @@ def test_many_classes_are_refused_before_any_training_and_the_app_stays_small(sp
     assert "may have at most 100" in note
     assert len(counts["data"]) == n_classes  # every class is counted ...
     assert len(gallery) <= 12 * 4  # ... but the images of only the first twelve are sent
-    assert max(pixels(item["image"] if isinstance(item["image"], str) else item["image"]["path"])
-               for item in gallery) <= 512 * 512
+    LARGEST[f"preview of {n_classes} classes"] = max(
+        pixels(item["image"] if isinstance(item["image"], str) else item["image"]["path"]) for item in gallery)
+    assert LARGEST[f"preview of {n_classes} classes"] <= 512 * 512
 
     started = time.time()
     status, table, summary, *plots, download = visitor.predict(
@@ -168,6 +177,7 @@ def test_a_run_at_the_class_cap_sends_bounded_images(space, tmp_path):
     assert "2 folds in" in status, status
     assert all(plots)
     sizes = [pixels(plot) for plot in plots]
+    LARGEST["plots of a 100-class run"] = max(sizes)
     assert max(sizes) <= 2000 * 2000, sizes  # the confusion matrix of 100 classes too
     assert job_peaks_mb(space) and max(job_peaks_mb(space)) < 4096, job_peaks_mb(space)
 
