@@ -307,6 +307,9 @@ def test_compare_pretrained_with_scratch_and_a_baseline_on_the_same_folds(visito
     expect(page.locator("#verdicts")).to_contain_text("corrected t-test p=")
     expect(page.locator("#study-plots img").first).to_be_visible()
     shot(page, "11_compare")
+    # The pretrained variant read the frozen features the run computed (the visitor's own disk cache, keyed by model,
+    # cut and rows): one cache entry, not a second computation of the same rows.
+    assert len(list((visitor_with_a_run.folder.parent / "features").iterdir())) == 1
 
 
 # ---- the API path ------------------------------------------------------------------------------------------------

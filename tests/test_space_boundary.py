@@ -11,6 +11,8 @@ import html
 import importlib.util
 import logging
 import re
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -400,3 +402,28 @@ def test_the_line_takes_one_job_per_visitor_in_order_and_is_bounded(tmp_path):
     assert ann.job is None and line.place(second) == (0, 1)  # the next one has the machine
     line.join(Job(ann, "tune"))  # and the first visitor may queue again
     assert line.place(ann.job) == (2, 2)
+
+
+def test_work_folders_of_a_dead_app_are_removed_at_the_next_start():
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("gradio")
+    from app import OWNER_FILE, remove_stale_workdirs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = {}
+    for name, owner in (("dead", str(dead.pid)), ("alive", str(os.getppid())), ("unowned", None)):
+        folder = Path(tempfile.mkdtemp(prefix="tlcv-space-"))
+        (folder / "visitor-x").mkdir()
+        if owner is not None:
+            (folder / OWNER_FILE).write_text(owner)
+        folders[name] = folder
+    try:
+        removed = remove_stale_workdirs()
+        assert folders["dead"] in removed and not folders["dead"].exists()  # killed for memory: its files go
+        assert folders["alive"].exists() and folders["unowned"].exists()  # a running app's, or not ours to judge
+    finally:
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)

@@ -338,3 +338,18 @@ def test_what_visitors_download_and_push_names_no_server_path_and_keeps_names_as
     assert not [t for t in inline if t.type == "link_open" and "javascript" in (t.attrGet("href") or "")]
     shown = " ".join("".join(c.content for c in t.children if c.type == "text") for t in tokens if t.children)
     assert all(name in shown for name in HOSTILE), [n for n in HOSTILE if n not in shown]
+
+
+def test_an_upload_over_the_cap_is_refused_by_the_upload_route(space, tmp_path):
+    """Gradio's upload route takes files without a session; its `max_file_size` is the Space's upload budget."""
+    import httpx
+
+    small, large = tmp_path / "small.zip", tmp_path / "large.zip"
+    small.write_bytes(b"x" * 1024)
+    with open(large, "wb") as handle:
+        handle.truncate(50 * 2**20 + 1)  # one byte over 50 MB
+    for path, expected in ((small, 200), (large, 413)):
+        with open(path, "rb") as handle:
+            answer = httpx.post(f"{space.url}gradio_api/upload", files={"files": (path.name, handle)}, timeout=120)
+        assert answer.status_code == expected, (path.name, answer.status_code, answer.text[:200])
+    assert not list((space.root / "gradio").rglob("large.zip"))  # nothing of it kept
