@@ -412,6 +412,7 @@ class SpaceApp:
         self.budgets = budgets
         self.local_token, self.local_account, self.oauth = local_token, local_account, oauth
         self.queue = JobQueue(budgets.max_waiting)
+        self._processes: set[subprocess.Popen] = set()  # the jobs' processes now running (at most one, by the line)
         # Fold ensembles loaded for Predict, all visitors together (each holds k models in memory): the newest few.
         self._ensembles: OrderedDict[tuple, Any] = OrderedDict()
         self._ensembles_lock = threading.Lock()
@@ -494,6 +495,8 @@ class SpaceApp:
         evictable += sorted((visitor.root / "previews").glob("upload-*"), key=lambda p: p.stat().st_mtime)[:-1]
         if visitor.hub_download is not None:
             evictable.append(visitor.hub_download[1])
+        # Cached frozen features are recomputed when needed: they go before any run.
+        evictable += sorted((visitor.root / "features").glob("*"), key=lambda p: p.stat().st_mtime)
         evictable += [visitor.runs[name].folder for name in list(visitor.runs)[:-1]]
         for path in evictable:
             if _folder_bytes(visitor.root) <= quota:
@@ -602,6 +605,7 @@ class SpaceApp:
         started = time.time()
         process = subprocess.Popen([sys.executable, str(JOB_SCRIPT), str(folder)], stdin=subprocess.PIPE, env=env,
                                    start_new_session=True, text=True)
+        self._processes.add(process)
         try:
             process.stdin.write((token or "") + "\n")  # the visitor's token: on a pipe, never on disk
             process.stdin.close()
@@ -632,6 +636,13 @@ class SpaceApp:
         finally:
             if process.poll() is None:
                 _kill(process)
+            self._processes.discard(process)
+
+    def stop_jobs(self) -> None:
+        """When the app stops: every job's process group is killed (they run in groups of their own, so a signal to
+        the app does not reach them)."""
+        for process in list(self._processes):
+            _kill(process)
 
     def _stopped(self, why: str, folds: int, what: str) -> str:
         """The sentence for a job its process was stopped: Cancel, the time limit or the memory limit."""
@@ -1417,6 +1428,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         logger.info("Stopping.")
     finally:
+        app.stop_jobs()
         demo.close()
         app.visitors.remove_all()
         if args.workdir is None:

@@ -387,7 +387,24 @@ def run_audit(spec: dict, folder: Path, progress: FileProgress, token) -> dict:
 KINDS = {"run": run_cv, "study": run_study, "tune": run_tune, "audit": run_audit}
 
 
+def _exit_with_parent() -> None:
+    """End this job if the app that started it is gone (killed for memory, or by SIGKILL): a job runs in its own
+    process group, so nothing else would stop it."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="hf_tlcv-space-parent").start()
+
+
 def main(folder: str) -> int:
+    _exit_with_parent()
     folder = Path(folder)
     spec = read_json(folder / SPEC_FILE)
     token = sys.stdin.readline().strip() or None  # the visitor's own token, for their Hub data; never stored

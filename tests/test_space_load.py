@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import threading
 import time
 import zipfile
@@ -353,3 +354,20 @@ def test_an_upload_over_the_cap_is_refused_by_the_upload_route(space, tmp_path):
             answer = httpx.post(f"{space.url}gradio_api/upload", files={"files": (path.name, handle)}, timeout=120)
         assert answer.status_code == expected, (path.name, answer.status_code, answer.text[:200])
     assert not list((space.root / "gradio").rglob("large.zip"))  # nothing of it kept
+
+
+def test_a_job_does_not_outlive_an_app_killed_for_memory(hub, tmp_path):
+    """An app killed outright (the kernel's OOM killer, SIGKILL) cannot clean up: its job notices it is orphaned and
+    ends within seconds, and the next start of the app removes the dead app's work folder."""
+    with running_app(tmp_path, hub.url) as app:
+        job = client(app).submit(*run_args(**LONG), api_name="/run")
+        first_status(job, r"Running:\*\*", "the job to start")
+        jobs = children(app)
+        assert jobs, "the job runs in a process of its own"
+        app.process.send_signal(signal.SIGKILL)
+        app.process.wait(timeout=30)
+
+        def gone():
+            return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in jobs)
+
+        wait_until(gone, "the orphaned job's process to end", guard_s=CANCEL_S)
