@@ -307,9 +307,14 @@ def test_compare_pretrained_with_scratch_and_a_baseline_on_the_same_folds(visito
     expect(page.locator("#verdicts")).to_contain_text("corrected t-test p=")
     expect(page.locator("#study-plots img").first).to_be_visible()
     shot(page, "11_compare")
-    # The pretrained variant read the frozen features the run computed (the visitor's own disk cache, keyed by model,
-    # cut and rows): one cache entry, not a second computation of the same rows.
-    assert len(list((visitor_with_a_run.folder.parent / "features").iterdir())) == 1
+    # The pretrained variant read the frozen features the run computed (the visitor's own disk cache, keyed by network,
+    # cut and rows): every entry is of the same rows, one per network (the run's pretrained one, and the random one of
+    # the linear probe from scratch), so none was computed twice.
+    from hf_tlcv.run_dir import read_marker
+
+    markers = [read_marker(p) for p in (visitor_with_a_run.folder.parent / "features").iterdir()]
+    assert len({m["data_fingerprint"] for m in markers}) == 1, markers
+    assert len({m["model_fingerprint"] for m in markers}) == len(markers) == 2, markers
 
 
 # ---- the API path ------------------------------------------------------------------------------------------------
@@ -421,9 +426,29 @@ def test_every_tab_reads_without_broken_headers_empty_boxes_or_cut_images(visito
     assert page.locator("button:text-is('Cancel')").evaluate_all(EMPTY_BESIDE_CANCEL) == []
     shot(page, "20_view_run")
 
+    # A run whose audit has images to show: dark and light images, two of each folder in the other's colour.
+    noisy = tmp_path / "noisy.zip"
+    with zipfile.ZipFile(noisy, "w") as archive:
+        for folder, values in (("dark", [10 + i for i in range(10)] + [240, 245]),
+                               ("light", [230 + i for i in range(10)] + [12, 18])):
+            for i, value in enumerate(values):
+                buffer = io.BytesIO()
+                Image.fromarray(np.full((32, 32), value, dtype=np.uint8), mode="L").save(buffer, "PNG")
+                archive.writestr(f"{folder}/{i}.png", buffer.getvalue())
+    page.get_by_label(ZIP).check()
+    upload_zip(page, noisy)
+    expect(page.locator("#data-status")).to_contain_text("24 images in 2 classes", timeout=ANSWER_MS)
+    page.get_by_role("tab", name="Cross-validate").click()
+    rate = page.get_by_role("spinbutton", name="learning rate")
+    rate.fill("0.05")
+    rate.press("Enter")
+    set_number(page, "epochs", 20)
+    page.locator("#run-button").click()
+    expect(page.locator("#run-status")).to_contain_text("2 folds in", timeout=RUN_MS)
     page.get_by_role("tab", name="Audit").click()
     page.locator("#audit-button").click()
     expect(page.locator("#audit-status")).to_contain_text("suspected label errors", timeout=RUN_MS)
+    assert "0 suspected label errors" not in page.locator("#audit-status").inner_text()
     assert_images_fit(page, "#audit-gallery")
     assert page.locator("button:text-is('Cancel')").evaluate_all(EMPTY_BESIDE_CANCEL) == []
     shot(page, "21_view_audit")
