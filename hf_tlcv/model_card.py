@@ -143,6 +143,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
     from huggingface_hub import ModelCard, ModelCardData
 
     from ._markdown import escape_markdown
+    from .dependence import dependence_lines
 
     config = cv.config
     task = data.task or infer_task(cv)
@@ -229,6 +230,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         fold_model_formats=fold_models,
         study_report=data.study_report,
         audit_section=audit_section(directory),
+        dependence=[escape_markdown(line.strip()) for line in dependence_lines(cv.diagnostics)],
         version=meta.get("hf_tlcv_version"),
     )
 
