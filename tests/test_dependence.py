@@ -239,3 +239,77 @@ def test_check_dependence_runs_the_blocked_folds_and_compares(tmp_path):
     ids = spatial_blocks(np.column_stack([data["x"], data["y"]]), size, seed=config.fold_seed)
     for fold in blocked:  # whole blocks in each evaluation part
         assert not set(ids[fold.eval_indices]) & set(ids[fold.train_indices])
+
+
+def test_config_settings_join_the_resume_check_and_the_nested_refusal():
+    from transformers import HfArgumentParser
+
+    from hf_tlcv import KFoldConfig
+    from hf_tlcv.config import RESULT_SETTINGS
+
+    for name in ("coordinate_columns", "coordinate_system", "spatial_block_size", "spatial_buffer", "fold_gap"):
+        assert name in RESULT_SETTINGS
+    common = dict(output_dir="unused", fold_strategy="spatial", coordinate_columns=["x", "y"], report_to="none")
+    assert KFoldConfig(ci_method="nested", **common).ci_method == "nested"  # whole blocks nest
+    with pytest.raises(ValueError, match="spatial_buffer"):
+        KFoldConfig(ci_method="nested", spatial_buffer=5.0, **common)
+    with pytest.raises(ValueError, match="fold_gap"):
+        KFoldConfig(output_dir="unused", fold_gap=3, report_to="none")
+    parser = HfArgumentParser(KFoldConfig)
+    assert "--spatial_buffer" in parser.format_help()
+    (config,) = parser.parse_args_into_dataclasses(["--output_dir", "unused", "--fold_strategy", "spatial",
+                                                    "--coordinate_columns", "lon", "lat", "--spatial_buffer", "25",
+                                                    "--report_to", "none"])
+    assert config.coordinate_columns == ["lon", "lat"] and config.spatial_buffer == 25.0
+
+
+def test_a_spatial_run_records_its_blocks_resumes_and_refuses_other_blocks(tmp_path):
+    from conftest import make_config, tiny_model
+
+    from hf_tlcv import KFoldTrainer
+    from hf_tlcv.folds import load_folds
+
+    data = _spatial_text_data(n_per_class=20)
+    config = make_config(tmp_path / "cv", fold_strategy="spatial", coordinate_columns=["x", "y"], num_train_epochs=1)
+    cv = KFoldTrainer(model=tiny_model("bert"), args=config, train_dataset=data).cross_validate()
+    folds, meta = load_folds(tmp_path / "cv" / "folds.json")
+    assert meta["fold_strategy"] == "spatial" and meta["spatial_block_size"] > 0  # chosen from the data, recorded
+    assert "dependence" not in cv.diagnostics  # blocked folds declare their dependence; nothing to detect
+    # resumed: the same folds, nothing trained again
+    again = KFoldTrainer(model=tiny_model("bert"), args=config, train_dataset=data).cross_validate()
+    assert [f.eval_metrics for f in again.folds] == [f.eval_metrics for f in cv.folds]
+    other = make_config(tmp_path / "cv", fold_strategy="spatial", coordinate_columns=["x", "y"], num_train_epochs=1,
+                        spatial_block_size=meta["spatial_block_size"] / 2)
+    with pytest.raises(ValueError, match="spatial_block_size"):
+        KFoldTrainer(model=tiny_model("bert"), args=other, train_dataset=data).cross_validate()
+
+
+@pytest.mark.integration  # a study with inner cross-validations in every outer fold
+def test_nested_study_inner_folds_use_the_outer_blocks(tmp_path, monkeypatch):
+    from conftest import image_dataset, make_config, tiny_model
+
+    from hf_tlcv import TransferStudy
+    from hf_tlcv.folds import load_folds, spatial_blocks
+
+    monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
+    data = image_dataset(n_per_class=16)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 40, size=(len(data), 2))
+    data = data.add_column("x", xy[:, 0].tolist()).add_column("y", xy[:, 1].tolist())
+    args = make_config(tmp_path, n_folds=3, num_train_epochs=1, fold_strategy="spatial", coordinate_columns=["x", "y"],
+                       spatial_block_size=10.0)
+    study = TransferStudy(tiny_model("vit", seed=1), data, args, nested=True, inner_folds=2,
+                          variants={"slow": {"learning_rate": 1e-3}, "fast": {"learning_rate": 2e-2}})
+    study.run()
+    outer_folds, meta = load_folds(tmp_path / "slow" / "folds.json")
+    assert meta["spatial_block_size"] == 10.0
+    blocks = spatial_blocks(xy, 10.0, seed=args.fold_seed)
+    for fold in outer_folds:
+        inner_dirs = sorted((tmp_path / "nested" / "custom" / fold.name).glob("*/folds.json"))
+        assert inner_dirs
+        for path in inner_dirs:
+            inner, inner_meta = load_folds(path)
+            assert inner_meta["fold_strategy"] == "spatial" and inner_meta["spatial_block_size"] == 10.0
+            outer_rows = fold.train_indices  # inner indices refer to the outer-train rows
+            for f in inner:  # an outer block is never split between an inner fold's train and eval rows
+                assert not set(blocks[outer_rows[f.eval_indices]]) & set(blocks[outer_rows[f.train_indices]])
