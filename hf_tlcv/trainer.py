@@ -609,6 +609,10 @@ class KFoldTrainer(StrategyTrainer):
         found = detect_dependence(pd.concat(frames, ignore_index=True), self.raw_dataset, self.cv_args,
                                   self.fold_strategy)
         if found is None:
+            if self.cv_args.check_dependence and self.is_world_process_zero():
+                logger.warning(f"{option('check_dependence', True)} compares random folds with blocked ones, but this "
+                               f"run's folds are {self.fold_strategy!r} or its rows have no coordinate or time column; "
+                               f"set {option('coordinate_columns')} or {option('time_column')} with random folds.")
             return {}
         if self.cv_args.check_dependence and found.get("proposal"):
             folds = self._on_main_process(blocked_folds, self.raw_dataset, self.cv_args, found, self.cv_args.fold_seed)

@@ -313,3 +313,64 @@ def test_nested_study_inner_folds_use_the_outer_blocks(tmp_path, monkeypatch):
             outer_rows = fold.train_indices  # inner indices refer to the outer-train rows
             for f in inner:  # an outer block is never split between an inner fold's train and eval rows
                 assert not set(blocks[outer_rows[f.eval_indices]]) & set(blocks[outer_rows[f.train_indices]])
+
+
+def test_blocked_time_folds_follow_the_time_column_with_the_proposed_gap():
+    from hf_tlcv.dependence import blocked_folds
+
+    rng = np.random.default_rng(5)
+    times = rng.permutation(200).astype(float)  # rows stored out of time order
+    dataset = Dataset.from_dict({"timestamp": times, "label": [0, 1] * 100})
+    found = {"proposal": {"settings": {"fold_strategy": "timeseries", "fold_gap": 6}, "sort_by": "timestamp"}}
+    folds = blocked_folds(dataset, _Config(), found, seed=0)
+    assert len(folds) == 5
+    for fold in folds:
+        train_times, eval_times = times[fold.train_indices], times[fold.eval_indices]
+        assert eval_times.min() - train_times.max() - 1 == 6  # the gap, counted in time order
+        assert sorted(train_times) == list(range(int(train_times.max()) + 1))  # the whole past
+
+
+def test_detector_finds_dependence_in_time_and_proposes_gapped_time_folds():
+    rng = np.random.default_rng(6)
+    n = 400
+    drift = np.zeros(n)
+    for i in range(1, n):
+        drift[i] = 0.9 * drift[i - 1] + rng.normal(scale=0.3)
+    p_true = 1 / (1 + np.exp(-(1.0 + drift)))  # the model is worse in some stretches of time than in others
+    order = rng.permutation(n)  # row r was recorded at time order[r]
+    oof = pd.DataFrame({"row": np.arange(n), "repeat": 0, "fold": 0, "label": 1, "prediction": 1,
+                        "prob_0": 1 - p_true[order], "prob_1": p_true[order]})
+    dataset = Dataset.from_dict({"when": order.astype(float), "label": [1] * n})
+
+    class Config(_Config):
+        time_column = "when"
+
+    found = detect_dependence(oof, dataset, Config(), "kfold")
+    assert found["kind"] == "time" and found["significant"] and found["value"] > 0.5
+    gap = found["proposal"]["settings"]["fold_gap"]
+    assert found["proposal"]["command"] == f"--fold_strategy timeseries --fold_gap {gap}" and gap >= 2
+    assert "sorted by 'when'" in dependence_lines({"dependence": found})[1]
+    # the same residuals in the stored (random) order of time: quiet
+    shuffled = Dataset.from_dict({"when": rng.permutation(n).astype(float), "label": [1] * n})
+    assert not detect_dependence(oof, shuffled, Config(), "kfold")["significant"]
+
+
+def test_study_report_names_the_variants_whose_errors_are_dependent():
+    from hf_tlcv.report import StudyReport
+    from hf_tlcv.results import CVResults, FoldResult
+
+    def cv(scores, dependence=None):
+        folds = [FoldResult(repeat=0, fold=i, n_train=80, n_eval=20, eval_metrics={"accuracy": s})
+                 for i, s in enumerate(scores)]
+        return CVResults(folds, diagnostics={"dependence": dependence} if dependence else None)
+
+    found = {"source": "detected", "kind": "space", "statistic": "Moran's I", "value": 0.41, "p_value": 0.005,
+             "significant": True, "proposal": {"command": "--fold_strategy spatial --coordinate_columns x y"}}
+    quiet = {**found, "value": 0.01, "p_value": 0.4, "significant": False}
+    info = {"a": {"run": "a", "label": ""}, "b": {"run": "b", "label": ""}}
+    flagged = StudyReport([], {"a": cv([0.8, 0.9, 0.85], found), "b": cv([0.7, 0.8, 0.75], quiet)}, {}, info,
+                          "accuracy").to_markdown()
+    assert "Where k-fold may flatter" in flagged and "a (Moran's I 0.410, p = 0.005)" in flagged
+    assert "b (Moran" not in flagged and "`--fold_strategy spatial --coordinate_columns x y`" in flagged
+    clean = StudyReport([], {"a": cv([0.8, 0.9, 0.85]), "b": cv([0.7, 0.8, 0.75], quiet)}, {}, info, "accuracy")
+    assert "Where k-fold" not in clean.to_markdown()
