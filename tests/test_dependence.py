@@ -374,3 +374,22 @@ def test_study_report_names_the_variants_whose_errors_are_dependent():
     assert "b (Moran" not in flagged and "`--fold_strategy spatial --coordinate_columns x y`" in flagged
     clean = StudyReport([], {"a": cv([0.8, 0.9, 0.85]), "b": cv([0.7, 0.8, 0.75], quiet)}, {}, info, "accuracy")
     assert "Where k-fold" not in clean.to_markdown()
+
+
+@pytest.mark.integration  # 9 extra fits beside the folds
+def test_nested_interval_runs_on_spatial_blocks(tmp_path):
+    from conftest import make_config, tiny_model
+
+    from hf_tlcv import KFoldTrainer
+    from hf_tlcv.folds import load_folds, spatial_blocks
+
+    data = _spatial_text_data(n_per_class=20)
+    config = make_config(tmp_path / "cv", fold_strategy="spatial", coordinate_columns=["x", "y"], num_train_epochs=1,
+                         spatial_block_size=6.0, ci_method="nested")
+    cv = KFoldTrainer(model=tiny_model("bert"), args=config, train_dataset=data).cross_validate()
+    assert cv.nested and "accuracy" in cv.nested["metrics"]
+    extra, meta = load_folds(tmp_path / "cv" / "nested_folds.json")
+    assert meta["spatial_block_size"] == 6.0 and {f.repeat for f in extra} == {1}
+    blocks = spatial_blocks(np.column_stack([data["x"], data["y"]]), 6.0, seed=config.fold_seed, repeat=1)
+    for fold in extra:  # the second repeat re-draws the blocks, and keeps them whole
+        assert not set(blocks[fold.eval_indices]) & set(blocks[fold.train_indices])
