@@ -37,9 +37,9 @@ probability of the true class), as a run does. False alarms: the same residuals 
 shuffled over the rows, and independent residuals on random positions; power: the real data and 100 random fields.
 
 Usage:
-    nice -n 10 .venv/bin/python benchmarks/dependence.py            # everything (~11 min on one shared core)
+    nice -n 10 .venv/bin/python benchmarks/dependence.py            # everything (~8 min on one shared core)
     nice -n 10 .venv/bin/python benchmarks/dependence.py --quick --trainer_bands 2   # a check that it runs (~2 min)
-Writes benchmarks/results/dependence.{json,md}.
+Writes benchmarks/results/dependence.{json,md} (dependence_quick.{json,md} with --quick).
 """
 
 from __future__ import annotations
@@ -334,6 +334,44 @@ def field_power(n_fields: int, learner_name: str = "5-NN") -> dict:
             "learner": learner_name}
 
 
+def power_curve(n_fields: int, latents=(0.0, 0.25, 0.5, 1.0), sides=(20, 40), learner_name: str = "5-NN") -> list:
+    """Detection rate against the strength of the unobserved field g and the number of rows, with what random folds
+    overstate there: the random-fold mean minus the accuracy on an independent field (the truth for new ground)."""
+    make = _learners()[learner_name]
+    cells = []
+    for side in sides:
+        for latent in latents:
+            hits, flattery = [], []
+            for seed in range(n_fields):
+                data, fresh = random_field(seed, n=side, latent=latent), random_field(seed + 10_000, n=side,
+                                                                                      latent=latent)
+                folds = split_indices(len(data["labels"]), "stratified", N_FOLDS, seed=seed, labels=data["labels"])
+                cv = cross_validate(make, data["features"], data["labels"], folds)
+                hits.append(morans_i(cv["residual"], data["xy"], seed=seed)["p_value"] < 0.05)
+                model = make().fit(data["features"], data["labels"])
+                flattery.append(cv["mean"] - float(np.mean(model.predict(fresh["features"]) == fresh["labels"])))
+            cells.append({"rows": side * side, "latent": latent, "detected": float(np.mean(hits)),
+                          "flattery": float(np.mean(flattery)), "n_fields": n_fields, "learner": learner_name})
+    return cells
+
+
+def residual_power(n_sims: int, weights=(0.0, 0.1, 0.2, 0.3, 0.5), sides=(20, 40), width: float = 2.0) -> list:
+    """The test alone against weak dependence: residuals `(1 - w) e + w g` with `e` independent noise and `g` a smooth
+    Gaussian field (width 2 cells) on a side x side grid; the share called significant and the mean Moran's I."""
+    cells = []
+    for side in sides:
+        yy, xx = np.mgrid[0:side, 0:side]
+        xy = np.column_stack([xx.ravel(), yy.ravel()]).astype(float)
+        for w in weights:
+            rng = np.random.default_rng(int(w * 100) + side)
+            tests = [morans_i((1 - w) * rng.normal(size=side * side) + w * _smooth_field(rng, side, width).ravel(),
+                              xy, seed=i) for i in range(n_sims)]
+            cells.append({"rows": side * side, "weight": w, "detected": float(np.mean([t["p_value"] < 0.05
+                                                                                         for t in tests])),
+                          "mean_moran": float(np.mean([t["value"] for t in tests])), "n_sims": n_sims})
+    return cells
+
+
 # ---- report ----------------------------------------------------------------------------------------------------------
 def _interval(e: dict) -> str:
     return f"{e['mean']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"
@@ -410,6 +448,23 @@ def markdown(result: dict) -> str:
               f"{d['field_power']['power']:.3f} (median I {d['field_power']['median_moran']:.3f}) | "
               f"{d['field_power']['n_fields']} |",
               f"| power, photo tiles (all bands and learners) | {d['power_photo']:.3f} | {d['n_photo']} |", ""]
+    if d.get("power_curve"):
+        lines += ["Detection rate against the strength of the unobserved field `g` (label `1[f1 + 0.5 f2 + s g > 0]`) "
+                  "and the number of rows, 5-NN, random 5-fold; 'flattery': the random-fold mean minus the accuracy "
+                  "of the model trained on the whole field on an independent field (the truth for new ground).", "",
+                  "| rows | s | detected | flattery | fields |", "|---:|---:|---:|---:|---:|"]
+        for c in d["power_curve"]:
+            lines.append(f"| {c['rows']} | {c['latent']:g} | {c['detected']:.2f} | {c['flattery']:+.3f} | "
+                         f"{c['n_fields']} |")
+        lines.append("")
+    if d.get("residual_power"):
+        lines += ["The test alone against weak dependence: residuals `(1 - w) e + w g`, `e` independent, `g` a smooth "
+                  "field (width 2 cells) on a grid.", "", "| rows | w | mean Moran's I | detected | simulations |",
+                  "|---:|---:|---:|---:|---:|"]
+        for c in d["residual_power"]:
+            lines.append(f"| {c['rows']} | {c['weight']:g} | {c['mean_moran']:.3f} | {c['detected']:.2f} | "
+                         f"{c['n_sims']} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -436,6 +491,8 @@ def main(quick: bool = False, trainer_bands: tuple[int, ...] = (0, 2, 4, 6)) -> 
         "false_alarm_field": false_alarms(residuals["field"], field["xy"], n_shuffles, seed=1),
         "null": simulated_null(100 if quick else 500),
         "field_power": field_power(10 if quick else 100),
+        "power_curve": power_curve(5 if quick else 30),
+        "residual_power": residual_power(20 if quick else 200),
         "power_photo": float(np.mean([r["moran"]["p_value"] < 0.05 for r in photo_rows])),
         "n_photo": len(photo_rows),
         "photo_all_rows": _moran(residuals["photo"], photo["xy"]),
