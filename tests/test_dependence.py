@@ -1,6 +1,7 @@
 """The dependence detector (hf_tlcv.dependence): Moran's I and time autocorrelation of out-of-fold errors, their
 false-alarm rate, the demonstrator, and the run's diagnostics, summary and card."""
 
+import functools
 import importlib.util
 import json
 import sys
@@ -129,13 +130,12 @@ class _Config:
     label_column = "label"
 
 
-def _tiles_run(shuffle: bool = False, seed: int = 0):
-    """The demonstrator's photo tiles, random 5-fold with a 5-NN, as a run's out-of-fold frame and dataset."""
+@functools.cache
+def _tiles_oof():
+    """The demonstrator's photo tiles, random 5-fold with a 5-NN: the run's out-of-fold frame, positions and labels."""
     bench = load_benchmark()
     data = bench.photo_tiles()
-    X, y, xy = data["features"], data["labels"], data["xy"]
-    if shuffle:
-        xy = xy[np.random.default_rng(seed).permutation(len(xy))]
+    X, y = data["features"], data["labels"]
     frames = []
     make = bench._learners()["5-NN"]
     for fold in split_indices(len(y), "stratified", 5, labels=y):
@@ -146,8 +146,15 @@ def _tiles_run(shuffle: bool = False, seed: int = 0):
         for c in range(proba.shape[1]):
             frame[f"prob_{c}"] = proba[:, c]
         frames.append(frame)
-    dataset = Dataset.from_dict({"x": xy[:, 0], "y": xy[:, 1], "label": y})
-    return pd.concat(frames, ignore_index=True), dataset
+    return pd.concat(frames, ignore_index=True), data["xy"], y
+
+
+def _tiles_run(shuffle: bool = False, seed: int = 0):
+    """The out-of-fold frame of the photo tiles and their dataset, the coordinates shuffled over the rows if asked."""
+    oof, xy, y = _tiles_oof()
+    if shuffle:
+        xy = xy[np.random.default_rng(seed).permutation(len(xy))]
+    return oof, Dataset.from_dict({"x": xy[:, 0], "y": xy[:, 1], "label": y})
 
 
 def test_detector_fires_on_the_photo_tiles_and_proposes_the_blocked_run():
