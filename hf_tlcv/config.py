@@ -53,7 +53,8 @@ class KFoldConfig(TrainingArguments):
         n_folds (`int`, defaults to `5`): number of folds k.
         fold_strategy (`str`, defaults to `"auto"`): `"auto"` (stratified when the label column is a
             `ClassLabel`, plain k-fold otherwise), `"kfold"`, `"stratified"`, `"group"`, `"stratified_group"`
-            or `"timeseries"` (rows in time order; training rows always precede evaluation rows).
+            `"timeseries"` (rows in time order; training rows always precede evaluation rows) or `"spatial"` (square
+            blocks of space dealt to folds; see `coordinate_columns` and docs/dependence.md).
         n_repeats (`int`, defaults to `1`): repeated k-fold; every repeat reshuffles.
         fold_seed (`int`, defaults to `42`): seed of the fold shuffles (independent of `seed`, which seeds training).
         label_column (`str`, defaults to `"label"`): column holding the class labels.
@@ -154,7 +155,8 @@ class KFoldConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "How rows are split into folds: 'auto' (stratified for a ClassLabel label column, else kfold), "
-            "'kfold', 'stratified', 'group', 'stratified_group' or 'timeseries'.",
+            "'kfold', 'stratified', 'group', 'stratified_group', 'timeseries' or 'spatial' (blocks of space, with "
+            "coordinate_columns).",
             "choices": list(FOLD_STRATEGIES),
         },
     )
