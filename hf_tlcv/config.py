@@ -11,7 +11,7 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
-from .folds import FOLD_STRATEGIES, validate_fold_inputs
+from .folds import COORDINATE_SYSTEMS, FOLD_STRATEGIES, fold_kwargs, validate_fold_inputs
 from .options import option
 from .pooling import TEXT_POOLING_CHOICES
 
@@ -33,7 +33,8 @@ TRAINING_RESULT_SETTINGS = (
     "greater_is_better", "neftune_noise_alpha",
 )
 CV_RESULT_SETTINGS = (
-    "n_folds", "fold_strategy", "n_repeats", "fold_seed", "label_column", "group_column", "finetune_strategy",
+    "n_folds", "fold_strategy", "n_repeats", "fold_seed", "label_column", "group_column", "coordinate_columns",
+    "coordinate_system", "spatial_block_size", "spatial_buffer", "fold_gap", "finetune_strategy",
     "freeze_layers", "layerwise_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "metrics",
     "metric_average", "eval_on_train", "image_column", "text_column", "image_size", "max_length", "text_pooling",
 )
@@ -52,11 +53,30 @@ class KFoldConfig(TrainingArguments):
         n_folds (`int`, defaults to `5`): number of folds k.
         fold_strategy (`str`, defaults to `"auto"`): `"auto"` (stratified when the label column is a
             `ClassLabel`, plain k-fold otherwise), `"kfold"`, `"stratified"`, `"group"`, `"stratified_group"`
-            or `"timeseries"` (rows in time order; training rows always precede evaluation rows).
+            `"timeseries"` (rows in time order; training rows always precede evaluation rows) or `"spatial"` (square
+            blocks of space dealt to folds; see `coordinate_columns` and docs/dependence.md).
         n_repeats (`int`, defaults to `1`): repeated k-fold; every repeat reshuffles.
         fold_seed (`int`, defaults to `42`): seed of the fold shuffles (independent of `seed`, which seeds training).
         label_column (`str`, defaults to `"label"`): column holding the class labels.
-        group_column (`str`, *optional*): column whose groups must never be split between train and eval.
+        group_column (`str`, *optional*): column whose groups must never be split between train and eval (with
+            `"timeseries"`: no group straddles a fold boundary).
+        coordinate_columns (`list[str]`, *optional*): two columns with each row's position (x, y, or longitude,
+            latitude). Needed by `fold_strategy="spatial"`, which deals square blocks of space to folds, balanced and
+            stratified where classes allow; with random folds they let the run measure whether its out-of-fold
+            errors are autocorrelated in space (see docs/dependence.md).
+        coordinate_system (`str`, defaults to `"auto"`): `"xy"` (planar, Euclidean distance in the columns' unit),
+            `"lonlat"` (degrees; great-circle distance, block size and buffer in km) or `"auto"` (`"lonlat"` when the
+            columns are named like longitude then latitude).
+        spatial_block_size (`float`, *optional*): side of the spatial blocks; default: the distance at which the
+            labels stop being autocorrelated, recorded in `folds.json`.
+        spatial_buffer (`float`, defaults to `0`): training rows closer than this to a fold's evaluation rows are
+            left out of that fold's training.
+        fold_gap (`int`, defaults to `0`): with `"timeseries"`, rows (groups, with `group_column`) left out between
+            training and evaluation.
+        time_column (`str`, *optional*): a column with each row's time; with random folds the run measures whether
+            its out-of-fold errors are autocorrelated in time. Found by name (`time`, `timestamp`, `date`...) when unset.
+        check_dependence (`bool`, defaults to `False`): when the run's errors are dependent in space or time, also
+            cross-validate with blocked folds (spatial blocks, or time-series folds) and report both estimates.
 
     Fine-tuning strategy:
         finetune_strategy (`str`, defaults to `"full"`): `"full"`, `"freeze"`, `"linear_probe"` or `"lora"`.
@@ -135,7 +155,8 @@ class KFoldConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "How rows are split into folds: 'auto' (stratified for a ClassLabel label column, else kfold), "
-            "'kfold', 'stratified', 'group', 'stratified_group' or 'timeseries'.",
+            "'kfold', 'stratified', 'group', 'stratified_group', 'timeseries' or 'spatial' (blocks of space, with "
+            "coordinate_columns).",
             "choices": list(FOLD_STRATEGIES),
         },
     )
@@ -144,6 +165,41 @@ class KFoldConfig(TrainingArguments):
     label_column: str = field(default="label", metadata={"help": "Column holding the class labels."})
     group_column: str | None = field(
         default=None, metadata={"help": "Column of groups that must never be split between train and eval folds."}
+    )
+    coordinate_columns: list[str] | None = field(
+        default=None,
+        metadata={"help": "Two columns with each row's position (x y, or longitude latitude): required by "
+                  "fold_strategy='spatial'; with random folds they let the run test its errors for spatial dependence."},
+    )
+    coordinate_system: str = field(
+        default="auto",
+        metadata={"help": "'xy' (planar), 'lonlat' (degrees; great-circle distances, sizes in km) or 'auto' (lonlat "
+                  "when the columns are named like longitude, latitude).", "choices": list(COORDINATE_SYSTEMS)},
+    )
+    spatial_block_size: float | None = field(
+        default=None,
+        metadata={"help": "Side of the square blocks of fold_strategy='spatial' (the coordinates' unit, km for "
+                  "lonlat); default: the distance at which the labels stop being autocorrelated."},
+    )
+    spatial_buffer: float = field(
+        default=0.0,
+        metadata={"help": "With 'spatial': training rows closer than this to a fold's evaluation rows are left out "
+                  "of that fold's training."},
+    )
+    fold_gap: int = field(
+        default=0,
+        metadata={"help": "With 'timeseries': rows (groups, with group_column) left out between training and "
+                  "evaluation."},
+    )
+    time_column: str | None = field(
+        default=None,
+        metadata={"help": "Column with each row's time: with random folds the run tests its errors for dependence in "
+                  "time (found by name, e.g. 'timestamp', when unset)."},
+    )
+    check_dependence: bool = field(
+        default=False,
+        metadata={"help": "When the out-of-fold errors are dependent in space or time, also cross-validate with "
+                  "blocked folds and report both estimates."},
     )
 
     # Fine-tuning strategy
@@ -268,8 +324,11 @@ class KFoldConfig(TrainingArguments):
 
     def __post_init__(self):
         # One set of fold checks, shared with the data-aware checks KFoldTrainer runs on the dataset.
-        validate_fold_inputs(strategy=self.fold_strategy, n_folds=self.n_folds, n_repeats=self.n_repeats,
-                             label_column=self.label_column, group_column=self.group_column)
+        if isinstance(self.coordinate_columns, str):
+            self.coordinate_columns = [self.coordinate_columns]
+        if self.coordinate_columns is not None:
+            self.coordinate_columns = list(self.coordinate_columns)
+        validate_fold_inputs(**fold_kwargs(self))
         if self.finetune_strategy not in FINETUNE_STRATEGIES:
             raise ValueError(f"Unknown {option('finetune_strategy', self.finetune_strategy)}; choose one of "
                              f"{', '.join(FINETUNE_STRATEGIES)}.")
@@ -295,6 +354,12 @@ class KFoldConfig(TrainingArguments):
                 f"{option('ci_method', 'nested')} needs k-fold-style folds with n_folds >= 3 (its inner "
                 f"cross-validation of each fold runs on the other folds); got {option('n_folds', self.n_folds)} and "
                 f"{option('fold_strategy', self.fold_strategy)}. Use {option('ci_method', 'corrected')} here.")
+        if self.ci_method == "nested" and self.spatial_buffer:
+            # With a buffer a fold trains on fewer rows than the other folds hold: its folds are no partition.
+            raise ValueError(
+                f"{option('ci_method', 'nested')} trains on unions of whole folds, which a "
+                f"{option('spatial_buffer', self.spatial_buffer)} would have to thin differently for every pair of "
+                f"folds; use {option('ci_method', 'corrected')} with a buffer, or spatial blocks without one.")
         if not self.metrics:
             raise ValueError(f"metrics is empty: name at least one evaluate module, e.g. {option('metrics', ['accuracy'])}.")
         if self.image_size is not None and self.image_size < 8:

@@ -157,6 +157,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
     # Every string a user chose (class, column, metric and file names, the model and dataset names, setting values)
     # reaches the Markdown through one of these two: as text (tables included) or as code.
     from ._markdown import escape_markdown as text, markdown_code as code
+    from .dependence import dependence_lines
 
     config = cv.config
     task = data.task or infer_task(cv)
@@ -244,6 +245,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         fold_model_formats=fold_models,
         study_report=data.study_report,
         audit_section=audit_section(directory),
+        dependence=[text(line.strip()) for line in dependence_lines(cv.diagnostics)],
         version=meta.get("hf_tlcv_version"),
     )
 

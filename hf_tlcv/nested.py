@@ -48,7 +48,10 @@ def nested_selection(study, question: str, results: dict[str, CVResults]) -> dic
     names = study.question_variants[question]
     metric = study.metric_name
     out = Path(study.args.output_dir)
-    folds, _ = load_folds(out / study.runs[names[0]] / "folds.json")
+    folds, saved = load_folds(out / study.runs[names[0]] / "folds.json")
+    # Inner folds are cut like the outer ones (fold_gap, buffer and coordinates come with the study's settings); spatial
+    # blocks of the size the outer folds used, whose grid does not depend on the rows, so inner blocks are outer blocks.
+    same_blocks = {"spatial_block_size": saved["spatial_block_size"]} if "spatial_block_size" in saved else {}
     rows, outer_folds = [], []
     bar = tqdm(folds, desc=f"Nested CV ({question}): outer folds", unit="fold", disable=study.args.disable_tqdm)
     for fold in bar:
@@ -60,7 +63,7 @@ def nested_selection(study, question: str, results: dict[str, CVResults]) -> dic
             if run not in inner_by_run:
                 trainer = study.make_trainer(
                     study.variants[run], dataset=outer_train, output_dir=out / "nested" / question / fold.name / run,
-                    n_folds=study.inner_folds, n_repeats=1, save_fold_models=False, eval_strategy="no",
+                    n_folds=study.inner_folds, n_repeats=1, save_fold_models=False, eval_strategy="no", **same_blocks,
                 )
                 inner_by_run[run] = trainer.cross_validate().summary[metric]["mean"]
                 del trainer

@@ -190,6 +190,25 @@ class StudyReport:
                 lines.append(f"- **{title}**: {v.text}")
         return "\n".join(lines)
 
+    def _dependence_markdown(self) -> list[str]:
+        """A paragraph naming the variants whose out-of-fold errors were dependent in space or time (see
+        `hf_tlcv.dependence`): the shared folds are random, so every comparison may be optimistic for new data."""
+        from ._markdown import escape_markdown
+
+        flagged = {name: cv.diagnostics["dependence"] for name, cv in self.variants.items()
+                   if (cv.diagnostics.get("dependence") or {}).get("significant")}
+        if not flagged:
+            return []
+        first = next(iter(flagged.values()))
+        proposal = (first.get("proposal") or {}).get("command")
+        text = ("**Where k-fold may flatter.** The out-of-fold errors of " + ", ".join(
+            f"{escape_markdown(name)} ({found['statistic']} {found['value']:.3f}, p = {found['p_value']:.2g})"
+            for name, found in flagged.items()) + f" are autocorrelated in {first['kind']}: random folds put near "
+            "neighbours in training and evaluation, so these scores are likely optimistic for new data.")
+        if proposal:
+            text += f" Run the study again with blocked folds: `{proposal}`."
+        return [text, ""]
+
     def to_markdown(self, plots_dir: str = PLOTS_DIR) -> str:
         """The report as markdown: verdicts, tables, and the plots linked as `plots_dir/<name>.png`."""
         st = self.settings
@@ -207,6 +226,7 @@ class StudyReport:
                   "|---|---|---|---|---|---|"]
         lines += [self._variant_row(name) for name in self.variants]
         lines.append("")
+        lines += self._dependence_markdown()
         for question, names in self.questions.items():
             if question == "overfitting":
                 continue

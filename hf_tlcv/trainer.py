@@ -27,7 +27,7 @@ from .console import StepPostfix, fold_line, quiet_libraries
 from .data import describe_dataset, needs_preprocessing, preprocess
 from .execution import DATA_PARALLEL_TYPES, FoldExchange, WorkerProcess, deal_folds
 from .fold_job import FoldJob, ModelSource, StrategyTrainer, fold_settings, run_fold
-from .folds import Fold, load_folds, make_folds, save_folds
+from .folds import Fold, fold_kwargs, load_folds, make_folds, save_folds, spatial_block_size
 from .hub import HubPushCallback, create_hub_repo, hub_repo_id
 from .metrics import build_compute_metrics, metrics_from_probabilities
 from .modeling import load_classifier, load_processor, state_fingerprint
@@ -420,6 +420,7 @@ class KFoldTrainer(StrategyTrainer):
             "fold_seed": args.fold_seed,
             "label_column": args.label_column,
             "group_column": args.group_column,
+            **({"spatial_block_size": self._spatial_block_size} if self.fold_strategy == "spatial" else {}),
             "n_rows": len(self.raw_dataset),
             "data_fingerprint": self._data_record["fingerprint"],
             "model_fingerprint": self.model_fingerprint,
@@ -464,9 +465,7 @@ class KFoldTrainer(StrategyTrainer):
             extra, _ = load_folds(path)
         else:
             # Further repeats of the same splitter: repeat 0 is the same split whatever n_repeats is.
-            every = make_folds(self.raw_dataset, strategy=self.fold_strategy, n_folds=args.n_folds,
-                               n_repeats=max(args.n_repeats, MIN_NESTED_REPEATS), seed=args.fold_seed,
-                               label_column=args.label_column, group_column=args.group_column)
+            every = self._make_folds(n_repeats=max(args.n_repeats, MIN_NESTED_REPEATS))
             if every[:len(folds)] != folds:
                 raise ValueError(f"The folds in {out / FOLDS_FILE} are not the ones make_folds gives for this data and "
                                  f"settings, so the nested interval cannot extend them; start a fresh run "
@@ -484,12 +483,28 @@ class KFoldTrainer(StrategyTrainer):
             folds, saved = load_folds(folds_path)
             self._check_resumable(out, meta, saved)
             return folds
-        folds = make_folds(self.raw_dataset, strategy=self.fold_strategy, n_folds=self.cv_args.n_folds,
-                           n_repeats=self.cv_args.n_repeats, seed=self.cv_args.fold_seed,
-                           label_column=self.cv_args.label_column, group_column=self.cv_args.group_column)
+        folds = self._make_folds()
         out.mkdir(parents=True, exist_ok=True)
         save_folds(folds, folds_path, meta)
         return folds
+
+    def _make_folds(self, **overrides) -> list[Fold]:
+        """The run's folds (`make_folds` with every fold setting of the config), spatial blocks of the size recorded
+        in `folds.json`."""
+        settings = {**fold_kwargs(self.cv_args), "strategy": self.fold_strategy,
+                    "block_size": self._spatial_block_size, **overrides}
+        return make_folds(self.raw_dataset, seed=self.cv_args.fold_seed, **settings)
+
+    @property
+    def _spatial_block_size(self) -> float | None:
+        """The side of the spatial blocks: the configured one, or the one chosen from the data (computed once)."""
+        args = self.cv_args
+        if self.fold_strategy != "spatial" or args.spatial_block_size is not None:
+            return args.spatial_block_size
+        if getattr(self, "_block_size_cache", None) is None:
+            self._block_size_cache = spatial_block_size(self.raw_dataset, args.n_folds, args.label_column,
+                                                        args.coordinate_columns, args.coordinate_system)
+        return self._block_size_cache
 
     def _check_resumable(self, out: Path, meta: dict, saved: dict) -> None:
         """Refuse to mix results of different settings, data or process layouts in one folder."""
@@ -572,13 +587,58 @@ class KFoldTrainer(StrategyTrainer):
                 nested = nested_summary(folds, results, fits, fit_results)
         cv = CVResults(results, oof_metrics=self._pooled_metrics(results), config=self._config_record(),
                        label_names=self.class_names, metadata=self._results_metadata(),
-                       test_metrics=self._ensemble_test_metrics(results), nested=nested)
+                       test_metrics=self._ensemble_test_metrics(results), nested=nested,
+                       diagnostics=self._dependence_diagnostics(results, out, executor))
         if self.is_world_process_zero():
             cv.save(out)
             self._write_reports(cv, out)
         self.cv_results = cv
         self._fold_event("on_cross_validation_end", results=cv, output_dir=out)
         return cv
+
+    def _dependence_diagnostics(self, results: list[FoldResult], out: Path, executor=None) -> dict:
+        """`diagnostics["dependence"]` of a run with random folds whose rows have coordinates or times (see
+        `hf_tlcv.dependence`); with `check_dependence`, the blocked folds are cross-validated too (in
+        `output_dir/dependence_check/`, resumable) and the two estimates compared."""
+        import pandas as pd
+
+        from .dependence import DEPENDENCE_CHECK_DIR, blocked_folds, compare_blocked, dependence_lines, \
+            detect_dependence
+
+        frames = [r.predictions for r in results if r.predictions is not None]
+        if not frames:
+            return {}
+        found = detect_dependence(pd.concat(frames, ignore_index=True), self.raw_dataset, self.cv_args,
+                                  self.fold_strategy)
+        if found is None:
+            if self.cv_args.check_dependence and self.is_world_process_zero():
+                logger.warning(f"{option('check_dependence', True)} compares random folds with blocked ones, but this "
+                               f"run's folds are {self.fold_strategy!r} or its rows have no coordinate or time column; "
+                               f"set {option('coordinate_columns')} or {option('time_column')} with random folds.")
+            return {}
+        if self.cv_args.check_dependence and found.get("proposal"):
+            folds = self._on_main_process(blocked_folds, self.raw_dataset, self.cv_args, found, self.cv_args.fold_seed)
+            check_dir = out / DEPENDENCE_CHECK_DIR
+            if self.is_world_process_zero():  # fold results of other blocks (another run in this folder) are not reused
+                if (check_dir / FOLDS_FILE).exists() and load_folds(check_dir / FOLDS_FILE)[0] != folds:
+                    shutil.rmtree(check_dir)
+                save_folds(folds, check_dir / FOLDS_FILE, {"proposal": found["proposal"]["settings"]})
+            self.accelerator.wait_for_everyone()
+            finished = self._broadcast([fold_is_complete(check_dir / f.name) for f in folds]
+                                       if self.is_world_process_zero() else None)
+            blocked = []
+            bar = self._progress(len(folds), "Blocked folds (check_dependence)", "fold")
+            for _, result, _ in self._fold_steps(folds, finished, check_dir, executor):
+                blocked.append(result)
+                bar.update(1)
+            bar.close()
+            random_cv, blocked_cv = CVResults(results), CVResults(blocked)
+            metric = "accuracy" if "accuracy" in random_cv.summary else next(iter(random_cv.summary))
+            found["check"] = compare_blocked(random_cv.summary, blocked_cv.summary, found["kind"], metric)
+        if self.is_world_process_zero():
+            for line in dependence_lines({"dependence": found}):
+                logger.warning(line)
+        return {"dependence": found}
 
     def _progress(self, total: int, description: str, unit: str):
         from tqdm.auto import tqdm

@@ -110,12 +110,10 @@ def validate_dataset(dataset: Any, args: Any = None, *, label_column: str | None
 
     fold_strategy = None
     if labels == "required" and (args is not None or n_folds is not None):
-        from .folds import validate_fold_inputs
+        from .folds import fold_kwargs, validate_fold_inputs
 
         if args is not None:
-            fold_strategy = validate_fold_inputs(dataset, strategy=args.fold_strategy, n_folds=args.n_folds,
-                                                 n_repeats=args.n_repeats, label_column=label_column,
-                                                 group_column=args.group_column)
+            fold_strategy = validate_fold_inputs(dataset, **{**fold_kwargs(args), "label_column": label_column})
         else:
             fold_strategy = validate_fold_inputs(dataset, strategy="auto", n_folds=n_folds, label_column=label_column)
 

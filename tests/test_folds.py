@@ -11,6 +11,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 from sklearn.model_selection import KFold
 
 from hf_tlcv.folds import (
+    choose_block_size,
+    spatial_blocks,
     FOLD_STRATEGIES,
     Fold,
     folds_fingerprint,
@@ -362,3 +364,189 @@ def test_valid_settings_without_a_dataset_pass():
 def test_split_indices_checks_its_arrays(kwargs, word):
     with pytest.raises(ValueError, match=word):
         split_indices(10, n_folds=2, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Spatial blocks and time gaps (issue 27)
+
+
+def _haversine_km(a, b):
+    """Great-circle distances, written out independently of hf_tlcv (the brute-force reference)."""
+    lon1, lat1 = np.radians(a[:, None, 0]), np.radians(a[:, None, 1])
+    lon2, lat2 = np.radians(b[None, :, 0]), np.radians(b[None, :, 1])
+    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(h))
+
+
+def _points(n=600, seed=0, geographic=False):
+    rng = np.random.default_rng(seed)
+    if geographic:  # a 4 x 3 degree patch around Lyon: ~300 x 330 km
+        return np.column_stack([rng.uniform(3, 7, n), rng.uniform(44, 47, n)])
+    return rng.uniform(0, 100, size=(n, 2))
+
+
+@pytest.mark.parametrize("geographic, block_size, buffer", [(False, 20.0, 7.5), (True, 60.0, 25.0)])
+def test_spatial_buffer_keeps_every_eval_row_away_from_training_rows(geographic, block_size, buffer):
+    xy = _points(geographic=geographic)
+    labels = (xy[:, 0] > np.median(xy[:, 0])).astype(int)
+    folds = split_indices(len(xy), "spatial", 5, n_repeats=2, labels=labels, coordinates=xy, geographic=geographic,
+                          block_size=block_size, buffer=buffer)
+    unbuffered = split_indices(len(xy), "spatial", 5, n_repeats=2, labels=labels, coordinates=xy,
+                               geographic=geographic, block_size=block_size)
+    dropped = 0
+    for fold, plain in zip(folds, unbuffered):
+        np.testing.assert_array_equal(fold.eval_indices, plain.eval_indices)  # the buffer only thins training
+        a, b = xy[fold.eval_indices], xy[fold.train_indices]
+        if geographic:
+            distances = _haversine_km(a, b)
+        else:
+            distances = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+        assert distances.min() >= buffer  # brute force over every (eval, train) pair
+        # and nothing was dropped that was far enough: the training rows are exactly those at >= buffer
+        removed = np.setdiff1d(plain.train_indices, fold.train_indices)
+        if geographic:
+            near = _haversine_km(xy[removed], a).min(axis=1) if len(removed) else np.zeros(0)
+        else:
+            near = np.sqrt(((xy[removed][:, None, :] - a[None, :, :]) ** 2).sum(-1)).min(axis=1)
+        assert np.all(near < buffer)
+        dropped += len(removed)
+    assert dropped > 0
+
+
+def test_spatial_blocks_are_whole_contiguous_squares_dealt_to_one_fold():
+    side, block = 24, 4.0  # a regular 24 x 24 grid of points one unit apart
+    yy, xx = np.mgrid[0:side, 0:side]
+    xy = np.column_stack([xx.ravel(), yy.ravel()]).astype(float) + 0.5
+    folds = split_indices(len(xy), "spatial", 4, n_repeats=2, coordinates=xy, block_size=block)
+    for repeat in (0, 1):
+        ids = spatial_blocks(xy, block, seed=42, repeat=repeat)
+        fold_of = np.full(len(xy), -1)
+        for fold in (f for f in folds if f.repeat == repeat):
+            fold_of[fold.eval_indices] = fold.fold
+        assert np.all(fold_of >= 0)
+        for block_id in np.unique(ids):
+            rows = np.flatnonzero(ids == block_id)
+            assert len(np.unique(fold_of[rows])) == 1  # a block is never split between folds
+            span = xy[rows].max(axis=0) - xy[rows].min(axis=0)
+            assert np.all(span < block)  # a square of side block_size...
+            # ...and contiguous: every grid point inside its bounding box belongs to it
+            assert len(rows) == np.prod(span + 1)
+    # every repeat re-draws the blocks; the same seed gives the same ones
+    assert not np.array_equal(spatial_blocks(xy, block, 42, 0), spatial_blocks(xy, block, 42, 1))
+    assert folds == split_indices(len(xy), "spatial", 4, n_repeats=2, coordinates=xy, block_size=block)
+
+
+def test_spatial_folds_balance_classes_and_sizes_within_tolerance():
+    # Stated tolerance: with at least ~20 blocks per fold, each fold's class shares are within 0.05 of the overall
+    # shares and its size within 25% of n / k (whole blocks are dealt, so a fold cannot be balanced row by row).
+    xy = _points(n=3000, seed=1)
+    rng = np.random.default_rng(1)
+    labels = np.where(xy[:, 1] > 70, 2, (rng.random(3000) < 0.3).astype(int))  # classes with spatial structure
+    overall = np.bincount(labels) / len(labels)
+    folds = split_indices(len(xy), "spatial", 5, n_repeats=2, labels=labels, coordinates=xy, block_size=8.0)
+    for fold in folds:
+        shares = np.bincount(labels[fold.eval_indices], minlength=3) / len(fold.eval_indices)
+        assert np.abs(shares - overall).max() <= 0.05, (fold, shares, overall)
+        assert abs(len(fold.eval_indices) - len(xy) / 5) <= 0.25 * len(xy) / 5
+
+
+def test_spatial_blocks_of_a_subset_are_the_blocks_of_the_whole():
+    # What lets the inner folds of a nested run use the outer blocks: the grid does not depend on the rows.
+    xy = _points(n=400, seed=2)
+    subset = np.sort(np.random.default_rng(0).choice(400, 250, replace=False))
+    whole, part = spatial_blocks(xy, 15.0), spatial_blocks(xy[subset], 15.0)
+    same = whole[subset][:, None] == whole[subset][None, :]
+    np.testing.assert_array_equal(same, part[:, None] == part[None, :])
+
+
+def test_choose_block_size_follows_the_range_of_the_labels():
+    xy = _points(n=1500, seed=3)
+    fine = ((xy[:, 0] // 5 + xy[:, 1] // 5) % 2).astype(int)  # a 5-unit checkerboard
+    coarse = ((xy[:, 0] // 25 + xy[:, 1] // 25) % 2).astype(int)  # a 25-unit one
+    small, large = (choose_block_size(xy, labels, 5, categorical=True) for labels in (fine, coarse))
+    assert small < large
+    assert 2 <= small <= 12 and 10 <= large <= 40
+
+
+@pytest.mark.parametrize("gap", [0, 1, 7])
+def test_fold_gap_leaves_exactly_the_gap(gap):
+    folds = split_indices(60, "timeseries", 4, gap=gap)
+    for fold in folds:
+        assert fold.eval_indices.min() - fold.train_indices.max() - 1 == gap
+        np.testing.assert_array_equal(fold.train_indices, np.arange(fold.train_indices.max() + 1))
+        np.testing.assert_array_equal(fold.eval_indices, np.arange(fold.eval_indices.min(), fold.eval_indices.max() + 1))
+    assert folds[-1].eval_indices.max() == 59
+
+
+def test_grouped_timeseries_never_splits_a_group_and_gaps_whole_groups():
+    sizes = np.random.default_rng(0).integers(1, 6, size=30)  # 30 days with 1-5 rows each, in time order
+    groups = np.repeat(np.arange(30), sizes)
+    folds = split_indices(len(groups), "timeseries", 4, groups=groups, gap=2)
+    for fold in folds:
+        train_groups, eval_groups = set(groups[fold.train_indices]), set(groups[fold.eval_indices])
+        assert not train_groups & eval_groups
+        assert min(eval_groups) - max(train_groups) - 1 == 2  # the gap is two whole groups
+        for g in train_groups | eval_groups:  # whole groups only
+            assert set(np.flatnonzero(groups == g)) <= set(fold.train_indices) | set(fold.eval_indices)
+
+
+def _spatial_ds(n=200, seed=0, **columns):
+    xy = _points(n=n, seed=seed)
+    data = make_dataset(make_labels([n // 2, n - n // 2], seed=seed))
+    data = data.add_column("x", xy[:, 0].tolist()).add_column("y", xy[:, 1].tolist())
+    for name, values in columns.items():
+        data = data.add_column(name, values)
+    return data
+
+
+SPATIAL_BAD_INPUTS = [
+    ("spatial without coordinates", _spatial_ds, {"strategy": "spatial"}, ["coordinate_columns", "spatial"]),
+    ("one coordinate column", _spatial_ds, {"strategy": "spatial", "coordinate_columns": ["x"]}, ["two columns"]),
+    ("missing coordinate column", _spatial_ds, {"strategy": "spatial", "coordinate_columns": ["x", "northing"]},
+     ["'northing'", "coordinate_columns"]),
+    ("text coordinates", lambda: _spatial_ds(where=["here"] * 200),
+     {"strategy": "spatial", "coordinate_columns": ["x", "where"]}, ["'where'", "not numbers"]),
+    ("NaN coordinates", lambda: _spatial_ds(z=[float("nan")] + [1.0] * 199),
+     {"strategy": "spatial", "coordinate_columns": ["x", "z"]}, ["'z'", "1 missing", "row 0"]),
+    ("latitude first", lambda: _spatial_ds(lat=[45.0] * 200, lon=[5.0] * 200),
+     {"strategy": "spatial", "coordinate_columns": ["lat", "lon"]}, ["longitude first"]),
+    ("degrees out of range", lambda: _spatial_ds(lat=[95.0] * 200, lon=[5.0] * 200),
+     {"strategy": "spatial", "coordinate_columns": ["lon", "lat"]}, ["[-90, 90]", "coordinate_system='xy'"]),
+    ("blocks larger than the data", _spatial_ds,
+     {"strategy": "spatial", "coordinate_columns": ["x", "y"], "block_size": 1000.0}, ["fewer than", "n_folds=5"]),
+    ("buffer leaves no training rows", _spatial_ds,
+     {"strategy": "spatial", "coordinate_columns": ["x", "y"], "block_size": 30.0, "buffer": 500.0, "n_folds": 2},
+     ["spatial_buffer=500", "without training rows", "lower spatial_buffer"]),
+    ("negative buffer", _spatial_ds, {"strategy": "spatial", "coordinate_columns": ["x", "y"], "buffer": -1.0},
+     ["spatial_buffer", "positive"]),
+    ("buffer without spatial folds", _spatial_ds, {"strategy": "kfold", "buffer": 5.0}, ["only applies", "spatial"]),
+    ("spatial with groups", lambda: _spatial_ds(patient=["a"] * 200),
+     {"strategy": "spatial", "coordinate_columns": ["x", "y"], "group_column": "patient"}, ["group_column"]),
+    ("gap without time order", _spatial_ds, {"strategy": "kfold", "gap": 3}, ["fold_gap=3", "timeseries"]),
+    ("gap too large", _spatial_ds, {"strategy": "timeseries", "gap": 190}, ["fold_gap", "no training"]),
+    ("groups that come back", lambda: _spatial_ds(day=[i % 7 for i in range(200)]),
+     {"strategy": "timeseries", "group_column": "day"}, ["contiguous", "sort the dataset"]),
+]
+
+
+@pytest.mark.parametrize("dataset_factory, kwargs, words", [c[1:] for c in SPATIAL_BAD_INPUTS],
+                         ids=[c[0] for c in SPATIAL_BAD_INPUTS])
+def test_spatial_and_gap_bad_inputs_raise_helpful_errors(dataset_factory, kwargs, words):
+    dataset = dataset_factory()
+    for check in (make_folds, validate_fold_inputs):  # the data check before training says the same
+        with pytest.raises(ValueError) as info:
+            check(dataset, **kwargs)
+        for word in words:
+            assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
+
+
+def test_spatial_folds_from_a_dataset_round_trip_and_default_block_size(tmp_path):
+    data = _spatial_ds(n=300)
+    folds = make_folds(data, "spatial", n_folds=3, n_repeats=2, coordinate_columns=["x", "y"])
+    assert len(folds) == 6
+    for repeat in (0, 1):
+        evals = np.concatenate([f.eval_indices for f in folds if f.repeat == repeat])
+        assert sorted(evals.tolist()) == list(range(300))
+    save_folds(folds, tmp_path / "folds.json", {"fold_strategy": "spatial"})
+    assert load_folds(tmp_path / "folds.json")[0] == folds
+    assert make_folds(data, "spatial", n_folds=3, n_repeats=2, coordinate_columns=["x", "y"]) == folds
