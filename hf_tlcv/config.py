@@ -32,6 +32,10 @@ TRAINING_RESULT_SETTINGS = (
     "dataloader_drop_last", "eval_strategy", "eval_steps", "load_best_model_at_end", "metric_for_best_model",
     "greater_is_better", "neftune_noise_alpha",
 )
+# The settings that cut the folds: a study's variants and a search's trials share them (so their scores pair fold by
+# fold), and none of them may change them.
+FOLD_SETTINGS = ("n_folds", "n_repeats", "fold_seed", "fold_strategy", "group_column", "label_column",
+                 "coordinate_columns", "coordinate_system", "spatial_block_size", "spatial_buffer", "fold_gap")
 CV_RESULT_SETTINGS = (
     "n_folds", "fold_strategy", "n_repeats", "fold_seed", "label_column", "group_column", "coordinate_columns",
     "coordinate_system", "spatial_block_size", "spatial_buffer", "fold_gap", "finetune_strategy",

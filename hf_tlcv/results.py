@@ -326,6 +326,11 @@ class CVResults:
         per_class = format_per_class(self.per_class)
         if per_class:
             lines += ["", *per_class]
+        from .dependence import dependence_lines
+
+        dependence = dependence_lines(self.diagnostics)
+        if dependence:
+            lines += ["", *dependence]
         if self.test_summary:
             n_test = self.metadata.get("n_test_rows")
             lines.append(f"Held-out test set ({n_test} rows, never used to choose anything): mean of the fold models "

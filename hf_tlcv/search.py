@@ -51,7 +51,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import BestRun
 from transformers.utils import logging
 
-from .config import FINETUNE_STRATEGIES, KFoldConfig
+from .config import FINETUNE_STRATEGIES, FOLD_SETTINGS, KFoldConfig
 from .fold_job import fold_settings
 from .options import option
 from .run_dir import fold_is_complete, read_json, write_json_atomic
@@ -85,8 +85,7 @@ INTERRUPTED_ATTR = "hf_tlcv_interrupted"  # stopped by Ctrl-C: retried (same set
 _TRIAL_KEY = "hf_tlcv_trial"
 _RUN_KEY = "hf_tlcv_run"
 # Settings a trial may not change: the folds are the search's fixed ground, and the folders are the search's.
-_FIXED_SETTINGS = ("n_folds", "n_repeats", "fold_seed", "fold_strategy", "group_column", "label_column",
-                   "output_dir", "overwrite_output_dir")
+_FIXED_SETTINGS = (*FOLD_SETTINGS, "output_dir", "overwrite_output_dir")
 # A RUNNING trial without an owner (its process died before recording itself) is stale after this long.
 _OWNERLESS_GRACE_S = 300
 # Heartbeats of a database study: a trial whose process stopped beating is failed (then retried) after the grace.

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers.trainer_utils import set_seed
 
-from .config import KFoldConfig
+from .config import FOLD_SETTINGS, KFoldConfig
 from .folds import folds_fingerprint, load_folds
 from .modeling import load_classifier, load_processor
 from .overfitting import diagnose_fold
@@ -37,8 +37,7 @@ from .validation import validate_dataset
 QUESTIONS = ("pretrained", "baseline", "freeze", "lr", "overfitting")
 SELECTION_QUESTIONS = ("freeze", "lr", "custom")
 # Settings that decide the folds or the training seed: a variant that changed them would not be paired.
-_PAIRING_FIELDS = ("n_folds", "n_repeats", "fold_seed", "fold_strategy", "group_column", "label_column", "seed",
-                   "data_seed", "output_dir")
+_PAIRING_FIELDS = (*FOLD_SETTINGS, "seed", "data_seed", "output_dir")
 _RESERVED_NAMES = ("plots", "nested")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

@@ -224,6 +224,8 @@ def test_a_run_saves_the_detection_and_its_card_says_so(tmp_path):
     assert CVResults.load(tmp_path / "cv").diagnostics["dependence"]["p_value"] == found["p_value"]
     card = (tmp_path / "cv" / "README.md").read_text()
     assert "Where k-fold may flatter" in card and "Moran" in card
+    table = cv.format_table()  # the console's summary says it too
+    assert "Dependence:" in table and ("no autocorrelation" in table) == (not found["significant"])
 
 
 @pytest.mark.integration
