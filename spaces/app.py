@@ -618,12 +618,16 @@ class SpaceApp:
                 progress = read_json(folder / PROGRESS_FILE) or progress
                 if why:
                     _kill(process)
+                    self.queue.leave(job)  # the machine is free before the page hears of it
                     logger.info("Stopped a %s job (%s) after %.0f s, peak memory %.0f MB", spec["kind"], why,
                                 time.time() - started, job.peak_memory / 2**20)
                     yield ("stopped", why, progress)
                     return
                 yield ("progress", None, progress)
                 job.cancel.wait(POLL_SECONDS)
+            # The machine is free once the process has ended: the visitor may start their next job the moment the
+            # page shows this one's result (which a generator's last step would otherwise hold back).
+            self.queue.leave(job)
             progress = read_json(folder / PROGRESS_FILE) or progress
             result = read_json(folder / RESULT_FILE)
             if result is None:  # it died without a word: killed from outside, or out of memory in one step
