@@ -169,7 +169,9 @@ def test_cvresults_summary_uses_the_bounded_interval_and_rows_per_repeat():
              for r in range(2) for f in range(5)]
     summary = CVResults(folds).summary
     assert summary["accuracy"]["ci95"] == pytest.approx([100 / (100 + Z**2), 1.0], abs=1e-12)
-    assert summary["accuracy"]["ci_method"] == "corrected_wilson" and summary["loss"]["ci_method"] == "corrected_t"
+    # without saved predictions the per-row default falls back to the corrected interval and says so
+    assert summary["accuracy"]["ci_method"] == "corrected_wilson" and summary["loss"]["ci_method"] == "corrected_log"
+    assert "predictions" in summary["accuracy"]["fallback"]
     assert all(math.isnan(x) for x in summary["loss"]["ci95"])
     assert json.loads(json.dumps(CVResults(folds).to_dict()))["summary"]["accuracy"]["mean"] == 1.0
 
