@@ -254,3 +254,21 @@ def test_simulated_coverage_of_a_stable_learner():
     # 300 data sets: a coverage of 0.95 lands above 0.91 with probability > 0.999
     assert np.mean(covered) >= 0.91
     assert np.median(widths) < 0.2  # the corrected interval is about 0.28 wide here
+
+
+def test_per_class_precision_and_recall_follow_the_same_rule():
+    rng = np.random.default_rng(10)
+    labels = rng.integers(0, 2, 200)
+    folds, repeats = _kfold(200, 5, 1, rng)
+    right = [rng.random(len(rows)) < 0.8 for rows in folds]
+    row, corrected = (_run(right, labels, folds, repeats, 200, config={"ci_method": m}).per_class
+                      for m in ("row", "corrected"))
+    assert row["interval"].tolist() == ["row", "row"] and corrected["interval"].tolist() == ["corrected"] * 2
+    # recall of class 1 by hand: the per-row interval of the right/wrong of the rows labelled 1, fold by fold
+    oof = _run(right, labels, folds, repeats, 200).oof_predictions
+    ones = [part[part["label"] == 1] for _, part in oof.groupby("fold", sort=True)]
+    expected = row_interval([(p["prediction"] == p["label"]).to_numpy(float) for p in ones],
+                            [p["row"].to_numpy() for p in ones], bounded=True, n_train=160.0)["ci95"]
+    assert row.loc[1, ["recall_low", "recall_high"]].tolist() == pytest.approx(expected)
+    assert row.loc[1, ["f1_low", "f1_high"]].tolist() == corrected.loc[1, ["f1_low", "f1_high"]].tolist()
+    assert (row["recall_high"] - row["recall_low"] < corrected["recall_high"] - corrected["recall_low"]).all()
