@@ -222,8 +222,8 @@ class CVResults:
                                                                   self.config.get("fold_strategy"))}
         why = rows_dependence(config, self.diagnostics)
         if why is not None:
-            return (f"rows are not independent ({why}): the corrected interval of the fold scores, whose folds keep "
-                    "dependent rows together")
+            return (f"rows are not independent ({why}); the corrected interval takes whole folds, which keep "
+                    "dependent rows together, as its units")
         if len(self.folds) < 2:
             return "a single fold"
         if self._row_cache is None:
@@ -263,7 +263,7 @@ class CVResults:
         instability = result["instability"]
         if instability["unstable"]:
             return {**corrected, "instability": instability,
-                    "fallback": f"unstable: {instability['unstable']}: the corrected interval"}
+                    "fallback": f"unstable: {instability['unstable']}"}
         return {**corrected, "ci95": result["ci95"], "ci_method": result["ci_method"], "se": result["se"],
                 "instability": instability}
 
@@ -391,8 +391,13 @@ class CVResults:
         text."""
         frame = self.to_pandas()
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
-        lines.append(f"Summary over {self.header()}; "
-                     "95% interval: Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)")
+        methods = {"row": "per-row (Bayle et al.) for accuracy and loss, Nadeau-Bengio corrected for the others",
+                   "corrected": "Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)",
+                   "nested": "nested CV for accuracy and loss, Nadeau-Bengio corrected for the others"}
+        lines.append(f"Summary over {self.header()}; 95% interval: {methods.get(self.ci_method, self.ci_method)}")
+        for name, s in self.summary.items():
+            if "fallback" in s:
+                lines.append(f"  ({name}: the corrected interval, because {s['fallback']})")
         if self.nested:
             nested = self.nested
             lines.append(f"  nested CV interval (Bates, Hastie & Tibshirani) for {' and '.join(nested['metrics'])}, for "

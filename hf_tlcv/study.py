@@ -174,7 +174,7 @@ def row_paired(a: CVResults, b: CVResults, metric: str) -> dict | str:
     test = row_paired_test([x - y for x, y in zip(values_a, values_b)], rows, [f.repeat for f in a.folds],
                            bounded=metric == "accuracy", n_train=fold_sizes(a.folds)[0])
     if test["instability"]["unstable"]:
-        return f"unstable: {test['instability']['unstable']}: the corrected test"
+        return f"unstable: {test['instability']['unstable']}"
     return test
 
 
