@@ -664,5 +664,9 @@ def test_simulation_benchmark_quick_mode(tmp_path):
     # today's interval collapses where the model is near-perfect; the paired test of k x r = 2 is refused
     assert goals["today_zero_width"] > 0.1
     assert {c["new"] == "refused" for c in report["paired"] if c["k"] * c["r"] == 2} == {True}
+    # the default per-row interval (issue 26): bounded, never of zero width, and the unstable learners are reported
+    assert goals["row_zero_width"] == 0.0 and goals["row_outside_01"] == 0.0 and goals["row_cells"] > 0
+    assert {c["learner"] for c in report["unstable"]} == {"1nn", "mlp"}
+    assert all(c["row_fallback"] > 0.5 for c in report["unstable"] if c["learner"] == "1nn")  # optimism trigger
     markdown = (tmp_path / "sim.md").read_text()
     assert "## Intervals" in markdown and "## Paired tests" in markdown and "## Selection" in markdown
