@@ -339,11 +339,14 @@ class CVResults:
         """One row per class (`class_id`, `class` from `label_names`): the mean over folds of its precision, recall
         and F1, each with its 95% interval (`<metric>_low`, `<metric>_high`), and its mean `support` per fold.
 
-        The interval follows the summary's rule: with `ci_method="row"` and rows that may be treated as independent,
-        precision and recall (means of per-row values over the class's rows) get the per-row interval, F1 the
-        corrected one (`interval` says which); see `hf_tlcv.per_class.summarize_per_class`."""
+        The interval follows the summary's rule: with `ci_method="row"`, when accuracy keeps its per-row interval
+        (independent rows, a stable learner), precision and recall (means of per-row values over the class's rows) get
+        the per-row interval, F1 the corrected one (`interval` says which); see
+        `hf_tlcv.per_class.summarize_per_class`."""
         n_train, n_eval, _ = fold_sizes(self.folds)
-        rows = self.ci_method == "row" and not isinstance(self.row_values("accuracy"), str)
+        # the run's own verdict on its rows and its learner (accuracy's fall-back) holds for every class too
+        rows = (self.ci_method == "row" and not isinstance(self.row_values("accuracy"), str)
+                and "fallback" not in self.summary.get("accuracy", {}))
         return summarize_per_class(self.per_class_folds.drop(columns="class"), n_train, n_eval, self.label_names,
                                    predictions=self.oof_predictions if rows else None)
 

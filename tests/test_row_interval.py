@@ -272,3 +272,9 @@ def test_per_class_precision_and_recall_follow_the_same_rule():
     assert row.loc[1, ["recall_low", "recall_high"]].tolist() == pytest.approx(expected)
     assert row.loc[1, ["f1_low", "f1_high"]].tolist() == corrected.loc[1, ["f1_low", "f1_high"]].tolist()
     assert (row["recall_high"] - row["recall_low"] < corrected["recall_high"] - corrected["recall_low"]).all()
+
+
+def test_per_class_falls_back_with_the_summary():
+    right, labels, folds, repeats, train = _one_nn_run()
+    table = _run(right, labels, folds, repeats, 120, train=train).per_class
+    assert table["interval"].tolist() == ["corrected", "corrected"]
