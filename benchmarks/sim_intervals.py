@@ -809,6 +809,30 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def _scope(report: dict) -> list[str]:
+    """What a merged report ran: each part's grid, the carried nested columns, and the command of the full grid."""
+    if not report.get("grids"):
+        return []
+    lines = ["**Scope.** This report merges runs of parts on subsets of the full grid (`--merge`):"]
+    for part, grid in report["grids"].items():
+        if part == "unstable":
+            u = grid["unstable"]
+            lines.append(f"- unstable: {', '.join(u['learners'])} on cells (learner, n, k, r, Bayes) "
+                         f"{', '.join(map(str, map(tuple, u['cells'])))}, {u['sims']} data sets each;")
+        else:
+            sims = grid["sims"] if part == "intervals" else f"{grid['paired_sims']} (null) / {grid['power_sims']} (gap)"
+            lines.append(f"- {part}: n {list(grid['n'])}, k {list(grid['k'])}, r {list(grid['r'])}, Bayes "
+                         f"{list(grid['bayes'])}, features {list(grid['dim'])}, {sims} data sets per cell"
+                         + ("; nested intervals not recomputed" if part == "intervals" and not grid.get("nested", True)
+                            else "") + ";")
+    if report.get("nested_carried_cells"):
+        lines.append(f"- the nested columns of {report['nested_carried_cells']} cells come from the earlier full run of "
+                     "the same cells (same seeds, hence the same data sets: the corrected interval's coverage agrees "
+                     "cell by cell); the selection part was not rerun.")
+    lines += ["", "The full grid: `python benchmarks/sim_intervals.py` (every part, 1000 data sets per cell).", ""]
+    return lines
+
+
 def to_markdown(report: dict) -> str:
     g, grid = report["goals"], report["grid"]
     lines = [
@@ -821,6 +845,7 @@ def to_markdown(report: dict) -> str:
         f"{report['machine']['omp_num_threads']}). Two Gaussian classes, nearest-centroid learner, stratified folds "
         "from `make_folds`; all rates in percent.",
         "",
+        *_scope(report),
         "## Goals",
         "",
         f"- `new` (`CVResults.summary`) coverage of mu_train, lowest cell: **{_pct(g['new_min_coverage_mu_train'])}%** "
@@ -944,7 +969,16 @@ def merge(reports: list[dict]) -> dict:
             if report.get(part):
                 out.setdefault(part, []).extend(report[part])
                 out["grids"][part] = report["grid"]
-        out["wall_time_s"].update(report.get("wall_time_s", {}))
+        for part, seconds in report.get("wall_time_s", {}).items():
+            out["wall_time_s"][part] = out["wall_time_s"].get(part, 0.0) + seconds
+        if not report.get("wall_time_s") and report.get("unstable"):  # a run cut short: its cells' own times
+            out["wall_time_s"]["unstable"] = (out["wall_time_s"].get("unstable", 0.0)
+                                              + sum(c["seconds"] for c in report["unstable"]))
+    if out.get("unstable"):  # the unstable cells of every run, whichever learner each ran
+        out["grids"]["unstable"] = {"unstable": {
+            "learners": sorted({c["learner"] for c in out["unstable"]}),
+            "cells": [(c["learner"], c["n"], c["k"], c["r"], c["bayes"]) for c in out["unstable"]],
+            "sims": sorted({c["sims"] for c in out["unstable"]})}}
     for part in PARTS:
         out.setdefault(part, [])
     first = out["grids"].get("intervals") or reports[0]["grid"]
