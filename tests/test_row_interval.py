@@ -2,6 +2,7 @@
 independent way, its fall-backs (an unstable learner, dependent rows, a metric that is not a per-row mean, no
 predictions), the method a saved run keeps, the loss above 0, and the per-row paired comparison."""
 
+import json
 import math
 
 import numpy as np
@@ -278,3 +279,24 @@ def test_per_class_falls_back_with_the_summary():
     right, labels, folds, repeats, train = _one_nn_run()
     table = _run(right, labels, folds, repeats, 120, train=train).per_class
     assert table["interval"].tolist() == ["corrected", "corrected"]
+
+
+def test_a_default_run_records_its_interval_and_keeps_it_on_load(tmp_path):
+    # a real KFoldTrainer run with the default settings: ci_method="row" is saved with the run, the summary's
+    # accuracy carries the per-row interval or the corrected one with its reason, and both survive a reload
+    from conftest import image_dataset, make_config, tiny_model
+
+    from hf_tlcv import KFoldTrainer
+
+    out = tmp_path / "cv"
+    args = make_config(out, num_train_epochs=1, finetune_strategy="linear_probe")
+    assert args.ci_method == "row"
+    results = KFoldTrainer(tiny_model("vit"), args, train_dataset=image_dataset()).cross_validate()
+    accuracy = results.summary["accuracy"]
+    assert accuracy["ci_method"] == "row_wilson" or (accuracy["ci_method"] == "corrected_wilson"
+                                                     and accuracy["fallback"])
+    assert "optimism" in accuracy["instability"] and accuracy["instability"]["optimism"] is not None
+    saved = json.loads((out / "cv_results.json").read_text())
+    assert saved["config"]["ci_method"] == "row"
+    assert saved["diagnostics"]["interval"]["metrics"]["accuracy"]["ci_method"] == accuracy["ci_method"]
+    assert CVResults.load(out).summary["accuracy"] == accuracy
