@@ -29,6 +29,13 @@ simulation with known truth in ``benchmarks/sim_intervals.py``; see ``docs/stati
 - **What cannot be answered is refused.** A paired test on 2 fold scores (2-fold cross-validation run once) has
   one degree of freedom and is refused with the fix (more folds or repeats).
 
+Accuracy and the loss are also means of per-row values, which gives a sharper interval with no extra fit:
+:func:`row_interval` (Bayle, Bayle, Janson & Mackey 2020), the default of ``CVResults.summary`` since issue 26, uses
+the variance of the out-of-fold per-row values, widened by the fold spread that the rows do not explain, and reports
+signs of an unstable learner, for which the callers keep :func:`corrected_ci`; :func:`row_paired_test` is its paired
+form. It covered the expected accuracy at the fold training size in 94.4–98.4% of simulated data sets in every cell
+at about the oracle width (``docs/statistics.md``).
+
 For a sharper interval, :func:`nested_cv_interval` implements the nested cross-validation of Bates, Hastie &
 Tibshirani (2023), which estimates the variance of the cross-validation estimate from extra fits instead of a
 correlation heuristic; :func:`nested_cv_fits` lists those fits.
@@ -42,6 +49,10 @@ References:
       Psychometrika 12(2):153-157, 1947.
     - S. Bates, T. Hastie and R. Tibshirani, "Cross-validation: what does it estimate and how well does it do
       it?", Journal of the American Statistical Association 119(546):1434-1445, 2024 (arXiv:2104.00673).
+    - P. Bayle, A. Bayle, L. Janson and L. Mackey, "Cross-validation Confidence Intervals for Test Error", NeurIPS
+      2020 (arXiv:2007.12671).
+    - B. Efron, "The Estimation of Prediction Error: Covariance Penalties and Cross-Validation", JASA 99(467), 2004
+      (optimism).
 """
 
 from __future__ import annotations
