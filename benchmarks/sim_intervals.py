@@ -814,7 +814,7 @@ def _scope(report: dict) -> list[str]:
     if not report.get("grids"):
         return []
     lines = ["**Scope.** This report merges runs of parts on subsets of the full grid (`--merge`):"]
-    for part, grid in report["grids"].items():
+    for part, grid in ((part, grid) for part, grids in report["grids"].items() for grid in grids):
         if part == "unstable":
             u = grid["unstable"]
             lines.append(f"- unstable: {', '.join(u['learners'])} on cells (learner, n, k, r, Bayes) "
@@ -968,21 +968,21 @@ def merge(reports: list[dict]) -> dict:
         for part in PARTS:
             if report.get(part):
                 out.setdefault(part, []).extend(report[part])
-                out["grids"][part] = report["grid"]
+                out["grids"].setdefault(part, []).append(report["grid"])  # one grid per run of the part
         for part, seconds in report.get("wall_time_s", {}).items():
             out["wall_time_s"][part] = out["wall_time_s"].get(part, 0.0) + seconds
         if not report.get("wall_time_s") and report.get("unstable"):  # a run cut short: its cells' own times
             out["wall_time_s"]["unstable"] = (out["wall_time_s"].get("unstable", 0.0)
                                               + sum(c["seconds"] for c in report["unstable"]))
     if out.get("unstable"):  # the unstable cells of every run, whichever learner each ran
-        out["grids"]["unstable"] = {"unstable": {
+        out["grids"]["unstable"] = [{"unstable": {
             "learners": sorted({c["learner"] for c in out["unstable"]}),
             "cells": [(c["learner"], c["n"], c["k"], c["r"], c["bayes"]) for c in out["unstable"]],
-            "sims": sorted({c["sims"] for c in out["unstable"]})}}
+            "sims": sorted({c["sims"] for c in out["unstable"]})}}]
     for part in PARTS:
         out.setdefault(part, [])
-    first = out["grids"].get("intervals") or reports[0]["grid"]
-    out["grid"] = {**first, **{k: out["grids"].get("paired", first).get(k) for k in ("paired_sims", "power_sims")}}
+    first = (out["grids"].get("intervals") or [reports[0]["grid"]])[0]
+    out["grid"] = {**first, **{k: (out["grids"].get("paired") or [first])[0].get(k) for k in ("paired_sims", "power_sims")}}
     return out
 
 

@@ -33,7 +33,7 @@ Accuracy and the loss are also means of per-row values, which gives a sharper in
 :func:`row_interval` (Bayle, Bayle, Janson & Mackey 2020), the default of ``CVResults.summary`` since issue 26, uses
 the variance of the out-of-fold per-row values, widened by the fold spread that the rows do not explain, and reports
 signs of an unstable learner, for which the callers keep :func:`corrected_ci`; :func:`row_paired_test` is its paired
-form. It covered the expected accuracy at the fold training size in 94.4–98.4% of simulated data sets in every cell
+form. It covered the expected accuracy at the fold training size in 94.0–98.4% of simulated data sets in every cell
 at about the oracle width (``docs/statistics.md``).
 
 For a sharper interval, :func:`nested_cv_interval` implements the nested cross-validation of Bates, Hastie &
