@@ -72,6 +72,8 @@ from hf_tlcv.stats import (  # noqa: E402
     nested_cv_errors,
     nested_cv_fits,
     nested_cv_interval,
+    row_interval,
+    row_paired_test,
     summarize,
 )
 from hf_tlcv.study import compare, selection_verdict  # noqa: E402
@@ -86,9 +88,12 @@ MC_DRAWS = 400_000
 
 FULL = {"n": (100, 300, 1000), "k": (2, 5, 10), "r": (1, 2, 3), "bayes": (0.75, 0.9, 0.99), "dim": (5, 20),
         "sims": 1000,
-        "paired_sims": 1000, "power_sims": 500, "selection": {"n": (100, 300, 1000), "bayes": (0.75, 0.9)}}
+        "paired_sims": 1000, "power_sims": 500, "selection": {"n": (100, 300, 1000), "bayes": (0.75, 0.9)},
+        "unstable": {"learners": ("1nn", "mlp"), "sims": 500,
+                     "cells": ((100, 5, 1, 0.9), (300, 5, 1, 0.9), (300, 10, 1, 0.75), (100, 2, 2, 0.9))}}
 QUICK = {"n": (100,), "k": (2, 5), "r": (1, 2), "bayes": (0.75, 0.99), "dim": (5,), "sims": 40, "paired_sims": 40,
-         "power_sims": 40, "selection": {"n": (100,), "bayes": (0.75,)}}
+         "power_sims": 40, "selection": {"n": (100,), "bayes": (0.75,)},
+         "unstable": {"learners": ("1nn", "mlp"), "sims": 20, "cells": ((100, 5, 1, 0.9),)}}
 
 
 # ---- the problem and its closed forms ---------------------------------------------------------------------------
@@ -167,10 +172,36 @@ def cell_rng(*key) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([zlib.crc32(repr(key).encode()), 2026]))
 
 
-def fold_results(folds, scores_by_fold: list[float], predictions=None) -> list[FoldResult]:
+def fold_results(folds, scores_by_fold: list[float], predictions=None, train_scores=None) -> list[FoldResult]:
     return [FoldResult(repeat=f.repeat, fold=f.fold, n_train=len(f.train_indices), n_eval=len(f.eval_indices),
                        eval_metrics={"accuracy": float(scores_by_fold[j])},
+                       train_metrics={} if train_scores is None else {"accuracy": float(train_scores[j])},
                        predictions=None if predictions is None else predictions[j]) for j, f in enumerate(folds)]
+
+
+def row_default(folds, right: list[np.ndarray], train_scores: np.ndarray | None) -> tuple[float, float, bool]:
+    """The default interval (`ci_method="row"`) of one data set from its per-row results: the per-row interval, or
+    the corrected one when the run looks unstable, as `CVResults.summary` computes it. (low, high, fell back)."""
+    scores = [float(x.mean()) for x in right]
+    optimism = None if train_scores is None else float(np.mean(train_scores) - np.mean(scores))
+    result = row_interval([x.astype(np.float64) for x in right], [f.eval_indices for f in folds],
+                          [f.repeat for f in folds], bounded=True, optimism=optimism,
+                          n_train=float(np.mean([len(f.train_indices) for f in folds])))
+    if result["instability"]["unstable"]:
+        n_train, n_eval, n_rows = fold_sizes(fold_results(folds, scores))
+        low, high = corrected_ci(scores, n_train, n_eval, bounded=True, n_rows=n_rows)
+        return low, high, True
+    return result["ci95"][0], result["ci95"][1], False
+
+
+def frames_of(folds, right_s: list[np.ndarray], y: np.ndarray) -> list:
+    """Predictions frames of one data set whose right/wrong per row is `right_s` (probabilities 0.8 / 0.2)."""
+    frames = []
+    for f, right in zip(folds, right_s):
+        labels = y[f.eval_indices]
+        prob_1 = np.where(right, np.where(labels == 1, 0.8, 0.2), np.where(labels == 1, 0.2, 0.8))
+        frames.append(predictions_frame(f.eval_indices, f.repeat, f.fold, labels, np.stack([1 - prob_1, prob_1], 1)))
+    return frames
 
 
 # ---- "today": main before issue 14, for comparison ---------------------------------------------------------------
@@ -202,10 +233,11 @@ def _rates(lows, highs, truths) -> dict:
     lows, highs, truths = map(np.asarray, (lows, highs, truths))
     width = highs - lows
     return {"coverage": float(np.mean((lows <= truths) & (truths <= highs))), "width": float(np.mean(width)),
+            "median_width": float(np.median(width)),
             "zero_width": float(np.mean(width <= 0.0)), "outside_01": float(np.mean((lows < 0.0) | (highs > 1.0)))}
 
 
-def interval_cell(n: int, k: int, r: int, bayes: float, dim: int, sims: int) -> dict:
+def interval_cell(n: int, k: int, r: int, bayes: float, dim: int, sims: int, nested: bool = True) -> dict:
     """Coverage of today's, the new and the nested interval in one cell; the learner sees `dim` features."""
     delta = np.zeros(dim)
     delta[0] = separation(bayes)
@@ -215,8 +247,9 @@ def interval_cell(n: int, k: int, r: int, bayes: float, dim: int, sims: int) -> 
     mu_n = expected_accuracy(tuple(delta), n / 2)
     rng = cell_rng("interval", n, k, r, bayes, dim)
     nested_repeats = max(r, NESTED_MIN_REPEATS)
-    out = {m: {"low": [], "high": []} for m in ("today", "new", "nested", "nested_1")}
-    err_xy, inflation = [], []
+    nested = nested and k >= 3
+    out = {m: {"low": [], "high": []} for m in ("today", "new", "row", "nested", "nested_1")}
+    err_xy, inflation, r_n, cv_means, fell_back = [], [], [], [], []
     for chunk, size in chunks(sims):
         # The CV's folds are the first r repeats; the nested interval also uses the next ones (repeat 0 is the same
         # split whatever n_repeats is, so a CV run once extends to 2 nested repetitions with one new split).
@@ -226,20 +259,34 @@ def interval_cell(n: int, k: int, r: int, bayes: float, dim: int, sims: int) -> 
         batch = Batch(sample(rng, size, y, delta), y)
         full = batch.sums / batch.counts[None, :, None]
         err_xy.extend(population_accuracy(full[:, 0], full[:, 1], delta).tolist())
-        right = [batch.predict(*batch.fit_without(f.eval_indices, dims), f.eval_indices, dims)[0] for f in all_folds]
+        models = [batch.fit_without(f.eval_indices, dims) for f in all_folds]
+        right = [batch.predict(*m, f.eval_indices, dims)[0] for m, f in zip(models, all_folds)]
         scores = np.stack([x.mean(axis=1) for x in right[:len(folds)]], axis=1)  # (S, J)
+        train_scores = np.stack([batch.predict(*m, f.train_indices, dims)[0].mean(axis=1)
+                                 for m, f in zip(models, folds)], axis=1)
+        # R_n: the mean population accuracy of this run's own fold models (the per-row interval's target)
+        r_n.extend(np.mean([population_accuracy(*m, delta) for m in models[:len(folds)]], axis=0).tolist())
+        cv_means.extend(scores.mean(axis=1).tolist())
         n_train, n_eval, n_rows = fold_sizes(fold_results(folds, scores[0]))
-        if k >= 3:
+        if nested:
             fits = nested_cv_fits(all_folds)
             fit_right = {fit["name"]: batch.predict(*batch.fit_without(fit["eval_indices"], dims),
                                                     fit["eval_indices"], dims)[0] for fit in fits}
             inner, outer = _nested_arrays(all_folds, right, fit_right, fits)
         for s in range(size):
-            low, high = CVResults(fold_results(folds, scores[s])).summary["accuracy"]["ci95"]
+            low, high = CVResults(fold_results(folds, scores[s]), config={"ci_method": "corrected"}
+                                  ).summary["accuracy"]["ci95"]
             out["new"]["low"].append(low), out["new"]["high"].append(high)
+            right_s = [x[s] for x in right[:len(folds)]]
+            low, high, back = row_default(folds, right_s, train_scores[s])
+            out["row"]["low"].append(low), out["row"]["high"].append(high), fell_back.append(back)
+            if s < CHECKED:  # the public path: CVResults with predictions and training scores gives the same interval
+                public = CVResults(fold_results(folds, scores[s], frames_of(folds, right_s, y), train_scores[s]))
+                if public.summary["accuracy"]["ci95"] != [low, high]:
+                    raise AssertionError(f"CVResults.summary disagrees with row_default: n={n} k={k} r={r}")
             low, high = today_interval(scores[s].tolist(), n_train, n_eval)
             out["today"]["low"].append(low), out["today"]["high"].append(high)
-            if k >= 3:
+            if nested:
                 inner_s = [[part[s].astype(np.float64) for part in repeat] for repeat in inner]
                 outer_s = [[part[s].astype(np.float64) for part in repeat] for repeat in outer]
                 if s < CHECKED:  # the public arrangement of the per-row values gives the same input
@@ -253,15 +300,17 @@ def interval_cell(n: int, k: int, r: int, bayes: float, dim: int, sims: int) -> 
                 low, high = nested_cv_interval(inner_s[:1], outer_s[:1], bounded=True)["ci95"]
                 out["nested_1"]["low"].append(low), out["nested_1"]["high"].append(high)
     cell = {"n": n, "k": k, "r": r, "bayes": bayes, "dim": dim, "sims": sims, "mu_train": mu_train, "mu_n": mu_n,
-            "err_xy_mean": float(np.mean(err_xy)),
-            "nested_repeats": nested_repeats if k >= 3 else None,
-            "nested_extra_fits": nested_repeats * k * (k + 1) // 2 - r * k if k >= 3 else None}
+            "err_xy_mean": float(np.mean(err_xy)), "oracle_width": 2 * 1.959964 * float(np.std(cv_means)),
+            "row_fallback": float(np.mean(fell_back)),
+            "nested_repeats": nested_repeats if nested else None,
+            "nested_extra_fits": nested_repeats * k * (k + 1) // 2 - r * k if nested else None}
     for method, bounds in out.items():
         if not bounds["low"]:
             cell[method] = None
             continue
         cell[method] = {target: _rates(bounds["low"], bounds["high"], truth) for target, truth in
-                        (("mu_train", [mu_train] * sims), ("mu_n", [mu_n] * sims), ("err_xy", err_xy))}
+                        (("mu_train", [mu_train] * sims), ("mu_n", [mu_n] * sims), ("err_xy", err_xy),
+                         ("r_n", r_n))}
     if inflation:
         cell["nested"]["mean_inflation"] = float(np.mean(inflation))
     return cell
@@ -324,7 +373,7 @@ def paired_cell(n: int, k: int, r: int, bayes: float, design: str, sims: int) ->
     per_class = n * (k - 1) / (2 * k)
     gap = (expected_accuracy(tuple(delta[dims_a]), per_class) - expected_accuracy(tuple(delta[dims_b]), per_class))
     rng = cell_rng("paired", n, k, r, bayes, design)
-    today, new, refused = [], [], False
+    today, new, row, refused = [], [], [], False
     for chunk, size in chunks(sims):
         folds = make_folds(label_dataset(y), strategy="stratified", n_folds=k, n_repeats=r, seed=chunk)
         batch = Batch(sample(rng, size, y, delta), y)
@@ -348,9 +397,20 @@ def paired_cell(n: int, k: int, r: int, bayes: float, design: str, sims: int) ->
                 refused = True
                 continue
             new.append((test["p_value"], bayes_test["p_a_better"], bayes_test["p_b_better"], test["mean_diff"]))
+            # the default (ci_method="row"): the per-row test of the differences, the corrected one when unstable
+            row_test = row_paired_test([fa[0][s].astype(float) - fb[0][s].astype(float)
+                                        for fa, fb in zip(fits_a, fits_b)], [f.eval_indices for f in folds],
+                                       [f.repeat for f in folds], bounded=True, n_train=n_train)
+            # compare() also keeps the corrected test when either variant's own per-row interval falls back
+            back = bool(row_test["instability"]["unstable"]) or any(
+                row_interval([x[0][s].astype(np.float64) for x in fits], [f.eval_indices for f in folds],
+                             [f.repeat for f in folds], bounded=True, n_train=n_train)["instability"]["unstable"]
+                for fits in (fits_a, fits_b))
+            row_p = test["p_value"] if back else row_test["p_value"]
+            row.append((row_p, test["mean_diff"], back))
             if s < CHECKED:  # the study's comparison of two CVResults with predictions gives the same numbers
                 public = compare(_with_predictions(folds, a, fits_a, y, s), _with_predictions(folds, b, fits_b, y, s))
-                if not (public["p_value"] == test["p_value"] and public["p_a_better"] == bayes_test["p_a_better"]
+                if not (public["p_value"] == row_p and public["p_a_better"] == bayes_test["p_a_better"]
                         and public["n_discordant"] == floor["n_discordant"]):
                     raise AssertionError(f"compare() disagrees with the stats functions: n={n} k={k} r={r} {design}")
     today = np.asarray(today)
@@ -367,6 +427,10 @@ def paired_cell(n: int, k: int, r: int, bayes: float, design: str, sims: int) ->
                        "reject_a_better": float(np.mean((new[:, 0] < ALPHA) & (new[:, 3] > 0))),
                        "bayes_decides": float(np.mean(np.maximum(new[:, 1], new[:, 2]) > 0.95)),
                        "bayes_a_better": float(np.mean(new[:, 1] > 0.95)), "p_zero": float(np.mean(new[:, 0] == 0))}
+        row = np.asarray(row, dtype=np.float64)
+        cell["row"] = {"reject": float(np.mean(row[:, 0] < ALPHA)),
+                       "reject_a_better": float(np.mean((row[:, 0] < ALPHA) & (row[:, 1] > 0))),
+                       "p_zero": float(np.mean(row[:, 0] == 0)), "fallback": float(np.mean(row[:, 2]))}
     return cell
 
 
@@ -377,6 +441,103 @@ def _with_predictions(folds, scores, fits, y, s) -> CVResults:
         frames.append(predictions_frame(f.eval_indices, f.repeat, f.fold, y[f.eval_indices],
                                         np.stack([1.0 - prob_1, prob_1], axis=1)))
     return CVResults(fold_results(folds, scores, frames))
+
+
+# ---- unstable learners: 1-nearest-neighbour and a small MLP trained by SGD --------------------------------------
+TEST_ROWS = 20_000  # the truth of every fold model: its accuracy on a fresh test sample of this many rows per chunk
+UNSTABLE_CHUNK = 50
+
+
+def knn_right(X_train: np.ndarray, y_train: np.ndarray, X_query: np.ndarray, y_query: np.ndarray) -> np.ndarray:
+    """1-nearest-neighbour: right (S, q) of the models on (S, m, D) training rows, for (S, q, D) query rows."""
+    d = (np.einsum("sqd,sqd->sq", X_query, X_query)[:, :, None] - 2.0 * np.matmul(X_query, X_train.transpose(0, 2, 1))
+         + np.einsum("smd,smd->sm", X_train, X_train)[:, None, :])
+    return y_train[d.argmin(axis=-1)] == y_query[None, :]
+
+
+def mlp_fit(X_train: np.ndarray, y_train: np.ndarray, hidden: int = 16, epochs: int = 30, batch: int = 16,
+            lr: float = 0.5, seed: int = 0) -> tuple:
+    """One tanh layer of `hidden` units and a logistic output, trained by minibatch SGD on the log loss, for S data
+    sets at once; the same initial weights and batch order (seed) for every data set and fold, as a fixed seed gives."""
+    n_sets, m, dim = X_train.shape
+    g = np.random.default_rng(seed)
+    w1 = np.broadcast_to(g.standard_normal((dim, hidden)) / math.sqrt(dim), (n_sets, dim, hidden)).copy()
+    b1 = np.zeros((n_sets, hidden))
+    w2 = np.broadcast_to(g.standard_normal(hidden) / math.sqrt(hidden), (n_sets, hidden)).copy()
+    b2 = np.zeros(n_sets)
+    target = np.broadcast_to(y_train.astype(np.float64), (n_sets, m))
+    for _ in range(epochs):
+        order = g.permutation(m)
+        for start in range(0, m, batch):
+            idx = order[start:start + batch]
+            x, t = X_train[:, idx], target[:, idx]
+            h = np.tanh(np.matmul(x, w1) + b1[:, None])
+            grad_o = (1.0 / (1.0 + np.exp(-(np.einsum("sbh,sh->sb", h, w2) + b2[:, None]))) - t) / len(idx)
+            grad_h = grad_o[:, :, None] * w2[:, None, :] * (1.0 - h * h)
+            w2 -= lr * np.einsum("sbh,sb->sh", h, grad_o)
+            b2 -= lr * grad_o.sum(axis=1)
+            w1 -= lr * np.matmul(x.transpose(0, 2, 1), grad_h)
+            b1 -= lr * grad_h.sum(axis=1)
+    return w1, b1, w2, b2
+
+
+def mlp_right(params: tuple, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    w1, b1, w2, b2 = params
+    h = np.tanh(np.matmul(X, w1) + b1[:, None])
+    return (np.einsum("sqh,sh->sq", h, w2) + b2[:, None] > 0) == (y[None, :] == 1)
+
+
+def unstable_cell(learner: str, n: int, k: int, r: int, bayes: float, sims: int, dim: int = DIM) -> dict:
+    """Coverage of the default and the corrected interval for an unstable learner, truth from test samples."""
+    from scipy.spatial import cKDTree
+
+    started = time.perf_counter()
+    delta = np.zeros(dim)
+    delta[0] = separation(bayes)
+    y = np.repeat([0, 1], n // 2)
+    y_test = np.repeat([0, 1], TEST_ROWS // 2)
+    rng = cell_rng("unstable", learner, n, k, r, bayes, dim)
+    bounds, test_acc, cv_means, fell_back = {"row": [], "row_no_fallback": [], "corrected": []}, [], [], []
+    for chunk in range(0, sims, UNSTABLE_CHUNK):
+        size = min(UNSTABLE_CHUNK, sims - chunk)
+        folds = make_folds(label_dataset(y), strategy="stratified", n_folds=k, n_repeats=r, seed=chunk)
+        X = sample(rng, size, y, delta)
+        X_test = (y_test[:, None] - 0.5) * delta[None] + rng.standard_normal((TEST_ROWS, dim))
+        right, train_acc, truth = [], [], []
+        for f in folds:
+            tr, ev = f.train_indices, f.eval_indices
+            if learner == "1nn":
+                right.append(knn_right(X[:, tr], y[tr], X[:, ev], y[ev]))
+                train_acc.append(knn_right(X[:, tr], y[tr], X[:, tr], y[tr]).mean(axis=1))
+                truth.append(np.array([np.mean(y[tr][cKDTree(X[s, tr]).query(X_test)[1]] == y_test)
+                                       for s in range(size)]))
+            else:
+                params = mlp_fit(X[:, tr], y[tr])
+                right.append(mlp_right(params, X[:, ev], y[ev]))
+                train_acc.append(mlp_right(params, X[:, tr], y[tr]).mean(axis=1))
+                truth.append(mlp_right(params, np.broadcast_to(X_test, (size, *X_test.shape)), y_test).mean(axis=1))
+        scores, train_acc, truth = (np.stack(x, axis=1) for x in ([x.mean(axis=1) for x in right], train_acc, truth))
+        n_train, n_eval, n_rows = fold_sizes(fold_results(folds, scores[0]))
+        for s in range(size):
+            right_s = [x[s] for x in right]
+            low, high, back = row_default(folds, right_s, train_acc[s])
+            bounds["row"].append((low, high)), fell_back.append(back)
+            plain = row_interval([x.astype(np.float64) for x in right_s], [f.eval_indices for f in folds],
+                                 [f.repeat for f in folds], bounded=True, n_train=n_train)
+            bounds["row_no_fallback"].append(tuple(plain["ci95"]))
+            bounds["corrected"].append(corrected_ci(scores[s].tolist(), n_train, n_eval, bounded=True, n_rows=n_rows))
+        test_acc.append(truth)
+        cv_means.extend(scores.mean(axis=1).tolist())
+    truth = np.concatenate(test_acc)  # (sims, J): every fold model's accuracy on its test sample
+    mu_train, r_n = float(truth.mean()), truth.mean(axis=1)
+    cell = {"learner": learner, "n": n, "k": k, "r": r, "bayes": bayes, "sims": sims, "mu_train": mu_train,
+            "oracle_width": 2 * 1.959964 * float(np.std(cv_means)), "row_fallback": float(np.mean(fell_back)),
+            "cv_bias": float(np.mean(cv_means) - mu_train), "seconds": time.perf_counter() - started}
+    for method, pairs in bounds.items():
+        pairs = np.asarray(pairs)
+        cell[method] = {"mu_train": _rates(pairs[:, 0], pairs[:, 1], [mu_train] * len(pairs)),
+                        "r_n": _rates(pairs[:, 0], pairs[:, 1], r_n)}
+    return cell
 
 
 # ---- selection: the winner's curse and the nested estimate -----------------------------------------------------
@@ -456,34 +617,46 @@ def selection_cell(n: int, k: int, bayes: float, design: str, sims: int) -> dict
 
 
 # ---- the run and its report ------------------------------------------------------------------------------------
-PARTS = ("intervals", "paired", "selection")
+PARTS = ("intervals", "paired", "selection", "unstable")
 
 
-def run(grid: dict, parts=PARTS, log=print) -> dict:
+def run(grid: dict, parts=PARTS, log=print, partial: Path | None = None) -> dict:
     """The cells of `parts`, each with its own seeded generator (a part run alone gives the numbers of a full run)."""
     started = time.perf_counter()
-    report = {"grid": dict(grid), "intervals": [], "paired": [], "selection": []}
+    report = {"grid": dict(grid), "intervals": [], "paired": [], "selection": [], "unstable": []}
     cells = [(n, k, r, b) for n in grid["n"] for k in grid["k"] for r in grid["r"] for b in grid["bayes"]]
     for i, (n, k, r, b) in enumerate(cells if {"intervals", "paired"} & set(parts) else []):
         t0 = time.perf_counter()
         if "intervals" in parts:
             for dim in grid["dim"]:
-                report["intervals"].append(interval_cell(n, k, r, b, dim, grid["sims"]))
+                report["intervals"].append(interval_cell(n, k, r, b, dim, grid["sims"], grid.get("nested", True)))
         if "paired" in parts:
             for design in ("independent", "correlated"):
                 report["paired"].append(paired_cell(n, k, r, b, design, grid["paired_sims"]))
                 report["paired"].append(paired_cell(n, k, r, b, design + "+gap", grid["power_sims"]))
         log(f"[{i + 1}/{len(cells)}] n={n} k={k} r={r} bayes={b}: {time.perf_counter() - t0:.1f} s")
+        if partial is not None:  # what a run cut short leaves: every finished cell
+            partial.write_text(json.dumps(report))
     if "selection" in parts:
         for design in ("sweep", "ties"):
             for n in grid["selection"]["n"]:
                 for b in grid["selection"]["bayes"]:
                     report["selection"].append(selection_cell(n, 5, b, design, grid["sims"]))
                     log(f"selection {design} n={n} bayes={b} done")
+    if "unstable" in parts:
+        for learner in grid["unstable"]["learners"]:
+            for n, k, r, b in grid["unstable"]["cells"]:
+                report["unstable"].append(unstable_cell(learner, n, k, r, b, grid["unstable"]["sims"]))
+                log(f"unstable {learner} n={n} k={k} r={r} bayes={b}: {report['unstable'][-1]['seconds']:.0f} s")
+                if partial is not None:
+                    partial.write_text(json.dumps(report))
     report["wall_time_s"] = {"+".join(parts): time.perf_counter() - started}
-    report["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    report["machine"] = machine()
     return report
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def goals(report: dict) -> dict:
@@ -522,11 +695,142 @@ def goals(report: dict) -> dict:
         "today_max_type1": worst([c for c in report["paired"] if not c["design"].endswith("gap")],
                                  lambda c: c["today"]["reject"], max),
         "nested_width_ratio_k5_r1": ratios,
+        **row_goals(report),
     }
+
+
+def band(sims: int, low: float = 0.93, high: float = 0.975, z: float = 2.576) -> tuple[float, float]:
+    """The coverage a cell of `sims` data sets may show while its true coverage lies in [low, high] (99% binomial)."""
+    return (low - z * math.sqrt(low * (1 - low) / sims), high + z * math.sqrt(high * (1 - high) / sims))
+
+
+def row_goals(report: dict) -> dict:
+    """Issue 26: the default (`row`) interval in every cell, its width against the oracle, the paired tests and the
+    unstable learners."""
+    cells = [c for c in report["intervals"] if c.get("row")]
+    out = {}
+    if cells:
+        lo, hi = band(cells[0]["sims"])
+        cov = [c["row"]["mu_train"]["coverage"] for c in cells]
+        ratio = [c["row"]["mu_train"]["median_width"] / c["oracle_width"] for c in cells if c["k"] >= 5 and c["r"] == 1]
+        out.update({"row_band": [lo, hi], "row_cells": len(cells), "row_min_coverage": min(cov),
+                    "row_max_coverage": max(cov),
+                    "row_cells_outside_band": [(c["n"], c["k"], c["r"], c["bayes"], c["row"]["mu_train"]["coverage"])
+                                               for c in cells if not lo <= c["row"]["mu_train"]["coverage"] <= hi],
+                    "row_max_width_over_oracle_k5_r1": max(ratio) if ratio else None,
+                    "row_cells_over_1.3x_k5_r1": [(c["n"], c["k"], c["r"], c["bayes"],
+                                                   c["row"]["mu_train"]["median_width"] / c["oracle_width"])
+                                                  for c in cells if c["k"] >= 5 and c["r"] == 1
+                                                  and c["row"]["mu_train"]["median_width"] > 1.3 * c["oracle_width"]],
+                    "row_zero_width": max(c["row"]["mu_train"]["zero_width"] for c in cells),
+                    "row_outside_01": max(c["row"]["mu_train"]["outside_01"] for c in cells),
+                    "row_max_fallback": max(c["row_fallback"] for c in cells)})
+    nulls = [c for c in report["paired"] if not c["design"].endswith("gap") and c.get("row")]
+    if nulls:
+        out["row_max_type1"] = max(c["row"]["reject"] for c in nulls)
+    if report.get("unstable"):
+        out["unstable_min_coverage_mu_train"] = min(c["row"]["mu_train"]["coverage"] for c in report["unstable"])
+        out["unstable_min_coverage_r_n"] = min(c["row"]["r_n"]["coverage"] for c in report["unstable"])
+    return out
+
+
+def row_markdown(report: dict) -> list[str]:
+    """The sections of issue 26: the default interval per cell, the paired tests, the unstable learners."""
+    g = report["goals"]
+    lines = []
+    cells = [c for c in report["intervals"] if c.get("row")]
+    if cells:
+        lo, hi = g["row_band"]
+        lines += [
+            "## The default interval (`ci_method=\"row\"`, issue 26)", "",
+            f"Coverage of mu_train by the default interval of `CVResults.summary` (per-row, falling back to the "
+            f"corrected one when the run looks unstable) in {len(cells)} cells, {cells[0]['sims']} data sets each: "
+            f"**{_pct(g['row_min_coverage'])}–{_pct(g['row_max_coverage'])}%**; cells outside the 99% binomial band "
+            f"[{_pct(lo)}, {_pct(hi)}]% around the target 93–97.5%: {g['row_cells_outside_band'] or 'none'}. Median width "
+            f"/ oracle width (2 x 1.96 x the true spread of the CV mean over data sets) at k >= 5, r = 1: at most "
+            f"**{g['row_max_width_over_oracle_k5_r1']:.2f}x**; cells above 1.3x: "
+            f"{[c[:4] for c in g['row_cells_over_1.3x_k5_r1']] or 'none'}. Zero width {_pct(g['row_zero_width'])}%, "
+            f"outside [0, 1] {_pct(g['row_outside_01'])}%, fell back (unstable) in at most "
+            f"{_pct(g['row_max_fallback'])}% of a cell's runs. `corrected`: the interval of `ci_method=\"corrected\"` "
+            "(the default before); R_n: the mean accuracy of the run's own fold models (the per-row interval's target).",
+            "",
+            "| n | k | r | Bayes | mu_train | oracle width | row cov mu_train | row cov R_n | row median width | "
+            "row / oracle | fell back | corrected cov | corrected / oracle |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in cells:
+            rw, cw = c["row"]["mu_train"], c["new"]["mu_train"]
+            flag = "" if lo <= rw["coverage"] <= hi else " (!)"
+            lines.append(f"| {c['n']} | {c['k']} | {c['r']} | {c['bayes']} | {c['mu_train']:.4f} | "
+                         f"{c['oracle_width']:.4f} | **{_pct(rw['coverage'])}**{flag} | {_pct(c['row']['r_n']['coverage'])} | "
+                         f"{rw['median_width']:.4f} | **{rw['median_width'] / c['oracle_width']:.2f}** | "
+                         f"{_pct(c['row_fallback'])} | {_pct(cw['coverage'])} | "
+                         f"{cw['median_width'] / c['oracle_width']:.2f} |")
+        lines.append("")
+    paired = [c for c in report["paired"] if c.get("row")]
+    if paired:
+        lines += [
+            "## Paired tests: per-row (default) against corrected", "",
+            f"Worst type-I error of the per-row test over the null cells: **{_pct(g.get('row_max_type1'))}%**. "
+            "Rejection rates at alpha = 0.05 (under a gap: rejections with A ahead); `fell back`: share of comparisons "
+            "that kept the corrected test (a variant or the differences looked unstable).", "",
+            "| n | k | r | Bayes | design | true gap | corrected (before) | per-row (default) | fell back |",
+            "|---|---|---|---|---|---|---|---|---|"]
+        for c in paired:
+            key = "reject_a_better" if c["design"].endswith("gap") else "reject"
+            lines.append(f"| {c['n']} | {c['k']} | {c['r']} | {c['bayes']} | {c['design']} | {c['true_gap']:+.4f} | "
+                         f"{_pct(c['new'][key])} | **{_pct(c['row'][key])}** | {_pct(c['row']['fallback'])} |")
+        lines.append("")
+    if report.get("unstable"):
+        lines += [
+            "## Unstable learners", "",
+            "1-nearest-neighbour and a 16-unit tanh MLP trained by SGD (30 epochs, batch 16, learning rate 0.5, the same "
+            f"seed for every fit), 5 features; truth: every fold model's accuracy on a fresh test sample of {TEST_ROWS} "
+            "rows per chunk of 50 data sets (mu_train: their mean over all data sets; R_n: the mean of one run's fold "
+            "models). `default`: the summary's interval (falls back to the corrected one when the run looks unstable), "
+            "`per-row only`: the per-row interval without the fall-back.", "",
+            "| learner | n | k | r | Bayes | data sets | seconds | mu_train | oracle width | default cov mu_train | "
+            "default cov R_n | default / oracle | fell back | per-row only cov mu_train | per-row only cov R_n | "
+            "per-row only / oracle | corrected cov mu_train | corrected / oracle |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in report["unstable"]:
+            o = c["oracle_width"]
+            d, p, q = c["row"], c["row_no_fallback"], c["corrected"]
+            lines.append(f"| {c['learner']} | {c['n']} | {c['k']} | {c['r']} | {c['bayes']} | {c['sims']} | "
+                         f"{c['seconds']:.0f} | {c['mu_train']:.4f} | {o:.4f} | **{_pct(d['mu_train']['coverage'])}** | "
+                         f"{_pct(d['r_n']['coverage'])} | {d['mu_train']['median_width'] / o:.2f} | "
+                         f"{_pct(c['row_fallback'])} | {_pct(p['mu_train']['coverage'])} | {_pct(p['r_n']['coverage'])} | "
+                         f"{p['mu_train']['median_width'] / o:.2f} | {_pct(q['mu_train']['coverage'])} | "
+                         f"{q['mu_train']['median_width'] / o:.2f} |")
+        lines.append("")
+    return lines
 
 
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _scope(report: dict) -> list[str]:
+    """What a merged report ran: each part's grid, the carried nested columns, and the command of the full grid."""
+    if not report.get("grids"):
+        return []
+    lines = ["**Scope.** This report merges runs of parts on subsets of the full grid (`--merge`):"]
+    for part, grid in ((part, grid) for part, grids in report["grids"].items() for grid in grids):
+        if part == "unstable":
+            u = grid["unstable"]
+            lines.append(f"- unstable: {', '.join(u['learners'])} on cells (learner, n, k, r, Bayes) "
+                         f"{', '.join(map(str, map(tuple, u['cells'])))}, {u['sims']} data sets each;")
+        else:
+            sims = grid["sims"] if part == "intervals" else f"{grid['paired_sims']} (null) / {grid['power_sims']} (gap)"
+            lines.append(f"- {part}: n {list(grid['n'])}, k {list(grid['k'])}, r {list(grid['r'])}, Bayes "
+                         f"{list(grid['bayes'])}, features {list(grid['dim'])}, {sims} data sets per cell"
+                         + ("; nested intervals not recomputed" if part == "intervals" and not grid.get("nested", True)
+                            else "") + ";")
+    if report.get("nested_carried_cells"):
+        lines.append(f"- the nested columns of {report['nested_carried_cells']} cells come from the earlier full run of "
+                     "the same cells (same seeds, hence the same data sets: the corrected interval's coverage agrees "
+                     "cell by cell); the selection part was not rerun.")
+    lines += ["", "The full grid: `python benchmarks/sim_intervals.py` (every part, 1000 data sets per cell).", ""]
+    return lines
 
 
 def to_markdown(report: dict) -> str:
@@ -541,6 +845,7 @@ def to_markdown(report: dict) -> str:
         f"{report['machine']['omp_num_threads']}). Two Gaussian classes, nearest-centroid learner, stratified folds "
         "from `make_folds`; all rates in percent.",
         "",
+        *_scope(report),
         "## Goals",
         "",
         f"- `new` (`CVResults.summary`) coverage of mu_train, lowest cell: **{_pct(g['new_min_coverage_mu_train'])}%** "
@@ -562,6 +867,7 @@ def to_markdown(report: dict) -> str:
                      f"**{row['nested_over_today']:.2f}x** ({_pct(row['today_coverage'])} / "
                      f"{_pct(row['new_coverage'])} / {_pct(row['nested_coverage_err_xy'])} / "
                      f"{_pct(row['nested_coverage_mu_n'])}); nested / new {row['nested_over_new']:.2f}x")
+    lines += ["", *row_markdown(report)]
     lines += [
         "",
         "## Intervals",
@@ -640,10 +946,58 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def carry_nested(report: dict, previous: dict) -> int:
+    """Copy the nested columns of `previous`'s interval cells into `report`'s cells run without them (the same cell
+    seeds draw the same data sets, so the numbers are those of these very data sets). Returns how many cells."""
+    keys = ("nested", "nested_1", "nested_repeats", "nested_extra_fits")
+    old = {(c["n"], c["k"], c["r"], c["bayes"], c["dim"], c["sims"]): c for c in previous.get("intervals", [])}
+    carried = 0
+    for cell in report["intervals"]:
+        match = old.get((cell["n"], cell["k"], cell["r"], cell["bayes"], cell["dim"], cell["sims"]))
+        if cell.get("nested") is None and match is not None and match.get("nested") is not None:
+            cell.update({k: match[k] for k in keys})
+            cell["nested_from_previous_run"] = True
+            carried += 1
+    return carried
+
+
+def merge(reports: list[dict]) -> dict:
+    """One report from runs of different parts: each part's cells, grid (under `grids`) and wall time."""
+    out = {"grid": {}, "grids": {}, "wall_time_s": {}, "machine": reports[0].get("machine") or machine()}
+    for report in reports:
+        for part in PARTS:
+            if report.get(part):
+                out.setdefault(part, []).extend(report[part])
+                out["grids"].setdefault(part, []).append(report["grid"])  # one grid per run of the part
+        for part, seconds in report.get("wall_time_s", {}).items():
+            out["wall_time_s"][part] = out["wall_time_s"].get(part, 0.0) + seconds
+        if not report.get("wall_time_s") and report.get("unstable"):  # a run cut short: its cells' own times
+            out["wall_time_s"]["unstable"] = (out["wall_time_s"].get("unstable", 0.0)
+                                              + sum(c["seconds"] for c in report["unstable"]))
+    if out.get("unstable"):  # the unstable cells of every run, whichever learner each ran
+        out["grids"]["unstable"] = [{"unstable": {
+            "learners": sorted({c["learner"] for c in out["unstable"]}),
+            "cells": [(c["learner"], c["n"], c["k"], c["r"], c["bayes"]) for c in out["unstable"]],
+            "sims": sorted({c["sims"] for c in out["unstable"]})}}]
+    for part in PARTS:
+        out.setdefault(part, [])
+    first = (out["grids"].get("intervals") or [reports[0]["grid"]])[0]
+    out["grid"] = {**first, **{k: (out["grids"].get("paired") or [first])[0].get(k) for k in ("paired_sims", "power_sims")}}
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds")
     parser.add_argument("--sims", type=int, help="data sets per cell (all kinds)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="write one report from the outputs of runs of different parts (each with its own grid, "
+                             "named in the report) instead of running anything")
+    parser.add_argument("--nested-from", metavar="JSON",
+                        help="with --merge: take the nested columns of cells run without them from this earlier report "
+                             "of the same cells (same seeds, same data sets)")
+    parser.add_argument("--grid", help="JSON object of grid entries to override, e.g. '{\"dim\": [5], \"nested\": "
+                                       "false}' (a subset of the full grid; the report names the grid it ran)")
     parser.add_argument("--out", help="output path without extension (default benchmarks/results/sim_intervals)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help="comma-separated subset of intervals,paired,selection; with an existing output of the same "
@@ -653,14 +1007,21 @@ def main(argv=None) -> dict:
     grid = dict(QUICK if args.quick else FULL)
     if args.sims:
         grid.update(sims=args.sims, paired_sims=args.sims, power_sims=args.sims)
+    if args.grid:
+        grid.update(json.loads(args.grid))
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     if not parts or set(parts) - set(PARTS):
         parser.error(f"--parts takes a comma-separated subset of {','.join(PARTS)}, got {args.parts!r}")
     default = "sim_intervals_quick" if args.quick else "sim_intervals"
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / default
-    report = run(grid, parts, log=lambda msg: print(msg, flush=True))
+    if args.merge:
+        report = merge([json.loads(Path(path).read_text()) for path in args.merge])
+        if args.nested_from:
+            report["nested_carried_cells"] = carry_nested(report, json.loads(Path(args.nested_from).read_text()))
+    else:
+        report = run(grid, parts, log=lambda msg: print(msg, flush=True), partial=out.with_suffix(".partial.json"))
     previous = out.with_suffix(".json")
-    if set(parts) != set(PARTS) and previous.exists():
+    if set(parts) != set(PARTS) and previous.exists() and not args.merge:
         old = json.loads(previous.read_text())
         if old["grid"] != json.loads(json.dumps(grid)):
             parser.error(f"{previous} was computed on another grid; rerun every part (drop --parts).")

@@ -23,16 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 
 from .folds import Fold
+from .row_values import per_row_values, reproduces
 from .stats import nested_cv_errors, nested_cv_fits, nested_cv_interval
 
 __all__ = ["MIN_NESTED_REPEATS", "NestedFit", "nested_fits", "nested_summary", "training_seconds"]
-
-# The loss of a fold is reported by the interval only when the per-row cross-entropy reproduces it this closely.
-_LOSS_MATCH = 1e-6
-
 
 # One nested repetition estimates the MSE from K terms only and under-covers (measured: 93.0% in the worst cell
 # against 94.8% with two, benchmarks/results/sim_intervals.md); a run with one repeat gets a second split.
@@ -78,22 +74,6 @@ def nested_fits(folds: Sequence[Fold], extra_folds: Sequence[Fold] = ()) -> list
     return outer + pairs
 
 
-def _per_row(frame, eval_indices: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-row values of a predictions frame, in the order of `eval_indices`: `accuracy` (1 for a right prediction,
-    0 for a wrong one) and `loss` (the cross-entropy of the predicted probabilities)."""
-    frame = frame.set_index("row").loc[eval_indices]
-    labels = frame["label"].to_numpy(dtype=np.int64)
-    picked = frame.filter(like="prob_").to_numpy(dtype=np.float64)[np.arange(len(labels)), labels]
-    return {"accuracy": (frame["prediction"].to_numpy() == labels).astype(np.float64),
-            "loss": -np.log(np.maximum(picked, np.finfo(np.float64).tiny))}
-
-
-def _reproduces_loss(per_row_loss: np.ndarray, result) -> bool:
-    """Whether the mean per-row cross-entropy is the fold's reported loss (the model's loss is plain cross-entropy)."""
-    loss = result.eval_metrics.get("loss")
-    return loss is not None and abs(float(np.mean(per_row_loss)) - loss) <= _LOSS_MATCH * max(1.0, abs(loss))
-
-
 def training_seconds(results) -> float:
     """Seconds the given fold results spent in `Trainer.train` (from their log histories)."""
     return float(sum(entry.get("train_runtime", 0.0) for r in results for entry in r.log_history))
@@ -116,10 +96,11 @@ def nested_summary(folds: Sequence[Fold], fold_results, fits: Sequence[NestedFit
     outer_folds = [*folds, *(f for f in fits if f.is_outer)]
     outer_results = [*fold_results, *(r for f, r in zip(fits, fit_results) if f.is_outer)]
     pairs = [(f, r) for f, r in zip(fits, fit_results) if not f.is_outer]
-    outer_values = {f.name: _per_row(r.predictions, f.eval_indices) for f, r in zip(outer_folds, outer_results)}
-    fit_values = {fit.name: _per_row(r.predictions, fit.eval_indices) for fit, r in pairs}
+    outer_values = {f.name: per_row_values(r.predictions, f.eval_indices) for f, r in zip(outer_folds, outer_results)}
+    fit_values = {fit.name: per_row_values(r.predictions, fit.eval_indices) for fit, r in pairs}
     # Without a plain cross-entropy loss there is no per-row loss to use: accuracy only.
-    plain = all(_reproduces_loss(outer_values[f.name]["loss"], r) for f, r in zip(outer_folds, outer_results))
+    plain = all(reproduces(outer_values[f.name]["loss"], r.eval_metrics.get("loss"))
+                for f, r in zip(outer_folds, outer_results))
     metrics = {}
     for what in ("accuracy", "loss") if plain else ("accuracy",):
         inner, outer = nested_cv_errors(outer_folds, {name: v[what] for name, v in outer_values.items()},

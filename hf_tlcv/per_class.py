@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .stats import summarize
+from .stats import row_interval, summarize
 
 __all__ = ["PER_CLASS_METRICS", "format_per_class", "per_class_fold_scores", "summarize_per_class", "worst_classes"]
 
@@ -71,25 +71,51 @@ def per_class_fold_scores(predictions: pd.DataFrame, n_classes: int | None = Non
     return pd.DataFrame(rows, columns=columns)
 
 
+def _row_intervals(predictions: pd.DataFrame, class_id: int, n_train: float) -> dict | None:
+    """Per-row intervals of one class's recall (the right/wrong of the rows labelled `class_id`) and precision (of the
+    rows predicted `class_id`), fold by fold; `None` when a fold has no such rows or the learner looks unstable."""
+    out = {}
+    for metric, column in (("recall", "label"), ("precision", "prediction")):
+        values, rows, repeats = [], [], []
+        for (repeat, _), part in predictions.groupby(["repeat", "fold"], sort=True):
+            mine = part[part[column] == class_id]
+            values.append((mine["prediction"] == mine["label"]).to_numpy(dtype=float))
+            rows.append(mine["row"].to_numpy())
+            repeats.append(repeat)
+        if any(len(v) == 0 for v in values):
+            return None
+        result = row_interval(values, rows, repeats, bounded=True, n_train=n_train)
+        if result["instability"]["unstable"]:
+            return None
+        out[metric] = result["ci95"]
+    return out
+
+
 def summarize_per_class(fold_scores: pd.DataFrame, n_train: float, n_eval: float,
-                        label_names: Sequence[str] | None = None) -> pd.DataFrame:
+                        label_names: Sequence[str] | None = None,
+                        predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per class, the mean of each fold's precision, recall and F1 with its 95% interval, and the mean support.
 
-    The interval method follows `CVResults.summary` for a fold-level mean:
+    The interval follows the rule of `CVResults.summary`: a metric that is a mean of per-row values gets the per-row
+    interval (`hf_tlcv.stats.row_interval`) when `predictions` are given, the others the corrected one. A class's
+    recall is the mean right/wrong of the rows labelled with it, its precision of the rows predicted as it, so both get
+    the per-row interval (`interval` = `"row"`) unless a fold has no such rows or the learner looks unstable there;
+    F1 is not a per-row mean and always gets the corrected interval:
     `hf_tlcv.stats.summarize(values, n_train, n_eval, bounded=True)` (Nadeau–Bengio corrected variance, Wilson-type,
-    inside [0, 1]). The statistics issue (#26) may change that method; this table follows whatever the summary uses.
-    One difference: the binomial floor of the interval (`n_rows`) is the class's rows per repeat, not all rows,
-    because only those rows bear on the class's scores (at least 1, for a class no fold saw).
+    inside [0, 1]), whose binomial floor (`n_rows`) is the class's rows per repeat, not all rows, because only those
+    rows bear on the class's scores (at least 1, for a class no fold saw).
 
     Args:
         fold_scores (`pd.DataFrame`): The output of [`per_class_fold_scores`].
         n_train, n_eval (`float`): Training and evaluation rows per fold (averages), as the summary uses them.
         label_names (`Sequence[str]`, *optional*): Class names by id; `str(class_id)` when missing.
+        predictions (`pd.DataFrame`, *optional*): The out-of-fold predictions the scores came from, when the per-row
+            interval applies (`CVResults.per_class` passes them for `ci_method="row"` with independent rows).
 
     Returns:
         `pd.DataFrame`: One row per class, in class-id order: `class_id`, `class`, then for each metric `<metric>`
-        (mean), `<metric>_low`, `<metric>_high` (the 95% interval; nan with a single fold), and `support` (mean rows of
-        the class per fold).
+        (mean), `<metric>_low`, `<metric>_high` (the 95% interval; nan with a single fold), `support` (mean rows of
+        the class per fold) and `interval` (`"row"` or `"corrected"`: the method of precision and recall).
 
     Example:
 
@@ -103,7 +129,8 @@ def summarize_per_class(fold_scores: pd.DataFrame, n_train: float, n_eval: float
 
     ```
     """
-    columns = ["class_id", "class", *[f"{m}{s}" for m in PER_CLASS_METRICS for s in ("", "_low", "_high")], "support"]
+    columns = ["class_id", "class", *[f"{m}{s}" for m in PER_CLASS_METRICS for s in ("", "_low", "_high")], "support",
+               "interval"]
     if fold_scores.empty:
         return pd.DataFrame(columns=columns)
     n_repeats = fold_scores["repeat"].nunique()
@@ -112,11 +139,14 @@ def summarize_per_class(fold_scores: pd.DataFrame, n_train: float, n_eval: float
         name = label_names[class_id] if label_names is not None and class_id < len(label_names) else str(class_id)
         row = {"class_id": int(class_id), "class": str(name)}
         n_rows = max(float(part["support"].sum()) / n_repeats, 1.0)
+        per_row = None if predictions is None else _row_intervals(predictions, int(class_id), n_train)
         for metric in PER_CLASS_METRICS:
             s = summarize(part[metric].to_numpy(dtype=float), n_train=n_train, n_eval=n_eval, bounded=True,
                           n_rows=n_rows)
-            row.update({metric: s["mean"], f"{metric}_low": s["ci95"][0], f"{metric}_high": s["ci95"][1]})
+            low, high = per_row[metric] if per_row and metric in per_row else s["ci95"]
+            row.update({metric: s["mean"], f"{metric}_low": low, f"{metric}_high": high})
         row["support"] = float(part["support"].mean())
+        row["interval"] = "row" if per_row else "corrected"
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 

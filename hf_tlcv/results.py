@@ -24,7 +24,9 @@ from .run_dir import (
     read_json,
     write_json_atomic,
 )
-from .stats import is_bounded_metric, summarize
+from .diagnostics import rows_dependence
+from .row_values import ROW_METRICS, per_row_values, reproduces
+from .stats import is_bounded_metric, row_interval, summarize
 from .utils import fmt, to_plain
 
 
@@ -120,6 +122,9 @@ class FoldResult:
         return fold_is_complete(directory)
 
 
+NO_ROWS = "the run kept no labelled out-of-fold predictions to take per-row values from"
+
+
 def fold_sizes(folds: list[FoldResult]) -> tuple[float, float, float]:
     """Training and evaluation rows per fold (averages) and rows evaluated per repeat (every row, for k-fold).
 
@@ -181,6 +186,8 @@ class CVResults:
         self.test_metrics = dict(test_metrics or {})
         self.nested = dict(nested) if nested else None
         self.diagnostics = dict(diagnostics or {})  # see hf_tlcv.diagnostics: shared by the interval and dependence
+        self._row_cache: tuple | str | None = None  # per-row values of the folds' predictions, computed once
+        self._saved_summary: dict = {}  # the summary from_dict read: per-row intervals of a run loaded without rows
         self.directory: Path | None = None  # where save() wrote / load() read the run; push_to_hub uploads it
 
     # ---- aggregation -------------------------------------------------------------------------------------
@@ -193,18 +200,100 @@ class CVResults:
             values = [getattr(f, attr)[key] for f in folds]
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 out[key] = summarize(values, n_train=n_train, n_eval=n_eval, bounded=is_bounded_metric(key, values),
-                                     n_rows=n_rows)
+                                     n_rows=n_rows, positive=key == "loss")
         return out
 
     @property
+    def ci_method(self) -> str:
+        """The interval method of this run (`KFoldConfig.ci_method`): `"row"`, `"corrected"` or `"nested"`.
+
+        A run's saved config keeps the method it was made with; a saved config without the field predates the
+        choice, when every run used `"corrected"`. Results built in code without a config get the default, `"row"`.
+        """
+        if not self.config:
+            return "row"
+        return self.config.get("ci_method", "corrected")
+
+    def row_values(self, metric: str) -> tuple[list[np.ndarray], list[np.ndarray]] | str:
+        """Per fold, the per-row values of `metric` (one of `ROW_METRICS`) and their row ids, sorted by row; or, as a
+        sentence, why they cannot stand for the fold scores (dependent rows, no predictions, not a per-row mean)."""
+        # The strategy the folds were cut with ("auto" resolves to "group" with a group column, for instance).
+        config = {**self.config, "fold_strategy": self.config.get("resolved_fold_strategy",
+                                                                  self.config.get("fold_strategy"))}
+        why = rows_dependence(config, self.diagnostics)
+        if why is not None:
+            return (f"rows are not independent ({why}); the corrected interval takes whole folds, which keep "
+                    "dependent rows together, as its units")
+        if len(self.folds) < 2:
+            return "a single fold"
+        if self._row_cache is None:
+            frames = [f.predictions for f in self.folds]
+            if any(frame is None or frame.empty or "label" not in frame for frame in frames):
+                self._row_cache = NO_ROWS
+            else:
+                frames = [frame.sort_values("row", kind="stable") for frame in frames]
+                values = [per_row_values(frame) for frame in frames]
+                self._row_cache = ({m: [v[m] for v in values] for m in ROW_METRICS},
+                                   [frame["row"].to_numpy() for frame in frames])
+        if isinstance(self._row_cache, str):
+            return self._row_cache
+        values, rows = self._row_cache[0][metric], self._row_cache[1]
+        if not all(reproduces(v, f.eval_metrics.get(metric)) for v, f in zip(values, self.folds)):
+            return (f"the per-row values do not reproduce the folds' {metric} (not a plain mean of per-row values, "
+                    "e.g. label smoothing or class weights)")
+        return values, rows
+
+    def _row_summary(self, name: str, corrected: dict) -> dict:
+        """`corrected` (the corrected summary of metric `name`) replaced by its per-row interval, or with the reason
+        it is kept (`fallback`)."""
+        found = self.row_values(name)
+        saved = self._saved_summary.get(name, {})
+        if found == NO_ROWS and str(saved.get("ci_method", "")).startswith("row_"):
+            return dict(saved)  # a run saved with its per-row interval, read back without its predictions (a report)
+        if isinstance(found, str):
+            return {**corrected, "fallback": found}
+        values, rows = found
+        optimism = None
+        if all(name in f.train_metrics for f in self.folds):  # eval_on_train: how much better the training rows fit
+            optimism = float(np.mean([f.train_metrics[name] - f.eval_metrics[name] for f in self.folds]))
+            optimism = -optimism if name == "loss" else optimism
+        result = row_interval(values, rows, [f.repeat for f in self.folds], bounded=name == "accuracy",
+                              positive=name == "loss" and all(np.all(v > 0) for v in values),
+                              n_train=fold_sizes(self.folds)[0], optimism=optimism)
+        instability = result["instability"]
+        if instability["unstable"]:
+            return {**corrected, "instability": instability,
+                    "fallback": f"unstable: {instability['unstable']}"}
+        return {**corrected, "ci95": result["ci95"], "ci_method": result["ci_method"], "se": result["se"],
+                "instability": instability}
+
+    @property
     def summary(self) -> dict[str, dict]:
-        """Per eval metric, the mean, spread and 95% interval; with `ci_method="nested"`, accuracy and the loss
-        carry the nested interval instead (`mean`: its bias-corrected estimate for the model trained on all rows,
-        `cv_mean`: the plain mean of the folds; `std` stays the spread of the fold scores)."""
+        """Per eval metric, the mean, spread and 95% interval ([`ci_method`]). With `"row"` (the default), accuracy
+        and the loss carry the per-row interval of `hf_tlcv.stats.row_interval` (`ci_method` `"row_wilson"` /
+        `"row_log"`, with the run's `instability`), or keep the corrected one and say why under `fallback`; with
+        `"nested"`, they carry the nested interval (`mean`: its bias-corrected estimate for the model trained on all
+        rows, `cv_mean`: the plain mean of the folds; `std` stays the spread of the fold scores). Other metrics
+        (macro precision, recall, F1: not means of per-row values) always get the corrected interval."""
         out = self._summarize(self.folds, "eval_metrics")
+        if self.ci_method == "row":
+            for name in ROW_METRICS:
+                if name in out:
+                    out[name] = self._row_summary(name, out[name])
         for name, interval in (self.nested or {}).get("metrics", {}).items():
             if name in out:
                 out[name] = {**interval, "std": out[name]["std"], "per_row_std": interval["std"]}
+        return out
+
+    def interval_diagnostics(self) -> dict:
+        """`diagnostics["interval"]` (the method, and per metric the interval used and any fallback) and
+        `diagnostics["instability"]` (of accuracy's per-row interval), as `to_dict` saves them."""
+        summary = self.summary
+        used = {name: {k: s[k] for k in ("ci_method", "fallback") if k in s}
+                for name, s in summary.items() if name in ROW_METRICS}
+        out = {"interval": {"ci_method": self.ci_method, "metrics": used}}
+        if "instability" in summary.get("accuracy", {}):
+            out["instability"] = summary["accuracy"]["instability"]
         return out
 
     @property
@@ -250,11 +339,16 @@ class CVResults:
         """One row per class (`class_id`, `class` from `label_names`): the mean over folds of its precision, recall
         and F1, each with its 95% interval (`<metric>_low`, `<metric>_high`), and its mean `support` per fold.
 
-        The interval follows the summary's method for a fold-level mean (the corrected Wilson-type interval of
-        `hf_tlcv.stats.summarize` with the same `n_train` / `n_eval`, `bounded=True`; the binomial floor uses the class's
-        rows); the statistics issue (#26) may change it. See `hf_tlcv.per_class.summarize_per_class`."""
+        The interval follows the summary's rule: with `ci_method="row"`, when accuracy keeps its per-row interval
+        (independent rows, a stable learner), precision and recall (means of per-row values over the class's rows) get
+        the per-row interval, F1 the corrected one (`interval` says which); see
+        `hf_tlcv.per_class.summarize_per_class`."""
         n_train, n_eval, _ = fold_sizes(self.folds)
-        return summarize_per_class(self.per_class_folds.drop(columns="class"), n_train, n_eval, self.label_names)
+        # the run's own verdict on its rows and its learner (accuracy's fall-back) holds for every class too
+        rows = (self.ci_method == "row" and not isinstance(self.row_values("accuracy"), str)
+                and "fallback" not in self.summary.get("accuracy", {}))
+        return summarize_per_class(self.per_class_folds.drop(columns="class"), n_train, n_eval, self.label_names,
+                                   predictions=self.oof_predictions if rows else None)
 
     @property
     def test_predictions(self) -> pd.DataFrame:
@@ -300,8 +394,13 @@ class CVResults:
         text."""
         frame = self.to_pandas()
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
-        lines.append(f"Summary over {self.header()}; "
-                     "95% interval: Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)")
+        methods = {"row": "per-row (Bayle et al.) for accuracy and loss, Nadeau-Bengio corrected for the others",
+                   "corrected": "Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)",
+                   "nested": "nested CV for accuracy and loss, Nadeau-Bengio corrected for the others"}
+        lines.append(f"Summary over {self.header()}; 95% interval: {methods.get(self.ci_method, self.ci_method)}")
+        for name, s in self.summary.items():
+            if "fallback" in s:
+                lines.append(f"  ({name}: the corrected interval, because {s['fallback']})")
         if self.nested:
             nested = self.nested
             lines.append(f"  nested CV interval (Bates, Hastie & Tibshirani) for {' and '.join(nested['metrics'])}, for "
@@ -359,7 +458,7 @@ class CVResults:
                 "test_summary": self.test_summary,
                 "test_metrics": self.test_metrics,
                 "nested": self.nested,
-                "diagnostics": self.diagnostics,
+                "diagnostics": {**self.diagnostics, **self.interval_diagnostics()},
             }
         )
 
@@ -378,10 +477,12 @@ class CVResults:
     def from_dict(cls, data: dict, where: str = "cross-validation results") -> "CVResults":
         """Results from [`to_dict`]'s output (fold predictions, when wanted, added to each fold's dict first)."""
         folds = [FoldResult.from_dict(fd, where) for fd in data["folds"]]
-        return cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
-                   label_names=data.get("label_names"), metadata=data.get("metadata"),
-                   test_metrics=data.get("test_metrics"), nested=data.get("nested"),
-                   diagnostics=data.get("diagnostics"))
+        results = cls(folds, oof_metrics=data.get("oof_metrics"), config=data.get("config"),
+                      label_names=data.get("label_names"), metadata=data.get("metadata"),
+                      test_metrics=data.get("test_metrics"), nested=data.get("nested"),
+                      diagnostics=data.get("diagnostics"))
+        results._saved_summary = dict(data.get("summary") or {})
+        return results
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "CVResults":

@@ -30,7 +30,15 @@ from .modeling import load_classifier, load_processor
 from .overfitting import diagnose_fold
 from .report import StudyReport, Verdict
 from .results import CVResults, fold_sizes
-from .stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest, is_bounded_metric
+from .row_values import ROW_METRICS
+from .stats import (
+    adjust_pvalues,
+    bayesian_correlated_ttest,
+    corrected_ci,
+    corrected_paired_ttest,
+    is_bounded_metric,
+    row_paired_test,
+)
 from .strategies import discover_layout
 from .validation import validate_dataset
 
@@ -144,19 +152,49 @@ def discordant_rows(a: CVResults, b: CVResults, metric: str = "accuracy") -> flo
     return total / len({f.repeat for f in a.folds})
 
 
+def row_paired(a: CVResults, b: CVResults, metric: str) -> dict | str:
+    """The per-row paired test of `a - b` (`hf_tlcv.stats.row_paired_test` on the per-row differences), or why the
+    comparison keeps the corrected test: a run made with another `ci_method`, a metric that is not a per-row mean,
+    no predictions, dependent rows, or fold differences that spread beyond their rows."""
+    if a.ci_method != "row" or b.ci_method != "row":
+        return f"the runs were made with ci_method={a.ci_method!r} / {b.ci_method!r}"
+    if metric not in ROW_METRICS:
+        return f"{metric} is not a mean of per-row values"
+    found_a, found_b = a.row_values(metric), b.row_values(metric)
+    for found in (found_a, found_b):
+        if isinstance(found, str):
+            return found
+    for cv in (a, b):  # a learner unstable on its own is unstable in a comparison too
+        if "fallback" in cv.summary.get(metric, {}):
+            return cv.summary[metric]["fallback"]
+    (values_a, rows), (values_b, rows_b) = found_a, found_b
+    if any(not np.array_equal(x, y) for x, y in zip(rows, rows_b)):
+        return "the two runs' folds evaluated different rows"
+    test = row_paired_test([x - y for x, y in zip(values_a, values_b)], rows, [f.repeat for f in a.folds],
+                           bounded=metric == "accuracy", n_train=fold_sizes(a.folds)[0])
+    if test["instability"]["unstable"]:
+        return f"unstable: {test['instability']['unstable']}"
+    return test
+
+
 def compare(a: CVResults, b: CVResults, metric: str = "accuracy", rope: float = 0.01) -> dict:
     """Paired comparison of two variants on the same folds: mean difference `a - b`, its corrected 95% interval,
     the corrected resampled t-test and the Bayesian correlated t-test.
 
-    For metrics in [0, 1] (accuracy, precision, recall, F1) the tests get the floor of the evaluated rows
+    With runs made with `ci_method="row"` (the default), accuracy and the loss are compared row by row
+    ([`row_paired`]: the per-row interval of the differences, floored by McNemar's exact test for accuracy), unless
+    its conditions fail, which `fallback` then says. Otherwise, and for the other metrics, the corrected test: for
+    metrics in [0, 1] (accuracy, precision, recall, F1) with the floor of the evaluated rows
     (`hf_tlcv.stats.corrected_paired_ttest` with `bounded=True`): McNemar's test on the rows where the variants
-    disagree, counted from the out-of-fold predictions when both results have them. For the loss (lower is
-    better) pass the negated direction yourself: the difference is always `a - b`.
+    disagree, counted from the out-of-fold predictions when both results have them. The Bayesian probabilities are
+    always the corrected ones. For the loss (lower is better) pass the negated direction yourself: the difference is
+    always `a - b`.
 
     Returns:
-        `dict` with `mean_a`, `mean_b`, `mean_diff`, `ci95`, `t`, `df`, `p_value`, `p_a_better`, `p_equivalent`,
-        `p_b_better`, `rope`, `fold_diffs`, `n_discordant` (rows per repeat the variants disagree on, `None` without
-        predictions).
+        `dict` with `mean_a`, `mean_b`, `mean_diff`, `ci95`, `t`, `df` (`None` for the per-row test), `p_value`,
+        `p_a_better`, `p_equivalent`, `p_b_better`, `rope`, `fold_diffs`, `n_discordant` (rows per repeat the variants
+        disagree on, `None` without predictions), `method` (`"row"` or `"corrected"`) and, when the per-row test was
+        wanted but not used, `fallback` (why).
 
     Raises:
         `ValueError`: If the results were not computed on the same folds, or hold fewer than 3 folds (a paired test
@@ -166,7 +204,12 @@ def compare(a: CVResults, b: CVResults, metric: str = "accuracy", rope: float = 
     n_train, n_eval, n_rows = fold_sizes(a.folds)
     discordant = discordant_rows(a, b, metric)
     floor = {"bounded": is_bounded_metric(metric, scores_a + scores_b), "n_rows": n_rows, "n_discordant": discordant}
-    test = corrected_paired_ttest(scores_a, scores_b, n_train, n_eval, **floor)
+    test = row_paired(a, b, metric)
+    method = {"method": "row"} if isinstance(test, dict) else {"method": "corrected"}
+    if isinstance(test, str):
+        if a.ci_method == "row" and metric in ROW_METRICS:
+            method["fallback"] = test
+        test = corrected_paired_ttest(scores_a, scores_b, n_train, n_eval, **floor)
     bayes = bayesian_correlated_ttest(scores_a, scores_b, n_train, n_eval, rope=rope, **floor)
     return {
         "metric": metric,
@@ -177,6 +220,7 @@ def compare(a: CVResults, b: CVResults, metric: str = "accuracy", rope: float = 
         "rope": rope,
         "fold_diffs": [x - y for x, y in zip(scores_a, scores_b)],
         "n_discordant": discordant,
+        **method,
     }
 
 

@@ -169,7 +169,9 @@ def test_cvresults_summary_uses_the_bounded_interval_and_rows_per_repeat():
              for r in range(2) for f in range(5)]
     summary = CVResults(folds).summary
     assert summary["accuracy"]["ci95"] == pytest.approx([100 / (100 + Z**2), 1.0], abs=1e-12)
-    assert summary["accuracy"]["ci_method"] == "corrected_wilson" and summary["loss"]["ci_method"] == "corrected_t"
+    # without saved predictions the per-row default falls back to the corrected interval and says so
+    assert summary["accuracy"]["ci_method"] == "corrected_wilson" and summary["loss"]["ci_method"] == "corrected_log"
+    assert "predictions" in summary["accuracy"]["fallback"]
     assert all(math.isnan(x) for x in summary["loss"]["ci95"])
     assert json.loads(json.dumps(CVResults(folds).to_dict()))["summary"]["accuracy"]["mean"] == 1.0
 
@@ -662,5 +664,9 @@ def test_simulation_benchmark_quick_mode(tmp_path):
     # today's interval collapses where the model is near-perfect; the paired test of k x r = 2 is refused
     assert goals["today_zero_width"] > 0.1
     assert {c["new"] == "refused" for c in report["paired"] if c["k"] * c["r"] == 2} == {True}
+    # the default per-row interval (issue 26): bounded, never of zero width, and the unstable learners are reported
+    assert goals["row_zero_width"] == 0.0 and goals["row_outside_01"] == 0.0 and goals["row_cells"] > 0
+    assert {c["learner"] for c in report["unstable"]} == {"1nn", "mlp"}
+    assert all(c["row_fallback"] > 0.5 for c in report["unstable"] if c["learner"] == "1nn")  # optimism trigger
     markdown = (tmp_path / "sim.md").read_text()
     assert "## Intervals" in markdown and "## Paired tests" in markdown and "## Selection" in markdown
