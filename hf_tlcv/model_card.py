@@ -232,6 +232,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
         label_names=_class_list([text(name) for name in cv.label_names]) if cv.label_names else cv.label_names,
         n_classes=len(cv.label_names or []),
         metrics=[text(m) for m in metrics],
+        interval_notes=[text(note) for note in cv.interval_notes()],
         fold_rows=fold_rows,
         summary_rows=summary_rows,
         oof_metrics={text(k): fmt(v) for k, v in cv.oof_metrics.items() if finite(v) is not None},

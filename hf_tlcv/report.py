@@ -171,11 +171,14 @@ class StudyReport:
         best = verdict.numbers.get("best")
         lines = [f"Each variant against the best ({_md(best)}); p adjusted with "
                  f"{verdict.numbers.get('p_adjust', 'holm')} over {len(rows)} comparisons.", "",
-                 f"| variant | {_md(self.metric)} | difference to best | 95% interval | p | p adjusted | P(best better) |",
-                 "|---|---|---|---|---|---|---|"]
+                 f"| variant | {_md(self.metric)} | difference to best | 95% interval | p | p adjusted | P(best better) "
+                 "| test |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
+            test = {"row": "per-row", "corrected": "corrected t"}.get(r.get("method", "corrected"), r.get("method"))
+            if r.get("fallback"):
+                test += f" ({_md(r['fallback'])})"
             lines.append(f"| {_md(r['variant'])} | {_fmt(r['mean'])} | {r['mean_diff']:+.4f} | {_interval(r['ci95'])} | "
-                         f"{r['p_value']:.3g} | {r['p_adjusted']:.3g} | {r['p_best_better']:.2f} |")
+                         f"{r['p_value']:.3g} | {r['p_adjusted']:.3g} | {r['p_best_better']:.2f} | {test} |")
         return lines + [""]
 
     def verdicts_markdown(self) -> str:
@@ -216,8 +219,10 @@ class StudyReport:
         lines.append(
             f"{st.get('n_folds', '?')}-fold x {st.get('n_repeats', 1)} cross-validation; every variant ran on the "
             f"same folds (fingerprint `{str(st.get('folds_fingerprint', '?'))[:12]}`) with the same training seed "
-            f"({st.get('seed', '?')}). Metric: {_md(self.metric)}. 95% intervals: Nadeau-Bengio corrected t; p: corrected "
-            f"resampled t-test (df = k*r - 1), {st.get('p_adjust', 'holm')}-adjusted within a question; "
+            f"({st.get('seed', '?')}). Metric: {_md(self.metric)}. 95% intervals and p: the paired per-row test "
+            f"(Bayle et al.; McNemar's exact test as a floor) where both runs allow it, else the Nadeau-Bengio "
+            f"corrected resampled t-test (df = k*r - 1); the tables say which; {st.get('p_adjust', 'holm')}-adjusted "
+            f"within a question; "
             f"P(better): Bayesian correlated t-test with a region of practical equivalence of "
             f"±{st.get('rope', 0.01):g}.")
         lines += ["", "## Verdicts", "", self.verdicts_markdown()]

@@ -389,18 +389,26 @@ class CVResults:
             line += f"; {layout}; global train batch {procs.get('global_train_batch_size')}"
         return line
 
+    def interval_notes(self) -> list[str]:
+        """How the summary's 95% intervals were made, as plain text: the run's method first, then one note per metric
+        whose interval fell back to the corrected one, with the reason (the console, the card and the Space show
+        these)."""
+        methods = {"row": "per-row (Bayle et al.) for accuracy and loss, Nadeau-Bengio corrected for the others",
+                   "corrected": "Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)",
+                   "nested": "nested CV for accuracy and loss, Nadeau-Bengio corrected for the others"}
+        notes = [methods.get(self.ci_method, self.ci_method)]
+        notes += [f"{name}: the corrected interval, because {s['fallback']}" for name, s in self.summary.items()
+                  if "fallback" in s]
+        return notes
+
     def format_table(self) -> str:
         """The per-fold table, the summary and the per-class table (the lowest F1 only, for many classes) as plain
         text."""
         frame = self.to_pandas()
         lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
-        methods = {"row": "per-row (Bayle et al.) for accuracy and loss, Nadeau-Bengio corrected for the others",
-                   "corrected": "Nadeau-Bengio corrected (Wilson-type in [0, 1] for bounded metrics)",
-                   "nested": "nested CV for accuracy and loss, Nadeau-Bengio corrected for the others"}
-        lines.append(f"Summary over {self.header()}; 95% interval: {methods.get(self.ci_method, self.ci_method)}")
-        for name, s in self.summary.items():
-            if "fallback" in s:
-                lines.append(f"  ({name}: the corrected interval, because {s['fallback']})")
+        method, *fallbacks = self.interval_notes()
+        lines.append(f"Summary over {self.header()}; 95% interval: {method}")
+        lines += [f"  ({note})" for note in fallbacks]
         if self.nested:
             nested = self.nested
             lines.append(f"  nested CV interval (Bates, Hastie & Tibshirani) for {' and '.join(nested['metrics'])}, for "

@@ -273,13 +273,18 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
+def test_name(comparison: dict) -> str:
+    """The test a comparison's p-value comes from, in words (see [`compare`]'s `method`)."""
+    return "per-row paired test" if comparison.get("method") == "row" else "corrected t-test"
+
+
 def pairwise_verdict(question: str, name_a: str, name_b: str, a: CVResults, b: CVResults, metric: str,
                      rope: float = 0.01, alpha: float = 0.05, context: str = "") -> Verdict:
     """A verdict in words on `a` vs `b`: who wins and by how much, or that they cannot be told apart."""
     c = compare(a, b, metric, rope)
     lo, hi = c["ci95"]
     d = c["mean_diff"]
-    stats_text = (f"95% interval of the difference [{lo:+.3f}, {hi:+.3f}], corrected t-test p={c['p_value']:.3g}, "
+    stats_text = (f"95% interval of the difference [{lo:+.3f}, {hi:+.3f}], {test_name(c)} p={c['p_value']:.3g}, "
                   f"P({name_a} better) = {c['p_a_better']:.2f}, P(equivalent within ±{rope:g}) = "
                   f"{c['p_equivalent']:.2f}, P({name_b} better) = {c['p_b_better']:.2f}; "
                   f"{len(c['fold_diffs'])} paired folds")
@@ -301,7 +306,7 @@ def pairwise_verdict(question: str, name_a: str, name_b: str, a: CVResults, b: C
     degenerate = _degenerate({name_a: a, name_b: b})
     warnings = [degenerate_warning(name, question) for name in degenerate]
     details = warnings + ([context.strip().rstrip(":")] if context else []) + [
-        f"difference {_signed(d)}, 95% interval [{lo:+.3f}, {hi:+.3f}]; corrected t-test p={c['p_value']:.3g}; "
+        f"difference {_signed(d)}, 95% interval [{lo:+.3f}, {hi:+.3f}]; {test_name(c)} p={c['p_value']:.3g}; "
         f"{len(c['fold_diffs'])} paired folds",
         f"P({name_a} better) = {c['p_a_better']:.2f}, P(equivalent within ±{rope:g}) = {c['p_equivalent']:.2f}, "
         f"P({name_b} better) = {c['p_b_better']:.2f}"]
@@ -357,7 +362,8 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
     for name in rest:
         c = compare(results[best], results[name], metric, rope)
         rows.append({"variant": name, "mean": means[name], "mean_diff": c["mean_diff"], "ci95": c["ci95"],
-                     "p_value": c["p_value"], "p_best_better": c["p_a_better"], "p_equivalent": c["p_equivalent"]})
+                     "p_value": c["p_value"], "p_best_better": c["p_a_better"], "p_equivalent": c["p_equivalent"],
+                     "method": c["method"], **({"fallback": c["fallback"]} if "fallback" in c else {})})
     for row, p in zip(rows, adjust_pvalues([r["p_value"] for r in rows], method=p_adjust)):
         row["p_adjusted"] = p
     runner = rows[0]
@@ -387,7 +393,7 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
     warnings = [degenerate_warning(name, question) for name in degenerate]
     text = (lead + f"Runner-up {describe(runner['variant'])} {runner['mean']:.3f}: difference "
             f"{runner['mean_diff']:+.3f} (95% interval [{runner['ci95'][0]:+.3f}, {runner['ci95'][1]:+.3f}]), "
-            f"corrected t-test p={runner['p_value']:.3g}, {p_adjust}-adjusted over {len(rows)} comparisons with "
+            f"{test_name(runner)} p={runner['p_value']:.3g}, {p_adjust}-adjusted over {len(rows)} comparisons with "
             f"the best p={runner['p_adjusted']:.3g}, P(best better) = {runner['p_best_better']:.2f} -> "
             + ("the best is distinguishable from the runner-up." if separable
                else "the best is NOT distinguishable from the runner-up.")

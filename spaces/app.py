@@ -142,12 +142,16 @@ STATISTICS_TITLE = "How the numbers are computed"
 STATISTICS_NOTES = (
     "- **Per fold**: each fold's model is trained on the other folds' images and scored on its own, which it never "
     "saw. The table lists every fold; the summary gives their mean and standard deviation.\n"
-    "- **95% interval**: the folds' training sets overlap, so their scores are not independent and the textbook "
-    "interval would be too narrow. hf_tlcv widens it by the Nadeau–Bengio correction (the variance times "
-    "1/J + n_eval/n_train over J fold scores) and, for scores between 0 and 1, keeps it inside [0, 1] and no "
-    "narrower than the binomial interval of the images scored. It was checked by simulation with known truth.\n"
-    "- **Verdicts** (Compare, Tune) compare two settings on the same folds, fold by fold, with the same correction "
-    "(a corrected paired t-test); \"not distinguishable\" means the interval of the difference contains zero.\n"
+    "- **95% interval** of accuracy and the loss: from the spread of the per-image results (right or wrong, and "
+    "each image's loss) over all out-of-fold predictions (Bayle et al. 2020), kept inside [0, 1] for accuracy and "
+    "above 0 for the loss. When the folds disagree more than their images explain, or the fold models score much "
+    "better on their training images than on new ones (an unstable learner), the summary says so and uses the "
+    "Nadeau–Bengio corrected interval of the fold scores instead, which allows for the overlap of the folds' "
+    "training sets; precision, recall and F1 always get that one. Both were checked by simulation with known "
+    "truth.\n"
+    "- **Verdicts** (Compare, Tune) compare two settings on the same folds and images: row by row where both runs "
+    "allow it, else fold by fold with the corrected paired t-test; the verdict names the test. \"Not "
+    "distinguishable\" means the interval of the difference contains zero.\n"
     "- **Pooled out-of-fold**: every image's prediction by the one model that did not train on it, scored together.")
 COUNT_COLUMNS = ["class", "images", "used in a run"]
 VOTE_COLUMNS = ["fold model", "vote", "its probability"]
@@ -370,10 +374,11 @@ AUDIT_EMPTY = ("", [], pd.DataFrame(columns=ISSUE_COLUMNS), pd.DataFrame(columns
 
 
 def summary_markdown(results: CVResults) -> str:
-    """Mean ± std and the 95% interval per metric, as a markdown table."""
+    """Mean ± std and the 95% interval per metric, as a markdown table, with how the intervals were made."""
     n = len(results.folds)
-    lines = [f"**Summary over {n} folds** (95% interval: Nadeau–Bengio corrected, which allows for the overlap "
-             "of the training sets; Wilson-type, within [0, 1], for bounded metrics)", "",
+    method, *fallbacks = results.interval_notes()
+    lines = [f"**Summary over {n} folds** (95% interval: {escape_markdown(method)}"
+             + "".join(f"; {escape_markdown(note)}" for note in fallbacks) + ")", "",
              "| metric | mean ± std | 95% interval | train mean | pooled out-of-fold |", "|---|---|---|---|---|"]
     for name, s in results.summary.items():
         low, high = s["ci95"]
