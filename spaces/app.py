@@ -1311,7 +1311,8 @@ def ensure_space_assets() -> None:
 CSS = """
 #study-plots .thumbnail-item, #audit-gallery .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
 #study-plots img, #audit-gallery img { object-fit: contain !important; height: auto !important; width: 100% !important; }
-#audit-gallery .grid-wrap, #study-plots .grid-wrap { height: auto !important; min-height: 0 !important; }
+#audit-gallery .grid-wrap, #study-plots .grid-wrap { height: auto !important; min-height: 0 !important;
+  max-height: none !important; overflow: visible !important; }
 th, th * { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important; }
 """
 

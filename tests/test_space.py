@@ -450,6 +450,7 @@ def test_every_tab_reads_without_broken_headers_empty_boxes_or_cut_images(visito
     page.locator("#audit-button").click()
     expect(page.locator("#audit-status")).to_contain_text("suspected label errors", timeout=RUN_MS)
     assert "0 suspected label errors" not in page.locator("#audit-status").inner_text()
+    shot(page, "21_view_audit")
     assert_images_fit(page, "#audit-gallery")
     assert page.locator("button:text-is('Cancel')").evaluate_all(EMPTY_BESIDE_CANCEL) == []
     shot(page, "21_view_audit")
@@ -471,7 +472,7 @@ def test_every_tab_reads_without_broken_headers_empty_boxes_or_cut_images(visito
     shot(page, "23_view_predict")
 
     page.get_by_role("tab", name="Push").click()
-    page.locator("#push-repo").fill(REPO_ID)
+    page.get_by_label("Repository id").fill(REPO_ID)
     page.locator("#push-button").click()
     expect(page.locator("#push-status")).to_contain_text("Paste a write token first", timeout=ANSWER_MS)
     assert "Sign in" not in page.locator("#push-status").inner_text()  # this deployment has no sign-in button
