@@ -1307,13 +1307,13 @@ def ensure_space_assets() -> None:
 
 
 # Study plots and audit images are wide figures: each is shown whole in a cell of its own shape instead of being cropped
-# to a square thumbnail. Table headers break between words only ("trial", never "tria/l").
+# to a square thumbnail. Table cells break between words only ("trial", never "tria/l"; "complete", never "complet/e").
 CSS = """
 #study-plots .thumbnail-item, #audit-gallery .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
 #study-plots img, #audit-gallery img { object-fit: contain !important; height: auto !important; width: 100% !important; }
 #audit-gallery .grid-wrap, #study-plots .grid-wrap { height: auto !important; min-height: 0 !important;
   max-height: none !important; overflow: visible !important; }
-th, th * { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important; }
+th, th *, td, td * { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none !important; }
 """
 
 
