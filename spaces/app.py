@@ -608,7 +608,8 @@ class SpaceApp:
         env.update(HF_HUB_DISABLE_IMPLICIT_TOKEN="1", HF_TLCV_FEATURE_CACHE=str(visitor.root / "features"),
                    PYTHONUNBUFFERED="1")
         started = time.time()
-        process = subprocess.Popen([sys.executable, str(JOB_SCRIPT), str(folder)], stdin=subprocess.PIPE, env=env,
+        process = subprocess.Popen([sys.executable, str(JOB_SCRIPT), str(folder), str(os.getpid())],
+                                   stdin=subprocess.PIPE, env=env,
                                    start_new_session=True, text=True)
         self._processes.add(process)
         try:

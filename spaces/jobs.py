@@ -25,6 +25,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+
+def _exit_with_parent(app_pid: int) -> None:
+    """End this job as soon as the app that started it (`app_pid`) is gone (killed for memory, or by SIGKILL): a job
+    runs in its own process group, so nothing else would stop it. Started before the heavy imports below, which take
+    seconds: an app that dies meanwhile is noticed too."""
+    import threading
+
+    def watch():
+        while True:
+            if os.getppid() != app_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="hf_tlcv-space-parent").start()
+
+
+if __name__ == "__main__":
+    _exit_with_parent(int(sys.argv[2]))
+
 import pandas as pd
 from transformers import TrainerCallback
 
@@ -387,24 +406,7 @@ def run_audit(spec: dict, folder: Path, progress: FileProgress, token) -> dict:
 KINDS = {"run": run_cv, "study": run_study, "tune": run_tune, "audit": run_audit}
 
 
-def _exit_with_parent() -> None:
-    """End this job if the app that started it is gone (killed for memory, or by SIGKILL): a job runs in its own
-    process group, so nothing else would stop it."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="hf_tlcv-space-parent").start()
-
-
 def main(folder: str) -> int:
-    _exit_with_parent()
     folder = Path(folder)
     spec = read_json(folder / SPEC_FILE)
     token = sys.stdin.readline().strip() or None  # the visitor's own token, for their Hub data; never stored
