@@ -559,14 +559,14 @@ class SpaceApp:
             return self._error(exc)
 
     def cancel_from_page(self, request: gr.Request = None):
-        """The Cancel buttons. A running job writes its own status line (it says "Cancelled" once its process has
-        gone), so the button leaves that line to it: an answer arriving after the job's last word would otherwise
-        overwrite it."""
+        """The Cancel buttons. A job, queued or running, writes its own status line (it says "Cancelled" as soon as
+        it left the line or its process has gone), so the button leaves that line to it: an answer arriving after the
+        job's last word would otherwise overwrite it."""
         try:
             state = self._request_cancel(request)
         except VisitorError as exc:
             return self._error(exc)
-        return gr.skip() if state == "running" else CANCEL_ANSWERS[state]
+        return CANCEL_ANSWERS[state] if state == "idle" else gr.skip()
 
     def _queued(self, request, kind: str, empty: tuple, work: Callable[[Visitor, Job], Iterator[tuple]],
                 ) -> Iterator[tuple]:
@@ -582,7 +582,7 @@ class SpaceApp:
         try:
             while True:
                 if job.cancel.is_set():
-                    yield (_say("cancel", "stopped before it started."), *empty)
+                    yield (CANCEL_ANSWERS["queued"], *empty)
                     return
                 ahead, waiting = self.queue.place(job)
                 if not ahead:
