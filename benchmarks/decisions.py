@@ -502,7 +502,24 @@ def wilson(k: int, m: int, z: float = 1.959964) -> list[float]:
     p = k / m
     centre = (p + z * z / (2 * m)) / (1 + z * z / m)
     half = z / (1 + z * z / m) * math.sqrt(p * (1 - p) / m + z * z / (4 * m * m))
-    return [centre - half, centre + half]
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def by_question(records: list[dict]) -> dict:
+    """Regret of each method per question (lr, baseline, custom = the freeze sweep), over every task and size."""
+    out: dict[str, dict] = {}
+    for r in records:
+        if r["kind"] != "question":
+            continue
+        row = out.setdefault(r["question"], {"decisions": 0, "methods": {}})
+        row["decisions"] += 1
+        for method, m in r["methods"].items():
+            row["methods"].setdefault(method, []).append(m["regret"])
+    return {q: {"decisions": row["decisions"],
+                **{f"{method}_mean": float(np.mean(v)) for method, v in row["methods"].items()},
+                **{f"{method}_se": float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+                   for method, v in row["methods"].items()}}
+            for q, row in out.items()}
 
 
 def summarize_records(records: list[dict], ci_methods: list[str]) -> dict:
@@ -564,7 +581,7 @@ def _ci(c):
     return "" if c is None or any(math.isnan(x) for x in c) else f" [{c[0]:.2f}, {c[1]:.2f}]"
 
 
-def write_markdown(summary: dict, meta: dict, ci_methods: list[str], path: Path) -> None:
+def write_markdown(summary: dict, meta: dict, ci_methods: list[str], path: Path, questions: dict) -> None:
     lines = [f"# Decisions against held-out truth ({'smoke' if meta['smoke'] else meta['status']})", "",
              f"Grid hash `{meta['grid_hash']}` (benchmarks/decisions.py `GRID`, committed before any held-out number "
              f"was read). Units finished: {meta['units']} ({meta['units_by_task']}); compute {meta['compute_s']:.0f} s "
@@ -584,6 +601,11 @@ def write_markdown(summary: dict, meta: dict, ci_methods: list[str], path: Path)
                          f"{_f(m['regret_mean'])} ± {_f(m['regret_se'])} | {_f(m['regret_median'])} | "
                          f"{_f(m['regret_p90'])} | {_f(m['right_choice'], 2)} | {m['significant']} | {m['wrong']} | "
                          f"{rate} | {m['not_distinguishable']} | {_f(m['nd_gap_median'])}, {_f(m['nd_gap_p90'])} |")
+    lines += ["", "Per question (all tasks and sizes; `custom` is the freeze sweep):", "",
+              "| question | decisions | regret cv (mean ± se) | regret holdout (mean ± se) |", "|---|---|---|---|"]
+    for q, row in questions.items():
+        lines.append(f"| {q} | {row['decisions']} | {_f(row.get('cv_mean'))} ± {_f(row.get('cv_se'))} | "
+                     f"{_f(row.get('holdout_mean'))} ± {_f(row.get('holdout_se'))} |")
     lines += ["", "Coverage of each variant's stated 95% interval: `full` = the held-out accuracy of the model trained "
               "on all n rows, `folds` = the mean held-out accuracy of the k fold models (truth standard error median "
               "shown; a noisy truth lowers measured coverage slightly).", "",
@@ -618,20 +640,25 @@ def plot_regret(summary: dict, path: Path) -> None:
     keys = sorted(k for k in summary if k != "all|all")
     if not keys:
         return
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(keys), 3.6))
-    width = 0.27
-    for i, (method, colour) in enumerate((("cv", "#2b6cb0"), ("holdout", "#dd6b20"), ("uncorrected", "#a0aec0"))):
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.0 + 1.5 * len(keys)), 3.8))
+    width = 0.36
+    # The uncorrected folds choose what the study chooses (same means): only their verdicts differ, so two bars.
+    for i, (method, colour, label) in enumerate((("cv", "#2b6cb0", "hf_tlcv study (5 folds)"),
+                                                 ("holdout", "#dd6b20", "one 80/20 holdout split"))):
         means = [summary[k]["methods"][method]["regret_mean"] or 0 for k in keys]
         ses = [summary[k]["methods"][method]["regret_se"] or 0 for k in keys]
-        ax.bar(np.arange(len(keys)) + (i - 1) * width, means, width, yerr=ses, color=colour, capsize=3,
-               label={"cv": "5-fold study (hf_tlcv)", "holdout": "one 80/20 holdout",
-                      "uncorrected": "5 folds, uncorrected"}[method])
+        p90 = [summary[k]["methods"][method]["regret_p90"] or 0 for k in keys]
+        x = np.arange(len(keys)) + (i - 0.5) * width
+        ax.bar(x, means, width, yerr=ses, color=colour, capsize=3, label=f"{label}: mean ± s.e.")
+        ax.scatter(x, p90, marker="_", s=300, color="black", zorder=3,
+                   label="90th percentile" if i == 0 else None)
     ax.set_xticks(np.arange(len(keys)))
     ax.set_xticklabels([f"{k.split('|')[0]}\nn={k.split('|')[1]} ({summary[k]['decisions']} dec.)" for k in keys],
                        fontsize=8)
     ax.set_ylabel("regret (held-out accuracy lost)")
-    ax.set_title("Regret of the recommended variant: mean ± s.e. over decisions", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title("Held-out accuracy lost by following the recommendation (lower is better)", fontsize=9)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -649,14 +676,16 @@ def aggregate(grid: dict, work_dir: Path, ci_methods: list[str], output: Path, s
         units[unit["task"]] = units.get(unit["task"], 0) + 1
         compute += unit["seconds"]
     summary = summarize_records(records, ci_methods)
+    questions = by_question(records)
     meta = {"grid_hash": GRID_HASH, "grid": grid, "smoke": smoke, "units": sum(units.values()),
             "units_by_task": ", ".join(f"{t} {k}" for t, k in units.items()), "compute_s": compute,
             "continue": cont, "ci_methods": ci_methods, "status": "partial" if not smoke else "smoke",
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "records": records},
+    output.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "by_question": questions,
+                                                       "records": records},
                                                       indent=1, default=float))
-    write_markdown(summary, meta, ci_methods, output.with_suffix(".md"))
+    write_markdown(summary, meta, ci_methods, output.with_suffix(".md"), questions)
     if plot is not None:
         plot_regret(summary, plot)
     return summary
