@@ -658,7 +658,9 @@ def plot_regret(summary: dict, path: Path) -> None:
     ax.set_ylabel("regret (held-out accuracy lost)")
     ax.set_title("Held-out accuracy lost by following the recommendation (lower is better)", fontsize=9)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.legend(fontsize=7, loc="upper left")
+    top = max([summary[k]["methods"][m]["regret_p90"] or 0 for k in keys for m in ("cv", "holdout")] + [0.01])
+    ax.set_ylim(0, top * 1.45)  # room for the legend above the bars and markers
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
