@@ -1,0 +1,77 @@
+"""benchmarks/decisions.py: its smoke mode runs a whole unit end to end (study, truth fits, aggregation) and its pure
+parts (pool and draws, intervals by name, the alternatives' decisions) behave. Structure, not numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "decisions.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("decisions_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_draws_are_disjoint_stratified_and_keep_every_class():
+    bench = _bench()
+    labels = np.array([0] * 300 + [1] * 60 + [2] * 16)
+    rest = np.random.default_rng(0).permutation(len(labels))
+    draws = [bench.draw_rows(labels, rest, 40, r, 5) for r in range(3)]
+    assert all(len(d) == 40 for d in draws)
+    assert len(np.unique(np.concatenate(draws))) == 120  # disjoint
+    assert all(np.sum(labels[d] == 2) >= 5 for d in draws)  # the rare class reaches the folds' minimum
+    assert bench.draw_rows(labels, rest, 40, 2, 5) is not None and bench.draw_rows(labels, rest, 40, 3, 5) is None
+
+
+def test_pool_keeps_groups_whole():
+    import datasets
+
+    bench = _bench()
+    groups = np.repeat(np.arange(50), 4)
+    data = datasets.Dataset.from_dict({"text": ["x"] * 200, "label": [0, 1] * 100, "group": groups})
+    pool, rest = bench.split_rows(data, 30, seed=1)
+    assert len(pool) >= 30 and not set(groups[pool]) & set(groups[rest])
+    assert len(pool) + len(rest) == 200
+
+
+def test_every_interval_method_is_a_function_of_saved_results():
+    bench = _bench()
+    assert {"corrected", "nested"} <= set(bench.CI_METHODS)  # the library's ci_method values, by name
+    from hf_tlcv.config import CI_METHODS
+
+    assert set(CI_METHODS) <= set(bench.CI_METHODS)
+
+
+@pytest.mark.slow
+def test_smoke_mode_writes_the_tables(tmp_path):
+    out = tmp_path / "decisions_smoke"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--output", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["meta"]["grid_hash"] and saved["meta"]["smoke"] is True and saved["meta"]["units"] == 1
+    overall = saved["summary"]["all|all"]
+    assert set(overall["methods"]) == {"cv", "holdout", "uncorrected"}
+    for method in overall["methods"].values():
+        assert {"regret_median", "regret_p90", "wrong_rate", "not_distinguishable"} <= set(method)
+    assert {"corrected", "uncorrected_t", "holdout_wilson"} <= set(overall["coverage"])
+    assert overall["coverage"]["corrected"]["n"] > 0
+    kinds = {r["kind"] for r in saved["records"]}
+    assert kinds == {"question", "variant"}
+    question = next(r for r in saved["records"] if r["kind"] == "question")
+    assert all(0.0 <= question["truth"][v] <= 1.0 for v in question["variants"])
+    markdown = out.with_suffix(".md").read_text()
+    assert "regret" in markdown and "Coverage" in markdown and "Overfitting" in markdown
