@@ -365,9 +365,22 @@ def _holdout(cv, folder, confidence):
     return [centre - half, centre + half]
 
 
+def _row(cv, folder, confidence):
+    """The library's per-row interval (`ci_method="row"`, the default since 0.3), with its fall-backs, recomputed from
+    the saved folds and predictions exactly as a run made with it would summarise them."""
+    from hf_tlcv.results import CVResults
+
+    if confidence != 0.95:
+        return None
+    again = CVResults(cv.folds, oof_metrics=cv.oof_metrics, config={**cv.config, "ci_method": "row"},
+                      label_names=cv.label_names, metadata=cv.metadata, diagnostics=cv.diagnostics)
+    return list(again.summary["accuracy"]["ci95"])
+
+
 # Every interval scored, by name: the library's ci_method values first, then what users do instead. A new method
-# (e.g. a per-row interval) is one function of (CVResults, its run folder, confidence) -> [low, high] or None.
-CI_METHODS = {"corrected": _corrected, "nested": _nested, "uncorrected_t": _uncorrected, "holdout_wilson": _holdout}
+# is one function of (CVResults, its run folder, confidence) -> [low, high] or None.
+CI_METHODS = {"row": _row, "corrected": _corrected, "nested": _nested, "uncorrected_t": _uncorrected,
+              "holdout_wilson": _holdout}
 
 
 # ---- decisions of the alternatives ----------------------------------------------------------------------------------
