@@ -500,8 +500,10 @@ class SpaceApp:
         evictable += sorted((visitor.root / "previews").glob("upload-*"), key=lambda p: p.stat().st_mtime)[:-1]
         if visitor.hub_download is not None:
             evictable.append(visitor.hub_download[1])
-        # Cached frozen features are recomputed when needed: they go before any run.
-        evictable += sorted((visitor.root / "features").glob("*"), key=lambda p: p.stat().st_mtime)
+        # Cached frozen features are recomputed when needed: they go before any run, but not while a job of this
+        # visitor may be reading or writing them (a preview during the visitor's running job).
+        if visitor.job is None or visitor.job.folder is None:
+            evictable += sorted((visitor.root / "features").glob("*"), key=lambda p: p.stat().st_mtime)
         evictable += [visitor.runs[name].folder for name in list(visitor.runs)[:-1]]
         for path in evictable:
             if _folder_bytes(visitor.root) <= quota:
