@@ -48,6 +48,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from boundary import BUDGETS, VisitorError, check_hub_repo, hub_repo_id, visitor_message, work_units
+from boundary import size as size_in_words
 from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer
 from hf_tlcv._markdown import escape_markdown
 from hf_tlcv.assets import load_dataset
@@ -268,8 +269,8 @@ def _check_disk(trainer: KFoldTrainer, n_models: int) -> None:
         return
     size = sum(p.numel() * p.element_size() for p in model.parameters()) * n_models
     if size > BUDGETS.visitor_disk_bytes:
-        raise VisitorError(f"Its {n_models} fold models would take about {size / 2**30:.1f} GB; a visitor's files on "
-                           f"this Space may take at most {BUDGETS.visitor_disk_bytes / 2**30:.0f} GB. Use fewer folds "
+        raise VisitorError(f"Its {n_models} fold models would take about {size_in_words(size)}; a visitor's files on "
+                           f"this Space may take at most {size_in_words(BUDGETS.visitor_disk_bytes)}. Use fewer folds "
                            "or repeats, or a smaller model.")
 
 
