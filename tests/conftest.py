@@ -59,14 +59,19 @@ TINY_MODELS = {
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 
-@functools.cache
-def load_recipe(name: str):
-    """`recipes/<name>.py` imported as module `<name>` (once per test session)."""
-    spec = importlib.util.spec_from_file_location(name, RECIPES_DIR / f"{name}.py")
+def load_script(path: str | Path, name: str):
+    """A script of the repository (a recipe, a benchmark, a test script) imported as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def load_recipe(name: str):
+    """`recipes/<name>.py` imported as module `<name>` (once per test session)."""
+    return load_script(RECIPES_DIR / f"{name}.py", name)
 
 
 def tiny_model(name: str, num_labels: int = N_CLASSES, seed: int = 0):

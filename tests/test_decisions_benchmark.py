@@ -3,7 +3,6 @@ parts (pool and draws, intervals by name, the alternatives' decisions) behave. S
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,11 +16,9 @@ SCRIPT = ROOT / "benchmarks" / "decisions.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("decisions_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script
+
+    return load_script(SCRIPT, "decisions_bench")
 
 
 def test_draws_are_disjoint_stratified_and_keep_every_class():

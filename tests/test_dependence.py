@@ -2,9 +2,7 @@
 false-alarm rate, the demonstrator, and the run's diagnostics, summary and card."""
 
 import functools
-import importlib.util
 import json
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -29,11 +27,9 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "dependence.py"
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("dependence_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script
+
+    return load_script(BENCHMARK, "dependence_benchmark")
 
 
 def dense_morans_i(values, xy, k):

@@ -2,10 +2,8 @@
 bounded intervals and refusals of issue 14; the nested interval (Bates, Hastie & Tibshirani) against a brute-force
 recomputation; small simulations with known truth; the simulation benchmark's quick mode."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -651,10 +649,9 @@ def test_simulated_null_comparisons_keep_their_level():
 @pytest.mark.integration
 def test_simulation_benchmark_quick_mode(tmp_path):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "sim_intervals.py"
-    spec = importlib.util.spec_from_file_location("sim_intervals", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    from conftest import load_script
+
+    bench = load_script(path, "sim_intervals")
     report = bench.main(["--quick", "--out", str(tmp_path / "sim")])
     saved = json.loads((tmp_path / "sim.json").read_text())
     assert saved["goals"] == report["goals"]
