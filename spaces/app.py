@@ -694,21 +694,33 @@ class SpaceApp:
             yield (self._error(exc, token), *RUN_EMPTY)
             return
         started, total = time.time(), settings.n_folds * settings.n_repeats
-        for kind, outcome, progress in self._process(job, self._spec("run", settings, data, model, out), token):
-            folds = finished_folds(progress)
+        yield from self._follow(
+            job, self._spec("run", settings, data, model, out), token, out=out,
+            busy=lambda progress: progress_status(progress, "", total, started),
+            finish=lambda outcome: self._finished_run(visitor, job, out, settings, data, outcome, started),
+            rest=lambda progress: (fold_table(finished_folds(progress)), *RUN_EMPTY[1:]))
+
+    def _follow(self, job: Job, spec: dict, token: str | None, *, busy: Callable[[dict], str],
+                finish: Callable[[dict], tuple], rest: Callable[[dict], tuple], out: Path | None = None,
+                ) -> Iterator[tuple]:
+        """The page's side of a job's process (`_process`): `busy(progress)` as the status line while it runs, then
+        `finish(result)` (the page's outputs) once it succeeded, else the sentence of its stop or its error;
+        `rest(progress)` fills the other outputs meanwhile. A job that did not succeed leaves nothing behind (its job
+        folder, and `out`, go); one that did is followed by the visitor's disk quota."""
+        for kind, outcome, progress in self._process(job, spec, token):
             if kind == "progress":
-                yield (progress_status(progress, "", total, started), fold_table(folds), *RUN_EMPTY[1:])
-            elif kind == "stopped":
-                self._discard(job, out)
-                yield (self._stopped(outcome, len(folds), "run"), fold_table(folds), *RUN_EMPTY[1:])
-            elif not outcome["ok"]:
-                self._discard(job, out)
-                yield (_say("error", markdown=outcome["message"]), fold_table(folds), *RUN_EMPTY[1:])
+                yield (busy(progress), *rest(progress))
+            elif kind == "stopped" or not outcome["ok"]:
+                self._discard(job, *((out,) if out is not None else ()))
+                status = (self._stopped(outcome, len(finished_folds(progress)), spec["kind"]) if kind == "stopped"
+                          else _say("error", markdown=outcome["message"]))
+                yield (status, *rest(progress))
             else:
                 try:
-                    yield self._finished_run(visitor, job, out, settings, data, outcome, started)
+                    yield finish(outcome)
                 except Exception as exc:  # noqa: BLE001
-                    yield (self._error(exc, token), fold_table(folds), *RUN_EMPTY[1:])
+                    yield (self._error(exc, token), *rest(progress))
+                self._make_room(job.visitor, target=1.0)
 
     @staticmethod
     def _discard(job: Job, *folders: Path) -> None:
@@ -730,7 +742,6 @@ class SpaceApp:
         visitor.runs[out.name] = RunRecord(out, label, dataset_name, job.folder)
         plots = out / "plots"
         archive = self._archive(visitor, out)
-        self._make_room(visitor, target=1.0)
         prepared = (outcome.get("training_started") or started) - started
         status = _say("ok", f"{len(results.folds)} folds in {elapsed:.0f} s ({outcome['n_rows']:,} images at "
                             f"{settings.image_size} px: {prepared:.0f} s to load the model and prepare the images, "
@@ -771,24 +782,18 @@ class SpaceApp:
             yield (self._error(exc, token), *STUDY_EMPTY)
             return
         started = time.time()
-        for kind, outcome, progress in self._process(job, spec, token):
-            if kind == "progress":
-                yield (progress_status(progress, "comparison · ", 0, started), *STUDY_EMPTY)
-            elif kind == "stopped":
-                self._discard(job, out)
-                yield (self._stopped(outcome, 0, "study"), *STUDY_EMPTY)
-            elif not outcome["ok"]:
-                self._discard(job, out)
-                yield (_say("error", markdown=outcome["message"]), *STUDY_EMPTY)
-            else:
-                shutil.rmtree(job.folder, ignore_errors=True)
-                plots = sorted((out / "plots").glob("*.png"))
-                markdown = (out / "report.md").read_text(encoding="utf-8") if (out / "report.md").exists() else ""
-                verdicts = outcome["verdicts"] + (f"\n\n**Note:** {outcome['chance']}" if outcome["chance"] else "")
-                yield (_say("ok", f"{outcome['n_variants']} variants on identical folds in "
-                                  f"{time.time() - started:.0f} s."), verdicts, _visitor_markdown(markdown),
-                       [(str(p), p.stem.replace("_", " ")) for p in plots], self._archive(visitor, out))
-                self._make_room(visitor, target=1.0)
+
+        def finish(outcome: dict) -> tuple:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            plots = sorted((out / "plots").glob("*.png"))
+            markdown = (out / "report.md").read_text(encoding="utf-8") if (out / "report.md").exists() else ""
+            verdicts = outcome["verdicts"] + (f"\n\n**Note:** {outcome['chance']}" if outcome["chance"] else "")
+            return (_say("ok", f"{outcome['n_variants']} variants on identical folds in "
+                               f"{time.time() - started:.0f} s."), verdicts, _visitor_markdown(markdown),
+                    [(str(p), p.stem.replace("_", " ")) for p in plots], self._archive(visitor, out))
+
+        yield from self._follow(job, spec, token, out=out, finish=finish, rest=lambda _: STUDY_EMPTY,
+                                busy=lambda progress: progress_status(progress, "comparison · ", 0, started))
 
     # ---- tune --------------------------------------------------------------------------------------------------
     def tune(self, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds, epochs,
@@ -823,22 +828,17 @@ class SpaceApp:
             return
         started = time.time()
         label = f"search of {n_trials} trials (pruned trials stop early) · "
-        for kind, outcome, progress in self._process(job, spec, token):
-            if kind == "progress":
-                yield (progress_status(progress, label, n_trials * settings.n_folds, started), *TUNE_EMPTY)
-            elif kind == "stopped":
-                self._discard(job, out)
-                yield (self._stopped(outcome, 0, "tune"), *TUNE_EMPTY)
-            elif not outcome["ok"]:
-                self._discard(job, out)
-                yield (_say("error", markdown=outcome["message"]), *TUNE_EMPTY)
-            else:
-                shutil.rmtree(job.folder, ignore_errors=True)
-                yield (_say("ok", f"{outcome['n_trials']} trials in {time.time() - started:.0f} s; {outcome['best']}"
-                                  + self._against_last_run(visitor, outcome["metric"], outcome["best_value"])),
-                       _visitor_markdown(outcome["report"]), _existing(out / PLOTS_DIR / PLOT_FILES["history"]),
-                       self._archive(visitor, out))
-                self._make_room(visitor, target=1.0)
+
+        def finish(outcome: dict) -> tuple:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            return (_say("ok", f"{outcome['n_trials']} trials in {time.time() - started:.0f} s; {outcome['best']}"
+                               + self._against_last_run(visitor, outcome["metric"], outcome["best_value"])),
+                    _visitor_markdown(outcome["report"]), _existing(out / PLOTS_DIR / PLOT_FILES["history"]),
+                    self._archive(visitor, out))
+
+        yield from self._follow(job, spec, token, out=out, finish=finish, rest=lambda _: TUNE_EMPTY,
+                                busy=lambda progress: progress_status(progress, label, n_trials * settings.n_folds,
+                                                                      started))
 
     @staticmethod
     def _against_last_run(visitor: Visitor, metric: str, best: float) -> str:
@@ -882,20 +882,16 @@ class SpaceApp:
         spec = {"kind": "audit", "output_dir": str(record.folder), "run_job": str(record.job_folder),
                 "roots": [str(self.workdir)]}
         started = time.time()
-        for kind, outcome, _ in self._process(job, spec, None):
-            if kind == "progress":
-                yield (_say("busy", f"auditing {record.label} with {how} · {time.time() - started:.0f} s elapsed"),
-                       *AUDIT_EMPTY)
-            elif kind == "stopped":
-                shutil.rmtree(job.folder, ignore_errors=True)
-                yield (self._stopped(outcome, 0, "audit"), *AUDIT_EMPTY)
-            elif not outcome["ok"]:
-                shutil.rmtree(job.folder, ignore_errors=True)
-                yield (_say("error", markdown=outcome["message"]), *AUDIT_EMPTY)
-            else:
-                shutil.rmtree(job.folder, ignore_errors=True)
-                visitor.audits[name] = outcome
-                yield self._audit_outputs(outcome, record.label)
+
+        def finish(outcome: dict) -> tuple:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            visitor.audits[name] = outcome
+            return self._audit_outputs(outcome, record.label)
+
+        # The audit writes into the run's folder, which stays whatever happens: only its job folder is discarded.
+        yield from self._follow(job, spec, None, finish=finish, rest=lambda _: AUDIT_EMPTY,
+                                busy=lambda _: _say("busy", f"auditing {record.label} with {how} · "
+                                                            f"{time.time() - started:.0f} s elapsed"))
 
     @staticmethod
     def _audit_outputs(outcome: dict, run_label: str) -> tuple:
