@@ -79,13 +79,13 @@ from jobs import (  # noqa: E402
     load_data,
     read_json,
 )
-from jobs import write_json as jobs_write_json  # noqa: E402
 
 from hf_tlcv import CVResults  # noqa: E402
 from hf_tlcv._markdown import escape_markdown, markdown_link  # noqa: E402
 from hf_tlcv.assets import is_builtin  # noqa: E402
 from hf_tlcv.data import subsample  # noqa: E402
 from hf_tlcv.results import FoldResult  # noqa: E402
+from hf_tlcv.run_dir import write_json_atomic  # noqa: E402
 from hf_tlcv.upload import UploadLimits, class_counts, open_image, preview_samples  # noqa: E402
 
 logger = hf_logging.get_logger("hf_tlcv.space")
@@ -605,7 +605,7 @@ class SpaceApp:
         When the page goes away (the generator is closed), the process is killed."""
         visitor = job.visitor
         folder = job.folder = visitor.new_dir(spec["kind"], "jobs")
-        jobs_write_json(folder / SPEC_FILE, spec)
+        write_json_atomic(folder / SPEC_FILE, spec)
         env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
         env.update(HF_HUB_DISABLE_IMPLICIT_TOKEN="1", HF_TLCV_FEATURE_CACHE=str(visitor.root / "features"),
                    PYTHONUNBUFFERED="1")

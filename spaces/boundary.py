@@ -101,7 +101,7 @@ class Budgets:
     """
 
     max_classes: int = 100
-    max_rows: int = 10_000
+    max_rows: int = int(RANGES["sample_cap"][1])
     max_work: int = 15_000
     work_minutes: int = 25
     max_job_seconds: int = 30 * 60

@@ -18,7 +18,6 @@ Run by the app as `python jobs.py <job folder>`; the data and page helpers below
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -50,9 +49,11 @@ from transformers import TrainerCallback
 from boundary import BUDGETS, VisitorError, check_hub_repo, hub_repo_id, visitor_message, work_units
 from boundary import size as size_in_words
 from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer
+from hf_tlcv import run_dir
 from hf_tlcv._markdown import escape_markdown
 from hf_tlcv.assets import load_dataset
 from hf_tlcv.data import subsample
+from hf_tlcv.run_dir import write_json_atomic
 from hf_tlcv.upload import UploadLimits, check_image_rows, class_counts, load_image_zip
 
 SPEC_FILE, PROGRESS_FILE, RESULT_FILE, ROWS_DIR, EMBEDDINGS_FILE = (
@@ -63,16 +64,11 @@ PROGRESS_EVERY_S = 0.3  # the child rewrites progress.json at most this often (a
 
 
 # ---- files both sides read -------------------------------------------------------------------------------------------
-def write_json(path: Path, data: dict) -> None:
-    """Write `data` as JSON so that a reader never sees half of it (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_json(path: Path) -> dict | None:
+    """A file the other side writes atomically (`hf_tlcv.run_dir.write_json_atomic`), or `None` while it does not
+    exist yet."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return run_dir.read_json(path)
     except (OSError, ValueError):
         return None
 
@@ -203,7 +199,7 @@ class FileProgress(TrainerCallback):
     def write(self, force: bool = False) -> None:
         now = time.time()
         if force or now - self._written >= PROGRESS_EVERY_S:
-            write_json(self.path, self.state)
+            write_json_atomic(self.path, self.state)
             self._written = now
 
     def stage(self, text: str) -> None:
@@ -416,7 +412,7 @@ def main(folder: str) -> int:
         result = {"ok": True, **KINDS[spec["kind"]](spec, folder, progress, token or False)}
     except Exception as exc:  # noqa: BLE001 - every failure becomes the visitor's sentence
         result = {"ok": False, "message": visitor_message(exc, secrets=[token], roots=spec["roots"])}
-    write_json(folder / RESULT_FILE, result)
+    write_json_atomic(folder / RESULT_FILE, result)
     return 0
 
 
