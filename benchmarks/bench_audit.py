@@ -1,4 +1,4 @@
-"""Benchmark: how well the audit (`hf_tlcv.audit`) finds defects injected on purpose, and what it costs.
+"""Benchmark: how well the audit (`hf_tlcv.audit.checks`) finds defects injected on purpose, and what it costs.
 
     .venv/bin/python benchmarks/bench_audit.py            # image + text, 1000 rows each (image: ~10 min CPU time)
     .venv/bin/python benchmarks/bench_audit.py --quick    # 200 rows, small images: checks that everything runs
@@ -80,18 +80,19 @@ def _cv(model, dataset, config):
     from hf_tlcv import KFoldTrainer
 
     start = time.perf_counter()
-    results = KFoldTrainer(model, config, train_dataset=dataset).cross_validate()
-    return results, time.perf_counter() - start
+    trainer = KFoldTrainer(model, config, train_dataset=dataset)
+    results = trainer.cross_validate()
+    return trainer, results, time.perf_counter() - start
 
 
 def _label_noise(case, base, embeddings, work: Path) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from hf_tlcv.audit import audit
-    from hf_tlcv.audit_injection import detection_scores, inject_label_noise
+    from hf_tlcv.audit.checks import audit
+    from hf_tlcv.audit.injection import detection_scores, inject_label_noise
 
     noisy, flipped = inject_label_noise(base, 0.05, seed=1)
-    results, seconds = _cv(case["model"], noisy, _config(work / "noisy", **case["config"]))
+    _, results, seconds = _cv(case["model"], noisy, _config(work / "noisy", **case["config"]))
     report = audit(results, noisy, embeddings)
     scores = detection_scores(report.label_issues["row"], flipped)
     ranked = report.issues.sort_values(["label_score", "row"])["row"].to_numpy()
@@ -102,13 +103,13 @@ def _label_noise(case, base, embeddings, work: Path) -> dict:
 
 
 def _duplicates(name, case, base, work: Path) -> dict:
-    from hf_tlcv.audit import audit, compare_grouped, compute_embeddings, cross_validate_grouped
-    from hf_tlcv.audit_injection import detection_scores, inject_near_duplicates, leakage_truth
+    from hf_tlcv.audit.checks import audit, compare_grouped, compute_embeddings, cross_validate_grouped
+    from hf_tlcv.audit.injection import detection_scores, inject_near_duplicates, leakage_truth
     from hf_tlcv.folds import load_folds
 
     dup, source, augmentation = inject_near_duplicates(base, n_copies=len(base) // 5, column=case["column"], seed=2)
     config = _config(work / "dup", n_repeats=DUPLICATE_REPEATS[name], **case["config"])
-    ungrouped, seconds = _cv(case["model"], dup, config)
+    trainer, ungrouped, seconds = _cv(case["model"], dup, config)
     embeddings = compute_embeddings(case["model"], dup, image_size=case["config"].get("image_size"),
                                     max_length=case["config"].get("max_length"))
     folds = load_folds(work / "dup" / "folds.json")[0]
@@ -130,14 +131,13 @@ def _duplicates(name, case, base, work: Path) -> dict:
             "pair_recall_by_augmentation": {a: float(found[np.array(augmentation) == a].mean())
                                             for a in dict.fromkeys(augmentation)},
             "pairs_found": int(len(rows)), "extra_pairs": extra, "leakage": leak}
-    oracle, oracle_cmp = cross_validate_grouped(case["model"], dup, config, source, baseline=ungrouped,
-                                                output_dir=str(work / "dup-oracle"))
+    oracle, oracle_cmp = cross_validate_grouped(trainer, source, output_dir=str(work / "dup-oracle"))
     inflation = oracle_cmp.inflation
     out.update({"accuracy": {"ungrouped": ungrouped.summary["accuracy"], "oracle_grouped": oracle.summary["accuracy"]},
                 "inflation": oracle_cmp.to_dict(), "audit_grouped": {}})
     for threshold in GROUPED_THRESHOLDS:
-        grouped, audit_cmp = cross_validate_grouped(case["model"], dup, config, reports[threshold].groups,
-                                                    baseline=ungrouped, output_dir=str(work / f"dup-audit-{threshold}"))
+        grouped, audit_cmp = cross_validate_grouped(trainer, reports[threshold].groups,
+                                                    output_dir=str(work / f"dup-audit-{threshold}"))
         out["audit_grouped"][str(threshold)] = {
             "accuracy": grouped.summary["accuracy"], "vs_ungrouped": audit_cmp.to_dict(),
             "vs_oracle": compare_grouped(grouped, oracle).to_dict(),
@@ -147,12 +147,12 @@ def _duplicates(name, case, base, work: Path) -> dict:
 
 def run_case(name: str, case: dict, work: Path) -> dict:
     from hf_tlcv.assets import load_dataset
-    from hf_tlcv.audit import audit
+    from hf_tlcv.audit.checks import audit
     from hf_tlcv.data import subsample
 
     base = subsample(load_dataset(case["dataset"]), case["n_rows"], "label", seed=0)
     base = base.select_columns([case["column"], "label"])
-    clean, cv_seconds = _cv(case["model"], base, _config(work / "clean", **case["config"]))
+    _, clean, cv_seconds = _cv(case["model"], base, _config(work / "clean", **case["config"]))
     report = audit(clean, base)  # with its own embedding pass: the cost to state
     report.save(work / "clean")
     row = {

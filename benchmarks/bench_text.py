@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from hf_tlcv import KFoldConfig, TransferStudy, load_data
     from hf_tlcv.data import subsample
-    from hf_tlcv.study import compare
+    from hf_tlcv.studies.study import compare
 
     variants = [v.strip() for v in ns.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(STRATEGIES) - {"tfidf"})

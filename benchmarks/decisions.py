@@ -207,7 +207,7 @@ def make_study(grid: dict, task: str, spec: dict, train, pool, output_dir: Path,
     kwargs = dict(grid["study"])
     variants = None
     if spec.get("freeze_sweep"):
-        from hf_tlcv.study import default_freeze_depths
+        from hf_tlcv.studies.study import default_freeze_depths
         from hf_tlcv.strategies import discover_layout
         from hf_tlcv.modeling import load_classifier
 
@@ -257,7 +257,7 @@ def baseline_truth(study, train, pool, folds) -> dict:
     """The classical baseline fitted on all n rows (and on each fold's training rows), scored on the pool."""
     import datasets
 
-    from hf_tlcv.baselines import classical_baseline
+    from hf_tlcv.studies.baselines import classical_baseline
     from hf_tlcv.folds import Fold
 
     both = datasets.concatenate_datasets([train, pool])

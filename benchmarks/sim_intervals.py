@@ -27,12 +27,12 @@ What runs, per cell (``n``, ``k``, ``r``, Bayes accuracy) and simulated data set
     - ``nested``: ``hf_tlcv.stats.nested_cv_interval`` over the per-row results of the fold fits and of the pair fits
       listed by ``hf_tlcv.stats.nested_cv_fits`` (``k >= 3``);
     - paired tests: ``hf_tlcv.stats.corrected_paired_ttest`` and ``bayesian_correlated_ttest`` with the inputs
-      ``hf_tlcv.study.compare`` gives them (``bounded=True``, rows per repeat, discordant rows), for null designs
+      ``hf_tlcv.studies.study.compare`` gives them (``bounded=True``, rows per repeat, discordant rows), for null designs
       (two learners with equal expected accuracy) and alternatives (a true gap); ``today`` is the test of ``main``
       before issue 14 (``t = inf, p = 0`` for equal fold differences);
     - selection: four variants (nearest centroid on the first 2, 3, 4, 5 features), the winner named by
-      ``hf_tlcv.study.selection_verdict``, its plain and selection-aware intervals, and the nested-CV estimate of the
-      select-then-train procedure computed as ``hf_tlcv.nested`` does.
+      ``hf_tlcv.studies.study.selection_verdict``, its plain and selection-aware intervals, and the nested-CV estimate of the
+      select-then-train procedure computed as ``hf_tlcv.studies.selection`` does.
 Fitting is vectorised over the data sets of a chunk; the per-data-set statistics are the library's functions. For
 every cell, the first data sets of each chunk also go through the heavy public path (``compare`` on ``CVResults``
 with ``predictions_frame`` predictions; ``nested_cv_errors``) and the benchmark stops if any number differs.
@@ -76,7 +76,7 @@ from hf_tlcv.stats import (  # noqa: E402
     row_paired_test,
     summarize,
 )
-from hf_tlcv.study import compare, selection_verdict  # noqa: E402
+from hf_tlcv.studies.study import compare, selection_verdict  # noqa: E402
 
 DIM = 5  # features each learner of the paired and selection designs uses
 NESTED_MIN_REPEATS = 2  # one nested repetition under-covers (measured: 0.91 at n=100); see docs/statistics.md
@@ -577,7 +577,7 @@ def selection_cell(n: int, k: int, bayes: float, design: str, sims: int) -> dict
                 cols.append(batch.predict(m0, m1, f.eval_indices, dims)[0].mean(axis=1))
                 true.append(population_accuracy(m0, m1, delta[dims]))
             scores[name], accs[name] = np.stack(cols, axis=1), np.stack(true, axis=1)
-        # nested selection as hf_tlcv.nested does it: inner CV of every candidate on each outer-train part
+        # nested selection as hf_tlcv.studies.selection does it: inner CV of every candidate on each outer-train part
         selected = []
         for j, f in enumerate(folds):
             inner_folds = make_folds(label_dataset(y[f.train_indices]), strategy="stratified", n_folds=INNER_FOLDS,
@@ -930,7 +930,7 @@ def to_markdown(report: dict) -> str:
         "worst case). The winner is the variant with the best mean (`selection_verdict`). `plain`: the winner's own "
         "95% interval (its `CVResults.summary`) against its mu_train; `selection-aware`: `selection_verdict`'s "
         "`best_ci95_selection` (Bonferroni over the candidates); `nested`: the nested-CV estimate of "
-        "select-then-train (3 inner folds, as `hf_tlcv.nested`) against that procedure's expected accuracy. "
+        "select-then-train (3 inner folds, as `hf_tlcv.studies.selection`) against that procedure's expected accuracy. "
         "Optimism = the winner's mean minus its mu_train, averaged.",
         "",
         "| design | n | Bayes | winner optimism | plain cov | plain width | selection-aware cov | "

@@ -5,10 +5,13 @@ The public names load on first use (PEP 562), so `import hf_tlcv` costs no more 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.3.0"
+from . import _imports
+
+__version__ = "0.4.0"
+
+_imports.install()  # the 0.3 import paths of moved modules keep working for one release (hf_tlcv._imports)
 
 _PUBLIC = {
     "CVResults": ".results",
@@ -17,9 +20,9 @@ _PUBLIC = {
     "KFoldConfig": ".config",
     "KFoldEnsemble": ".ensemble",
     "KFoldTrainer": ".trainer",
-    "StudyReport": ".report",
-    "TransferStudy": ".study",
-    "Verdict": ".report",
+    "StudyReport": ".studies.report",
+    "TransferStudy": ".studies.study",
+    "Verdict": ".studies.report",
     "load_data": ".sources",
     "run_fold": ".fold_job",
 }
@@ -33,21 +36,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .config import KFoldConfig
     from .ensemble import KFoldEnsemble
     from .fold_job import FoldJob, run_fold
-    from .report import StudyReport, Verdict
+    from .studies.report import StudyReport, Verdict
     from .results import CVResults, FoldResult
     from .sources import load_data
-    from .study import TransferStudy
+    from .studies.study import TransferStudy
     from .trainer import KFoldTrainer
 
 
-def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_tlcv' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = _imports.lazy_names(__name__, _PUBLIC)

@@ -6,7 +6,7 @@ import dataclasses
 import warnings
 from enum import Enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
@@ -404,6 +404,24 @@ class KFoldConfig(TrainingArguments):
         names = {f.name for f in dataclasses.fields(self)}
         return {name: _jsonable(getattr(self, name)) for name in RESULT_SETTINGS if name in names}
 
+    def derive(self, **overrides) -> "KFoldConfig":
+        """These settings with `overrides` (`KFoldConfig` field names), checked again as a new config is: the one way a
+        study's variant, a search's trial or a derived trainer (`KFoldTrainer.derive`) changes settings.
+
+        Example:
+        ```python
+        >>> KFoldConfig(output_dir="cv").derive(learning_rate=1e-4, output_dir="cv/lr").learning_rate
+        0.0001
+        >>> KFoldConfig(output_dir="cv").derive(lr=1e-4)
+        Traceback (most recent call last):
+        ...
+        ValueError: derive() got 'lr', which is not a KFoldConfig setting; use KFoldConfig field names (e.g. 'learning_rate', 'finetune_strategy', 'freeze_layers').
+
+        ```
+        """
+        check_setting_names(overrides, "derive() got")
+        return dataclasses.replace(self, **overrides) if overrides else self
+
     @classmethod
     def from_training_arguments(cls, args: TrainingArguments, **kfold_settings) -> "KFoldConfig":
         """A `KFoldConfig` with the fields of a plain `TrainingArguments` (the token included, which `to_dict()`
@@ -414,6 +432,17 @@ class KFoldConfig(TrainingArguments):
             raise TypeError(f"Not KFoldConfig settings: {', '.join(unknown)}.")
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name not in own}
         return cls(**values, **kfold_settings)
+
+
+def check_setting_names(settings: Iterable[str], source: str) -> None:
+    """Raise a `ValueError` naming the entries of `settings` that are not `KFoldConfig` fields; `source` says where
+    they came from (`"hp_space returned"`, `"Variant 'a' sets"`): the one check of every override of settings."""
+    names = {f.name for f in dataclasses.fields(KFoldConfig) if f.init}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        which = "is not a KFoldConfig setting" if len(unknown) == 1 else "are not KFoldConfig settings"
+        raise ValueError(f"{source} {', '.join(map(repr, unknown))}, which {which}; use KFoldConfig field names "
+                         "(e.g. 'learning_rate', 'finetune_strategy', 'freeze_layers').")
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]) -> tuple[list, list]:

@@ -16,7 +16,7 @@ from .config import FINETUNE_STRATEGIES, KFoldConfig
 from .console import quiet_libraries
 from .data import label_names, num_labels, subsample
 from .modeling import load_classifier, load_processor
-from .report import StudyReport
+from .studies.report import StudyReport
 from .options import command_line_options
 from .sources import load_data, offline_options
 from .trainer import KFoldTrainer
@@ -77,7 +77,7 @@ class ScriptArguments:
                                          "cross-validation (inner CV on each outer-train part)."},
     )
     study_inner_folds: int = field(default=3, metadata={"help": "Inner folds with --study_nested."})
-    # Data audit with the run's own out-of-fold predictions (hf_tlcv.audit)
+    # Data audit with the run's own out-of-fold predictions (hf_tlcv.audit.checks)
     audit: bool = field(
         default=False,
         metadata={"help": "After the cross-validation, audit the data with its out-of-fold predictions and the "
@@ -89,7 +89,7 @@ class ScriptArguments:
         metadata={"help": "With --audit: cross-validate again with near-duplicates grouped (into <output_dir>-grouped) "
                           "and add both estimates and the paired test of their difference to the audit."},
     )
-    # Tune: a hyperparameter search whose trials are cross-validations on the same folds (hf_tlcv.search)
+    # Tune: a hyperparameter search whose trials are cross-validations on the same folds (hf_tlcv.search.run)
     tune: int = field(
         default=0,
         metadata={"help": "Search hyperparameters with this many trials instead of one cross-validation: every trial "
@@ -208,24 +208,23 @@ def run(script_args: ScriptArguments, config: KFoldConfig):
         print(results.format_table())
         print(f"\nResults saved in {config.output_dir} (plots in {config.output_dir}/plots)")
     if script_args.audit:
-        from .audit import audit_run
+        from .audit.checks import audit_run
 
-        report = audit_run(results, dataset, config, model=model, embedding_model=script_args.model_name_or_path,
-                           feature_cache=trainer.feature_cache, regroup=script_args.audit_regroup,
-                           save=trainer.is_world_process_zero())
+        report = audit_run(trainer, embedding_model=script_args.model_name_or_path,
+                           regroup=script_args.audit_regroup)
         if trainer.is_world_process_zero():
             print("\n" + report.to_markdown(max_rows=5))
     return results
 
 
 def _check_audit(script_args: ScriptArguments) -> None:
-    from .audit import check_available
+    from .audit.checks import check_available
 
     if script_args.audit_regroup and not script_args.audit:
         raise ValueError("--audit_regroup re-runs the cross-validation grouped by what --audit finds: add --audit.")
     if script_args.study or script_args.tune:
         raise ValueError("--audit audits one cross-validation; with --study or --tune, audit a run folder from "
-                         "Python: hf_tlcv.audit.audit(CVResults.load(<its folder>), dataset).")
+                         "Python: hf_tlcv.audit.checks.audit(CVResults.load(<its folder>), dataset).")
     check_available()
 
 
@@ -239,7 +238,7 @@ def _comma_list(text: str | None, cast, flag: str) -> list | None:
 
 
 def _run_study(script_args: ScriptArguments, config: KFoldConfig, dataset) -> StudyReport:
-    from .study import TransferStudy
+    from .studies.study import TransferStudy
 
     if script_args.from_scratch:
         raise ValueError("--from_scratch and --study cannot be combined: ask the study the 'pretrained' question, "
@@ -266,7 +265,7 @@ def _run_tune(script_args: ScriptArguments, config: KFoldConfig, trainer: KFoldT
 
     import optuna
 
-    from .search import default_hp_space, model_hp_space
+    from .search.run import default_hp_space, model_hp_space
 
     space = model_hp_space(trainer)
     if script_args.tune_strategies:
@@ -278,7 +277,7 @@ def _run_tune(script_args: ScriptArguments, config: KFoldConfig, trainer: KFoldT
         space = functools.partial(default_hp_space, n_blocks=space.keywords["n_blocks"], strategies=strategies)
     kwargs = {}
     if script_args.tune_backend == "optuna":
-        # median: the search's own default (hf_tlcv.search.default_pruner), its start-up trials sized to the budget
+        # median: the search's own default (hf_tlcv.search.run.default_pruner), its start-up trials sized to the budget
         kwargs["pruner"] = {"median": None,
                             "hyperband": optuna.pruners.HyperbandPruner(
                                 min_resource=1, max_resource=config.n_folds * config.n_repeats),

@@ -522,8 +522,8 @@ class CVResults:
 
     def audit(self, dataset, **kwargs):
         """Audit `dataset` (the rows these folds were cut from) with these out-of-fold predictions: label issues,
-        near-duplicates leaking across folds, outliers. See [`hf_tlcv.audit.audit`] for the arguments."""
-        from .audit import audit
+        near-duplicates leaking across folds, outliers. See [`hf_tlcv.audit.checks.audit`] for the arguments."""
+        from .integrations import audit
 
         return audit(self, dataset, **kwargs)
 
@@ -542,10 +542,10 @@ class CVResults:
             private, revision, commit_message: as in `HfApi.create_repo` / `create_commit`.
             push_fold_models: `"none"`, `"trainable"` or `"full"`.
             card_kwargs: `dataset_name`, `task`, `study_report`, `license`, `language`, `extra_tags` (see
-                `hf_tlcv.model_card.CVCardData`).
+                `hf_tlcv.hub.card.CVCardData`).
 
         Raises:
-            hf_tlcv.hub.HubPushError: the push failed; the message says why and how to retry.
+            hf_tlcv.hub.push.HubPushError: the push failed; the message says why and how to retry.
 
         Example:
         ```python
@@ -553,16 +553,7 @@ class CVResults:
 
         ```
         """
-        from .hub import push_run
-        from .model_card import CVCardData, build_model_card
+        from .integrations import push_results
 
-        if self.directory is None:
-            raise ValueError("These results have no run directory to push: save() them into the run's output_dir "
-                             "or load them with CVResults.load(output_dir) first.")
-        card = build_model_card(self, CVCardData(repo_id=repo_id, **card_kwargs), self.directory)
-        if commit_message is None:
-            means = ", ".join(f"{k} {v['mean']:.4f}" for k, v in self.summary.items() if k != "loss")
-            commit_message = f"Cross-validation results ({len(self.folds)} folds: {means})"
-        return push_run(self.directory, repo_id, card=str(card), token=token, private=private, revision=revision,
-                        push_fold_models=push_fold_models or self.config.get("push_fold_models", "trainable"),
-                        commit_message=commit_message)
+        return push_results(self, repo_id, token=token, private=private, revision=revision,
+                            push_fold_models=push_fold_models, commit_message=commit_message, **card_kwargs)

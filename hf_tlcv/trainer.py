@@ -2,7 +2,8 @@
 
 The trainer orchestrates; focused modules do the work: `folds` splits rows, `data` preprocesses once, `cache` runs
 the frozen layers once, `fold_job` trains one fold with a fresh `Trainer`, `execution` runs fold jobs in worker
-processes, `results` aggregates and persists, `model_card` and `hub` report and share.
+processes, `results` aggregates and persists. The features on top (plots, card, Hub push, search) are reached through
+one seam, `hf_tlcv.integrations`; studies, searches and audits build their trainers with `derive`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import gc
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import datasets
 import numpy as np
@@ -21,14 +22,13 @@ from transformers import EvalPrediction, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import set_seed
 from transformers.utils import logging
 
-from . import __version__
+from . import __version__, integrations
 from .config import KFoldConfig, changed_settings, default_result_settings
 from .console import StepPostfix, fold_line, quiet_libraries
 from .data import describe_dataset, needs_preprocessing, preprocess
 from .execution import DATA_PARALLEL_TYPES, FoldExchange, WorkerProcess, deal_folds
 from .fold_job import FoldJob, ModelSource, StrategyTrainer, fold_settings, run_fold
 from .folds import Fold, fold_kwargs, load_folds, make_folds, save_folds, spatial_block_size
-from .hub import HubPushCallback, create_hub_repo, hub_repo_id
 from .metrics import build_compute_metrics, metrics_from_probabilities
 from .modeling import load_classifier, load_processor, state_fingerprint
 from .nested_interval import MIN_NESTED_REPEATS, NestedFit, nested_fits, nested_summary
@@ -38,7 +38,6 @@ from .run_dir import (
     FOLDS_FILE,
     FORMAT_VERSION,
     NESTED_FOLDS_FILE,
-    PLOTS_DIR,
     RUN_LOCATION_SETTINGS,
     clear_run,
     fold_is_complete,
@@ -79,6 +78,9 @@ def ddp_batch_warning(per_device: int, accumulation: int, fold_processes: int, d
             f"one-process batch of {one_process} rows, so a fold takes {fold_processes}x fewer optimisation steps than "
             f"a one-process run with the same settings and its results differ. For the results of a one-process run "
             f"use {option('parallel_folds', True)}{advice}.")
+
+
+_KEEP = object()  # derive(): "this trainer's own" (None is a value: no eval_dataset)
 
 
 class KFoldTrainer(StrategyTrainer):
@@ -132,7 +134,7 @@ class KFoldTrainer(StrategyTrainer):
 
     _tag_names = ["hf_tlcv", "cross-validation", "k-fold"]
     # Whether cross_validate() draws the run's plots/ (the trials of a hyperparameter search do not: the search report
-    # has its own, and hf_tlcv.plots.save_plots draws a trial's from its folder on demand).
+    # has its own, and hf_tlcv.plots.cv.save_plots draws a trial's from its folder on demand).
     save_cv_plots: bool = True
     # Whether an interrupted cross_validate() says what it kept (a search's trials do not: the search says it).
     say_interrupted: bool = True
@@ -174,6 +176,7 @@ class KFoldTrainer(StrategyTrainer):
         self.raw_test_dataset = test_raw
 
         self.model_name_or_path = model if isinstance(model, str) else None
+        self._loaded_with = _load_settings(args)  # what a derived trainer must share to reuse the loaded template
         if isinstance(model, str):
             set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
             with quiet_libraries(not args.trainer_console_output):
@@ -197,6 +200,7 @@ class KFoldTrainer(StrategyTrainer):
         with args.main_process_first(desc="preprocessing"), quiet_libraries(not args.trainer_console_output):
             self.cv_dataset = self._preprocess(train_dataset, processing_class, args)
             self.test_dataset = self._preprocess(test_raw, processing_class, args) if test_raw is not None else None
+        self._user_compute_metrics = compute_metrics  # derive() rebuilds the default one from its own settings
         if compute_metrics is None:
             compute_metrics = build_compute_metrics(args.metrics, average=args.metric_average)
         # The folds evaluate on their own eval rows during training; train() has held-out rows to evaluate on only
@@ -204,6 +208,9 @@ class KFoldTrainer(StrategyTrainer):
         self.cv_args = args
         if args.eval_strategy != "no" and self.test_dataset is None:
             args = dataclasses.replace(args, eval_strategy="no", load_best_model_at_end=False)
+        # The run's reports (plots, card, Hub push) are callbacks of the features, registered through the one seam
+        # (hf_tlcv.integrations) before the user's: on_cross_validation_end finds the card written.
+        callbacks = [*integrations.cv_reporters(self), *self._user_callbacks]
         super().__init__(model=None, args=args, data_collator=data_collator, train_dataset=self.cv_dataset,
                          eval_dataset=self.test_dataset, processing_class=processing_class,
                          model_init=self._fresh_model, compute_loss_func=compute_loss_func,
@@ -213,9 +220,6 @@ class KFoldTrainer(StrategyTrainer):
         self.model_fingerprint = state_fingerprint(self.model)
         self.cv_results: CVResults | None = None
         self._features = None
-        if args.push_to_hub:
-            # Each fold goes to the Hub as it finishes, then the summary and card (hf_tlcv.hub).
-            self.add_callback(HubPushCallback(task=self._task(), dataset_name=self._dataset_name()))
         self._check_parallel_folds()
 
     # ---- inputs ------------------------------------------------------------------------------------------
@@ -307,6 +311,52 @@ class KFoldTrainer(StrategyTrainer):
         by the full garbage collection `_run_scope` runs as the folds start: a second one here cost 0.2-0.8 s."""
         self.model = self.model_wrapped = None
         self.optimizer = self.lr_scheduler = None
+
+    # ---- derived trainers ------------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> "TrainerInputs":
+        """What this trainer was built from besides its settings ([`TrainerInputs`]): `inputs.build(args)` makes
+        another trainer of the same class and inputs (picklable: a Ray Tune trial builds its trainer from it)."""
+        source = self.model_source
+        return TrainerInputs(
+            trainer_cls=type(self), model=source.template, model_init=source.model_init,
+            model_name_or_path=self.model_name_or_path, loaded_with=self._loaded_with, train_dataset=self.raw_dataset,
+            eval_dataset=self.raw_test_dataset, processing_class=self.processing_class,
+            data_collator=self._user_collator, compute_metrics=self._user_compute_metrics,
+            callbacks=list(self._user_callbacks), optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
+            compute_loss_func=self.compute_loss_func, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
+            peft_config=self.peft_config, save_cv_plots=self.save_cv_plots,
+            default_train_batch_size=self.default_train_batch_size)
+
+    def derive(self, *, model=_KEEP, train_dataset=_KEEP, eval_dataset=_KEEP, processing_class=_KEEP,
+               **config_overrides) -> "KFoldTrainer":
+        """A new trainer of the same class and inputs as this one, with other settings: how a study builds its
+        variants, a search its trials and an audit its grouped run.
+
+        Everything this trainer was built from is reused (see [`TrainerInputs`]: the model, loaded once, so the same
+        pretrained weights and seeded head; the checked data; the held-out test set; the processing class, collator,
+        `compute_metrics`, callbacks, optimizer class, loss and `peft_config`) unless given here. The settings are
+        `args.derive(**config_overrides)` ([`KFoldConfig.derive`], which checks the names).
+
+        Args:
+            model: another model (e.g. the same architecture with random weights).
+            train_dataset: other rows (e.g. one outer-train part of a nested cross-validation).
+            eval_dataset: another held-out test set, or `None` for none.
+            processing_class: another image processor or tokenizer.
+            config_overrides: `KFoldConfig` fields, e.g. `output_dir="cv/lr_1e-4"`, `learning_rate=1e-4`.
+
+        Example:
+        ```python
+        >>> frozen = trainer.derive(output_dir="cv/freeze_6", finetune_strategy="freeze", freeze_layers=6)
+        >>> frozen.cross_validate()
+
+        ```
+        """
+        replaced = {name: value for name, value in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset),
+                                                    ("processing_class", processing_class)) if value is not _KEEP}
+        if model is not _KEEP:
+            replaced.update(model=model, model_init=None, model_name_or_path=model if isinstance(model, str) else None)
+        return dataclasses.replace(self.inputs, **replaced).build(self.cv_args.derive(**config_overrides))
 
     # ---- fold jobs -----------------------------------------------------------------------------------------
     def fold_jobs(self, folds: list[Fold] | None = None) -> list[FoldJob]:
@@ -591,7 +641,6 @@ class KFoldTrainer(StrategyTrainer):
                        diagnostics=self._dependence_diagnostics(results, out, executor))
         if self.is_world_process_zero():
             cv.save(out)
-            self._write_reports(cv, out)
         self.cv_results = cv
         self._fold_event("on_cross_validation_end", results=cv, output_dir=out)
         return cv
@@ -907,33 +956,24 @@ class KFoldTrainer(StrategyTrainer):
                  "fingerprint": self.model_fingerprint}
         meta = self._fold_metadata()
         meta.update({"processes": self._processes(), "data": self._data_record, "model": model,
-                     "task": self._task(), "hf_tlcv_version": __version__})
+                     "task": self.task, "hf_tlcv_version": __version__})
         if self.raw_test_dataset is not None:
             meta.update({"test_data": describe_dataset(self.raw_test_dataset),
                          "n_test_rows": len(self.raw_test_dataset)})
         return to_plain(meta)
 
-    def _write_reports(self, cv: CVResults, out: Path) -> None:
-        """Plots and the run's README (its card). The results are on disk already: a problem drawing or rendering
-        them must not turn a finished run into an error."""
-        from .model_card import CVCardData, write_model_card
-        from .plots import save_plots
-
-        reports = (("plots", lambda: save_plots(cv, out / PLOTS_DIR)),
-                   ("README.md", lambda: write_model_card(cv, out, CVCardData(dataset_name=self._dataset_name()))))
-        for what, write in reports[0 if self.save_cv_plots else 1:]:
-            try:
-                write()
-            except Exception as exc:  # noqa: BLE001
-                logger.warning(f"Could not write the cross-validation {what} into {out}: {exc}")
-
-    def _task(self) -> str:
+    @property
+    def task(self) -> str:
+        """`"image-classification"` or `"text-classification"`, from the model inputs of the rows."""
         return task_of_columns(self.cv_dataset.column_names)
 
-    def _dataset_name(self) -> str | None:
-        return self._data_record["name"]  # as the user named it (never a datasets builder such as "csv")
+    @property
+    def dataset_name(self) -> str | None:
+        """The dataset as the user named it (a Hub id, a `builtin:` name, a file name; never a datasets builder such
+        as "csv"), or `None`."""
+        return self._data_record["name"]
 
-    # ---- hyperparameter search (hf_tlcv.search) -------------------------------------------------------------------
+    # ---- hyperparameter search (hf_tlcv.search.run) -------------------------------------------------------------------
     def hyperparameter_search(self, hp_space: Callable | None = None, compute_objective: Callable | None = None,
                               n_trials: int = 20, direction: str | None = None, backend="optuna",
                               hp_name: Callable | None = None, **kwargs):
@@ -947,11 +987,11 @@ class KFoldTrainer(StrategyTrainer):
         (SQLite), so the same call after an interruption runs only what is missing (`n_trials` counts the study's
         trials in total) and, once complete, returns the same best trial without training. The report (best
         settings, trial table, best vs. runner-up on shared folds, pruning savings, plots) is written to
-        `output_dir/search_report.md` and `.json`. See `hf_tlcv.search` and docs/tuning.md.
+        `output_dir/search_report.md` and `.json`. See `hf_tlcv.search.run` and docs/tuning.md.
 
         Args:
             hp_space (`Callable[[optuna.Trial], dict]`, *optional*): `KFoldConfig` overrides of a trial; default
-                [`hf_tlcv.search.default_hp_space`] bounded by the model's blocks (learning rate, strategy, freeze
+                [`hf_tlcv.search.run.default_hp_space`] bounded by the model's blocks (learning rate, strategy, freeze
                 depth, LoRA rank, layer-wise decay, epochs).
             compute_objective (`Callable[[dict], float]`, *optional*): the objective from the folds' mean metrics
                 (`{"eval_accuracy": ..., "eval_loss": ...}`); needs `direction`.
@@ -963,14 +1003,14 @@ class KFoldTrainer(StrategyTrainer):
             hp_name (`Callable[[optuna.Trial], str]`, *optional*): the run name of a trial.
             kwargs: `storage` (None: `output_dir/search.db`; `"journal"`; a database URL; an optuna storage),
                 `study_name`, `sampler` (default: TPE seeded with `args.seed`), `pruner` (default: Optuna's median
-                pruner, its start-up trials sized to `n_trials`: `hf_tlcv.search.startup_trials`), `timeout`, `catch`,
+                pruner, its start-up trials sized to `n_trials`: `hf_tlcv.search.run.startup_trials`), `timeout`, `catch`,
                 `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
                 nested estimate); `executor` (a `RayExecutor` for the folds), `save_fold_models` (default False);
                 with `backend="ray"`: `resources_per_trial`, `scheduler`, `max_concurrent_trials`, `ray_address`.
 
         Returns:
             `transformers.trainer_utils.BestRun`: `run_id` (the trial number), `objective`, `hyperparameters` (the
-            best trial's `KFoldConfig` overrides) and `run_summary` (the [`hf_tlcv.search_report.SearchReport`]).
+            best trial's `KFoldConfig` overrides) and `run_summary` (the [`hf_tlcv.search.report.SearchReport`]).
 
         Example:
         ```python
@@ -980,12 +1020,11 @@ class KFoldTrainer(StrategyTrainer):
 
         ```
         """
-        from .search import run_search
-
         folds = self._prepare_output_dir()
         self._release_model()  # every trial builds its own models
-        return run_search(self, folds, hp_space=hp_space, compute_objective=compute_objective, n_trials=n_trials,
-                          direction=direction, backend=backend, hp_name=hp_name, **kwargs)
+        return integrations.hyperparameter_search(
+            self, folds, hp_space=hp_space, compute_objective=compute_objective, n_trials=n_trials, direction=direction,
+            backend=backend, hp_name=hp_name, **kwargs)
 
     # ---- Hub ---------------------------------------------------------------------------------------------
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
@@ -994,8 +1033,8 @@ class KFoldTrainer(StrategyTrainer):
         if not self.is_world_process_zero():
             return
         args = self.args
-        self.hub_model_id = create_hub_repo(hub_repo_id(args), token=token if token is not None else args.hub_token,
-                                            private=private if private is not None else args.hub_private_repo)
+        self.hub_model_id = integrations.create_repo(args, token=token if token is not None else args.hub_token,
+                                                     private=private if private is not None else args.hub_private_repo)
         self.push_in_progress = None
 
     def push_cross_validation_to_hub(self, commit_message: str | None = None, token: str | None = None,
@@ -1015,26 +1054,84 @@ class KFoldTrainer(StrategyTrainer):
             revision: branch; default `args.hub_revision` (`main`).
             private: create the repository private; default `args.hub_private_repo`.
             kwargs: `hub_model_id`, `push_fold_models` (default `args.push_fold_models`), `dataset_name`,
-                `study_report`, `license`, `language` (card content, see `hf_tlcv.hub.push_cv`).
+                `study_report`, `license`, `language` (card content, see `hf_tlcv.hub.push.push_cv`).
 
         Returns:
             `huggingface_hub.CommitInfo` on the main process (`None` on the others).
 
         Raises:
             FileNotFoundError: no finished run in `output_dir` (call `cross_validate()` first).
-            hf_tlcv.hub.HubPushError: the push failed; the message says why and how to retry.
+            hf_tlcv.hub.push.HubPushError: the push failed; the message says why and how to retry.
         """
         if not self.is_world_process_zero():
             return None
         args = self.args
-        repo_id = kwargs.pop("hub_model_id", None) or hub_repo_id(args)
+        repo_id = kwargs.pop("hub_model_id", None) or integrations.repo_id(args)
         results = self.cv_results if self.cv_results is not None else CVResults.load(args.output_dir)
         return results.push_to_hub(repo_id, token=token if token is not None else args.hub_token,
                                    private=private if private is not None else args.hub_private_repo,
                                    revision=revision if revision is not None else args.hub_revision,
                                    push_fold_models=kwargs.pop("push_fold_models", args.push_fold_models),
-                                   commit_message=commit_message, task=self._task(),
-                                   dataset_name=kwargs.pop("dataset_name", self._dataset_name()), **kwargs)
+                                   commit_message=commit_message, task=self.task,
+                                   dataset_name=kwargs.pop("dataset_name", self.dataset_name), **kwargs)
 
 
-__all__ = ["KFoldTrainer", "ddp_batch_warning"]
+@dataclasses.dataclass
+class TrainerInputs:
+    """What a [`KFoldTrainer`] is built from besides its settings (`KFoldTrainer.inputs`), so that another trainer
+    of the same class and inputs can be built with other settings ([`KFoldTrainer.derive`], a search's trials).
+
+    Picklable with `cloudpickle` (a Ray Tune trial builds its trainer from it). `model` is the loaded template (the
+    pretrained weights and the head seeded once), shared by every trainer built from it; a model named by a string is
+    loaded again only when the settings change how it loads (`seed` draws the head, `text_pooling` builds it).
+    """
+
+    trainer_cls: type
+    model: Any
+    model_init: Callable | None
+    model_name_or_path: str | None
+    loaded_with: tuple
+    train_dataset: Any
+    eval_dataset: Any
+    processing_class: Any
+    data_collator: Callable | None
+    compute_metrics: Callable | None
+    callbacks: list
+    optimizer_cls_and_kwargs: Any
+    compute_loss_func: Callable | None
+    preprocess_logits_for_metrics: Callable | None
+    peft_config: Any
+    save_cv_plots: bool = True
+    default_train_batch_size: int | None = None
+
+    def build(self, args: KFoldConfig) -> KFoldTrainer:
+        """A trainer of these inputs with settings `args`."""
+        name = self.model_name_or_path
+        model = self.model
+        if isinstance(model, str) or (name is not None and _load_settings(args) != self.loaded_with):
+            model = name
+        elif model is None and self.model_init is None:
+            model = name
+        trainer = self.trainer_cls(
+            model, args, data_collator=self.data_collator, train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset, processing_class=self.processing_class,
+            model_init=self.model_init if model is None else None, compute_loss_func=self.compute_loss_func,
+            compute_metrics=self.compute_metrics, callbacks=list(self.callbacks),
+            optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
+            peft_config=self.peft_config if args.finetune_strategy == "lora" else None)
+        if name is not None and not isinstance(model, str):
+            # The template is the model named `name`, loaded once: the built run's records and its fold models say
+            # so, as those of the trainer it was derived from do.
+            trainer.model_name_or_path = trainer.model_source.name_or_path = name
+            trainer._loaded_with = self.loaded_with
+        trainer.save_cv_plots, trainer.default_train_batch_size = self.save_cv_plots, self.default_train_batch_size
+        return trainer
+
+
+def _load_settings(args: KFoldConfig) -> tuple:
+    """The settings a model named by a string is loaded with (the head's seed, the text pooling)."""
+    return (args.seed, args.text_pooling)
+
+
+__all__ = ["KFoldTrainer", "TrainerInputs", "ddp_batch_warning"]

@@ -809,7 +809,7 @@ class SpaceApp:
     def _tune(self, visitor, job, source, upload, hub_id, hub_split, label_column, model_source, hub_model, n_folds,
               epochs, sample_cap, image_size, n_trials, strategies, token):
         from hf_tlcv.run_dir import PLOTS_DIR
-        from hf_tlcv.search_report import PLOT_FILES
+        from hf_tlcv.search.report import PLOT_FILES
 
         try:
             n_trials = bounded("n_trials", n_trials)
@@ -864,7 +864,7 @@ class SpaceApp:
         try:
             visitor = self.visitors.get(request)
             name = visitor.own_run(run_name, "Run a cross-validation first (Cross-validate tab); then audit it here.")
-            from hf_tlcv.audit import check_available
+            from hf_tlcv.audit.checks import check_available
 
             check_available()
         except Exception as exc:  # noqa: BLE001

@@ -30,7 +30,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from hf_tlcv._markdown import escape_markdown
-from hf_tlcv.hub import scrub
+from hf_tlcv.hub.push import scrub
 from hf_tlcv.upload import UploadError
 
 logger = logging.get_logger("hf_tlcv.space")
@@ -449,7 +449,7 @@ def _hub_sentence(exc: BaseException) -> str | None:
 
 def _sentence(exc: BaseException) -> tuple[str, bool]:
     """(sentence, expected): `expected` is False for failures that are the app's fault, not the visitor's."""
-    from hf_tlcv.hub import HubPushError
+    from hf_tlcv.hub.push import HubPushError
 
     chain = list(_chain(exc))
     for item in chain:

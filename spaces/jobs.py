@@ -303,7 +303,7 @@ def cached_embeddings(trainer: KFoldTrainer):
     if trainer.cv_args.finetune_strategy != "linear_probe":
         return None
     try:
-        from hf_tlcv.audit import embeddings_from_feature_cache
+        from hf_tlcv.audit.checks import embeddings_from_feature_cache
 
         cache = trainer.feature_cache
         return embeddings_from_feature_cache(cache) if cache is not None else None
@@ -313,7 +313,7 @@ def cached_embeddings(trainer: KFoldTrainer):
 
 
 def run_study(spec: dict, folder: Path, progress: FileProgress, token) -> dict:
-    from hf_tlcv.study import TransferStudy
+    from hf_tlcv.studies.study import TransferStudy
 
     s = spec["settings"]
     dataset = _rows(spec, folder, progress, token)
@@ -359,7 +359,7 @@ def run_tune(spec: dict, folder: Path, progress: FileProgress, token) -> dict:
 
     import optuna
 
-    from hf_tlcv.search import model_hp_space
+    from hf_tlcv.search.run import model_hp_space
 
     s, t = spec["settings"], spec["tune"]
     dataset = _rows(spec, folder, progress, token)

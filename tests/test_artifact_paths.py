@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 
 from hf_tlcv import CVResults, KFoldEnsemble, KFoldTrainer
 from hf_tlcv.data import describe_dataset
-from hf_tlcv.report import StudyReport
+from hf_tlcv.studies.report import StudyReport
 from hf_tlcv.sources import source_name
 
 ROOT = Path(__file__).resolve().parents[1]

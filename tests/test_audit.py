@@ -1,4 +1,4 @@
-"""hf_tlcv.audit: out-of-fold probabilities, embeddings, leakage across folds, the grouped comparison, and the
+"""hf_tlcv.audit.checks: out-of-fold probabilities, embeddings, leakage across folds, the grouped comparison, and the
 audit of real runs with injected label errors and near-duplicates (the small version of benchmarks/bench_audit.py).
 """
 
@@ -17,7 +17,7 @@ from conftest import load_recipe, make_config, tiny_model
 
 from hf_tlcv import CVResults, KFoldTrainer
 from hf_tlcv.assets import load_dataset
-from hf_tlcv.audit import (
+from hf_tlcv.audit.checks import (
     AUDIT_FILE,
     audit,
     compare_grouped,
@@ -32,7 +32,7 @@ from hf_tlcv.audit import (
     read_audit,
     straddling_pairs,
 )
-from hf_tlcv.audit_injection import (
+from hf_tlcv.audit.injection import (
     detection_scores,
     inject_label_noise,
     inject_near_duplicates,
@@ -40,8 +40,8 @@ from hf_tlcv.audit_injection import (
 )
 from hf_tlcv.data import subsample
 from hf_tlcv.folds import Fold, load_folds, split_indices
-from hf_tlcv.hub import repo_files
-from hf_tlcv.model_card import audit_section
+from hf_tlcv.hub.push import repo_files
+from hf_tlcv.hub.card import audit_section
 from hf_tlcv.results import FoldResult, predictions_frame
 from hf_tlcv.run_dir import clear_run
 from hf_tlcv.stats import corrected_paired_ttest
@@ -398,9 +398,9 @@ def duplicated_run(digits, tmp_path_factory):
     dup, source, _ = inject_near_duplicates(digits, 40, column="image", augmentations={"copy": lambda v, rng: v},
                                             seed=2)
     out = tmp_path_factory.mktemp("dup")
-    config = make_config(out, **DIGITS)
-    results = KFoldTrainer(LITE0, config, train_dataset=dup).cross_validate()
-    return dup, source, config, results, out, audit(results, dup)
+    trainer = KFoldTrainer(LITE0, make_config(out, **DIGITS), train_dataset=dup)
+    results = trainer.cross_validate()
+    return dup, source, trainer, results, out, audit(results, dup)
 
 
 @pytest.mark.integration
@@ -420,9 +420,8 @@ def test_audit_finds_every_copy_that_leaks_across_folds(duplicated_run):
 @pytest.mark.integration
 @needs_cleanlab
 def test_grouped_rerun_keeps_copies_together_and_reports_both_estimates(duplicated_run, tmp_path):
-    dup, source, config, results, _, report = duplicated_run
-    grouped, comparison = cross_validate_grouped(LITE0, dup, config, report.groups, baseline=results,
-                                                 output_dir=str(tmp_path / "grouped"))
+    dup, source, trainer, results, _, report = duplicated_run
+    grouped, comparison = cross_validate_grouped(trainer, report.groups, output_dir=str(tmp_path / "grouped"))
     folds, meta = load_folds(tmp_path / "grouped" / "folds.json")
     assert meta["fold_strategy"] == "stratified_group" and meta["group_column"] == "audit_group"
     for fold in folds:
@@ -517,7 +516,7 @@ def test_a_text_linear_probe_audit_reads_the_cache_or_says_it_embeds(tmp_path, m
     from test_ensemble import _raw_texts
     from test_pooling import sentence_encoder
 
-    from hf_tlcv.audit import audit_run
+    from hf_tlcv.audit.checks import audit_run
 
     from datasets import ClassLabel
 
@@ -536,7 +535,7 @@ def test_a_text_linear_probe_audit_reads_the_cache_or_says_it_embeds(tmp_path, m
 
     calls = _counting_bert_forward(monkeypatch)
     capsys.readouterr()
-    report = audit_run(results, data, config, model=path, feature_cache=cache, save=False)
+    report = audit_run(trainer, save=False)
     assert report.embeddings_from == "feature cache" and "embeddings" not in report.seconds
     assert calls == []  # the backbone did not run again
     np.testing.assert_allclose(report.embeddings, expected, atol=1e-5)
@@ -544,7 +543,7 @@ def test_a_text_linear_probe_audit_reads_the_cache_or_says_it_embeds(tmp_path, m
 
     # Without a cache the audit embeds: it says so with a progress bar, names the model, and reads as an audit
     caplog.clear()
-    again = audit_run(results, data, config, model=path, feature_cache=None, save=False, progress=True)
+    again = audit(results, data, model=path, progress=True)
     err = capsys.readouterr().err
     assert again.embeddings_from == path and "embeddings" in again.seconds and calls
     assert "Audit: embedding the rows" in err and "0/30" in err
@@ -597,7 +596,7 @@ def test_injection_helpers(digits):
 def test_label_search_runs_in_one_job_unless_asked_otherwise():
     """cleanlab's default worker pool can deadlock in a threaded process (a server): one job by default, the
     caller's own choice kept, the caller's settings never modified."""
-    from hf_tlcv.audit import _issue_settings
+    from hf_tlcv.audit.checks import _issue_settings
 
     possible = ["label", "near_duplicate", "outlier"]
     settings = _issue_settings(None, 0.13, possible)

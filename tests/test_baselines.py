@@ -14,7 +14,7 @@ from PIL import Image
 from test_ensemble import _raw_texts, save_base
 
 from hf_tlcv import TransferStudy
-from hf_tlcv.baselines import classical_baseline
+from hf_tlcv.studies.baselines import classical_baseline
 from hf_tlcv.folds import folds_fingerprint, load_folds, make_folds
 
 

@@ -29,7 +29,7 @@ def _fast_runs(tmp_path, monkeypatch):
     # These tests compare numbers, not memory release or plots: a full gc.collect costs ~0.8 s in a pytest process
     # (every imported module is on the heap) and is called several times per fold, plots take 2 s per run.
     monkeypatch.setattr(gc, "collect", lambda generation=2: 0)
-    monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda cv, directory: {})
+    monkeypatch.setattr("hf_tlcv.plots.cv.save_plots", lambda cv, directory: {})
 
 
 def _padded_text():

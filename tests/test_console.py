@@ -182,7 +182,7 @@ def test_ctrl_c_during_a_search_says_one_line_and_the_search_resumes(tmp_path, c
     optuna = pytest.importorskip("optuna")
     from transformers import TrainerCallback
 
-    from hf_tlcv.search import INTERRUPTED_ATTR
+    from hf_tlcv.search.run import INTERRUPTED_ATTR
 
     class CtrlCOnThirdFold(TrainerCallback):  # trial 0 has 2 folds: the interrupt comes in trial 1
         folds = 0

@@ -296,7 +296,7 @@ def test_nested_study_inner_folds_use_the_outer_blocks(tmp_path, monkeypatch):
     from hf_tlcv import TransferStudy
     from hf_tlcv.folds import load_folds, spatial_blocks
 
-    monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
+    monkeypatch.setattr("hf_tlcv.plots.cv.save_plots", lambda results, directory: {})
     data = image_dataset(n_per_class=16)
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 40, size=(len(data), 2))
@@ -361,7 +361,7 @@ def test_detector_finds_dependence_in_time_and_proposes_gapped_time_folds():
 
 
 def test_study_report_names_the_variants_whose_errors_are_dependent():
-    from hf_tlcv.report import StudyReport
+    from hf_tlcv.studies.report import StudyReport
     from hf_tlcv.results import CVResults, FoldResult
 
     def cv(scores, dependence=None):

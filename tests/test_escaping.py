@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hf_tlcv.audit import AuditReport
-from hf_tlcv.model_card import CVCardData, build_model_card
-from hf_tlcv.plots import (
+from hf_tlcv.audit.checks import AuditReport
+from hf_tlcv.hub.card import CVCardData, build_model_card
+from hf_tlcv.plots.cv import (
     PLOT_FILES,
     plot_confusion_matrix,
     plot_per_class_f1,
@@ -21,7 +21,7 @@ from hf_tlcv.plots import (
     short_label,
 )
 from hf_tlcv.results import CVResults, FoldResult, predictions_frame
-from hf_tlcv.search_report import SearchReport
+from hf_tlcv.search.report import SearchReport
 
 markdown_it = pytest.importorskip("markdown_it")
 
@@ -61,7 +61,7 @@ def _results(names: list[str], metadata: dict | None = None) -> CVResults:
 
 
 def _audit(names: list[str]) -> AuditReport:
-    """An audit (as `hf_tlcv.audit.audit` returns it, without running cleanlab) that flags one label error per
+    """An audit (as `hf_tlcv.audit.checks.audit` returns it, without running cleanlab) that flags one label error per
     class and a near-duplicate pair between every two neighbouring classes, over a small image dataset."""
     n = len(names)
     rows = np.arange(2 * n)
@@ -213,7 +213,7 @@ def test_audit_galleries_are_drawn_with_hostile_names(tmp_path):
     report = _audit(HOSTILE)
     written = report.save(tmp_path)
     assert {"gallery", "pairs"} <= set(written)  # both images, not lost to a name
-    from hf_tlcv.audit_plots import plot_duplicate_pairs, plot_label_issues
+    from hf_tlcv.audit.plots import plot_duplicate_pairs, plot_label_issues
 
     titles = [ax.get_title() for ax in plot_label_issues(report, max_items=len(HOSTILE)).axes if ax.get_title()]
     for title, rec in zip(titles, report.label_issues.itertuples()):
@@ -223,8 +223,8 @@ def test_audit_galleries_are_drawn_with_hostile_names(tmp_path):
 
 
 def test_study_plots_draw_hostile_variant_names_literally(tmp_path):
-    from hf_tlcv.report import StudyReport
-    from hf_tlcv.study_plots import plot_lr_curve, plot_variant_scores, save_study_plots
+    from hf_tlcv.studies.report import StudyReport
+    from hf_tlcv.studies.plots import plot_lr_curve, plot_variant_scores, save_study_plots
 
     names = HOSTILE[:5]
     variants = {name: _results(["cat", "dog"]) for name in names}
@@ -240,7 +240,7 @@ def test_study_plots_draw_hostile_variant_names_literally(tmp_path):
 
 
 def test_a_card_of_many_classes_lists_the_first_ones_and_counts_the_rest():
-    from hf_tlcv.model_card import CARD_CLASSES
+    from hf_tlcv.hub.card import CARD_CLASSES
 
     names = [f"class {k}" for k in range(CARD_CLASSES + 70)]
     card = str(build_model_card(_results(names), CVCardData()))
@@ -250,7 +250,7 @@ def test_a_card_of_many_classes_lists_the_first_ones_and_counts_the_rest():
 
 
 def test_study_report_names_are_text():
-    from hf_tlcv.report import StudyReport
+    from hf_tlcv.studies.report import StudyReport
 
     cv = _results(["a", "b"])
     report = StudyReport([], {"<b>x</b>|y": cv}, {"custom": ["<b>x</b>|y"]},

@@ -23,8 +23,8 @@ from test_ensemble import save_base
 from transformers import TrainerCallback
 
 from hf_tlcv import CVResults, KFoldEnsemble, KFoldTrainer
-from hf_tlcv.hub import HubPushCallback, HubPushError, repo_files
-from hf_tlcv.model_card import eval_results_for
+from hf_tlcv.hub.push import HubPushCallback, HubPushError, repo_files
+from hf_tlcv.hub.card import eval_results_for
 
 TOKEN = "hf_TESTtokenDoNotLeak0123456789"
 
@@ -382,7 +382,7 @@ def test_recipe_push_to_hub_then_ensemble_on_raw_images(recipe, local_hub, tmp_p
 
 
 def test_scrub_masks_tokens_and_authorization_values_but_not_paths():
-    from hf_tlcv.hub import scrub
+    from hf_tlcv.hub.push import scrub
 
     text = f"401 for hf_tlcv_output/fold_0_0 with Bearer {TOKEN}; Authorization: abc; hf_{'x' * 34}; {TOKEN}"
     clean = scrub(text, TOKEN)

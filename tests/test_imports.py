@@ -29,7 +29,7 @@ def test_import_loads_no_plotting_or_statistics_library_and_leaves_the_matplotli
         "heavy = ['matplotlib', 'sklearn', 'scipy.stats', 'hf_tlcv.assets', 'evaluate']\n"
         "print('loaded:' + ','.join(m for m in heavy if m in sys.modules))\n"
         "import matplotlib; matplotlib.use('svg')\n"
-        "import hf_tlcv.plots, hf_tlcv.study_plots\n"
+        "import hf_tlcv.plots.cv, hf_tlcv.studies.plots\n"
         "print('backend:' + matplotlib.get_backend())"
     )
     loaded, backend = out.splitlines()

@@ -24,7 +24,7 @@ def test_nested_selection_never_sees_its_outer_eval_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(KFoldTrainer, "__init__", recording_init)
     # the inner runs' own cross-validation plots are not under test
-    monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
+    monkeypatch.setattr("hf_tlcv.plots.cv.save_plots", lambda results, directory: {})
     args = make_config(tmp_path, n_folds=3, num_train_epochs=1)
     study = TransferStudy(tiny_model("vit", seed=1), data, args, nested=True, inner_folds=2,
                           variants={"slow": {"learning_rate": 1e-3}, "fast": {"learning_rate": 2e-2}})

@@ -10,7 +10,7 @@ import pytest
 from conftest import image_dataset, make_config, tiny_model
 
 from hf_tlcv import TransferStudy
-from hf_tlcv.overfitting import detect_overfitting, loss_curves
+from hf_tlcv.studies.overfitting import detect_overfitting, loss_curves
 
 
 def history(train: list[float], evals: list[float], steps_per_epoch: int = 1) -> list[dict]:
@@ -75,7 +75,7 @@ def _overfitting_study(tmp_path, name, data, **overrides):
 
 def test_forced_overfitting_is_flagged_and_a_healthy_run_is_not(tmp_path, monkeypatch):
     # the runs' own cross-validation plots are not under test here
-    monkeypatch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
+    monkeypatch.setattr("hf_tlcv.plots.cv.save_plots", lambda results, directory: {})
     # Forced: 12 rows whose labels are shuffled (nothing to learn but the rows themselves), 8 epochs.
     noise = image_dataset(n_per_class=4)
     rng = np.random.default_rng(1)

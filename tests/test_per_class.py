@@ -165,7 +165,7 @@ def _card_table(card: str) -> list[list[str]]:
 
 
 def test_card_has_the_per_class_table_with_escaped_names(tmp_path):
-    from hf_tlcv.model_card import CVCardData, build_model_card
+    from hf_tlcv.hub.card import CVCardData, build_model_card
 
     results = _results(label_names=["cat", HOSTILE, "cow"])
     results.save(tmp_path)
@@ -180,7 +180,7 @@ def test_card_has_the_per_class_table_with_escaped_names(tmp_path):
 
 
 def test_card_lists_only_the_worst_classes_beyond_its_cap():
-    from hf_tlcv.model_card import CARD_MAX_CLASSES, CARD_WORST_CLASSES, CVCardData, build_model_card
+    from hf_tlcv.hub.card import CARD_MAX_CLASSES, CARD_WORST_CLASSES, CVCardData, build_model_card
 
     n = CARD_MAX_CLASSES + 1
     labels = np.arange(n)
@@ -192,7 +192,7 @@ def test_card_lists_only_the_worst_classes_beyond_its_cap():
 
 
 def test_plot_draws_each_class_f1_and_caps_many_classes():
-    from hf_tlcv.plots import MAX_PLOTTED_CLASSES, plot_per_class_f1
+    from hf_tlcv.plots.cv import MAX_PLOTTED_CLASSES, plot_per_class_f1
 
     results = _results(label_names=["cat", "dog", "cow"])
     ax = plot_per_class_f1(results).axes[0]

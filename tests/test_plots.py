@@ -10,7 +10,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from sklearn.metrics import confusion_matrix
 
-from hf_tlcv.plots import plot_confusion_matrix, plot_fold_scores, plot_train_vs_eval, save_plots
+from hf_tlcv.plots.cv import plot_confusion_matrix, plot_fold_scores, plot_train_vs_eval, save_plots
 from hf_tlcv.results import CVResults, FoldResult, predictions_frame
 
 
@@ -84,7 +84,7 @@ def _many_classes(n_classes: int, confusions: dict[tuple[int, int], int] = {}) -
 
 
 def test_many_classes_confusion_matrix_shows_the_largest_confusions():
-    from hf_tlcv.plots import MAX_PLOTTED_CLASSES, confusion_counts
+    from hf_tlcv.plots.cv import MAX_PLOTTED_CLASSES, confusion_counts
 
     confusions = {(5, 7): 9, (70, 60): 6, (7, 5): 4, (90, 2): 1}
     results = _many_classes(100, confusions)
@@ -106,7 +106,7 @@ def test_many_classes_confusion_matrix_shows_the_largest_confusions():
 def test_many_classes_plots_stay_under_the_pixel_cap(tmp_path, n_classes):
     from PIL import Image
 
-    from hf_tlcv.plots import CONFUSION_COUNTS_FILE, MAX_PIXELS
+    from hf_tlcv.plots.cv import CONFUSION_COUNTS_FILE, MAX_PIXELS
 
     results = _many_classes(n_classes, {(3, 4): 2})
     written = save_plots(results, tmp_path)
@@ -125,7 +125,7 @@ limit, tests, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # a regression fails here instead of taking the machine
 sys.path.insert(0, tests)
 import test_plots
-from hf_tlcv.plots import save_plots
+from hf_tlcv.plots.cv import save_plots
 for n in (300, 1000):
     results = test_plots._many_classes(n, {(3, 4): 2})
     results.per_class  # the statistics are not the plots' memory

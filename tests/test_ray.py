@@ -142,6 +142,6 @@ def test_the_ray_tune_backend_completes_a_small_search(ray_cluster, tmp_path, mo
     top = max(means, key=lambda n: (means[n], -n))
     assert best.run_id == str(top) and best.objective == pytest.approx(means[top])
     # complete: the same call returns the same best trial without starting Ray Tune
-    monkeypatch.setattr("hf_tlcv.search._run_ray_tune", lambda *a, **k: pytest.fail("ran Ray Tune again"))
+    monkeypatch.setattr("hf_tlcv.search.run._run_ray_tune", lambda *a, **k: pytest.fail("ran Ray Tune again"))
     again = trainer.hyperparameter_search(hp_space=space, n_trials=3, backend="ray")
     assert (again.run_id, again.hyperparameters) == (best.run_id, best.hyperparameters)

@@ -12,7 +12,7 @@ from scipy.stats import binomtest, norm
 
 from hf_tlcv.results import CVResults, FoldResult, predictions_frame
 from hf_tlcv.stats import INSTABILITY_P, row_interval, row_paired_test
-from hf_tlcv.study import compare
+from hf_tlcv.studies.study import compare
 
 Z = norm.ppf(0.975)
 

@@ -1,4 +1,4 @@
-"""Hyperparameter search on cross-validation (hf_tlcv.search): the space, the objective, the study's bookkeeping, and
+"""Hyperparameter search on cross-validation (hf_tlcv.search.run): the space, the objective, the study's bookkeeping, and
 searches on a tiny ViT: pruning on fold-level reports, a search killed with SIGKILL mid-trial that resumes to the
 trials of an uninterrupted one, and a nested search whose trials never see their outer eval rows."""
 
@@ -23,9 +23,9 @@ import hf_tlcv.trainer
 from hf_tlcv import KFoldConfig, KFoldTrainer
 from hf_tlcv.fold_job import fold_settings
 from hf_tlcv.folds import load_folds
-from hf_tlcv.model_card import CVCardData, build_model_card
+from hf_tlcv.hub.card import CVCardData, build_model_card
 from hf_tlcv.results import CVResults
-from hf_tlcv.search import (
+from hf_tlcv.search.run import (
     INTERRUPTED_ATTR,
     OWNER_ATTR,
     RUN_ATTR,
@@ -40,7 +40,7 @@ from hf_tlcv.search import (
     seeded_sampler,
     trial_settings,
 )
-from hf_tlcv.search_report import SearchReport
+from hf_tlcv.search.report import SearchReport
 
 # The search's backend (hf_tlcv[tune]); every test here runs it.
 optuna = pytest.importorskip("optuna")
@@ -93,7 +93,7 @@ def test_default_space_is_conditional_valid_and_bounded_by_the_blocks(n_blocks, 
 
 
 @pytest.mark.parametrize("space, error, match", [
-    (lambda t: {"lr": 1e-3}, ValueError, "'lr'.*not KFoldConfig settings"),
+    (lambda t: {"lr": 1e-3}, ValueError, "'lr'.*not a KFoldConfig setting"),
     (lambda t: {"n_folds": 3}, ValueError, "same folds"),
     (lambda t: {"output_dir": "x"}, ValueError, "own folder"),
     (lambda t: [1e-3], TypeError, "must return a dict"),
@@ -221,7 +221,7 @@ def test_bad_search_arguments_are_refused_before_training(tmp_path, monkeypatch)
         trainer.hyperparameter_search(n_trials=2, n_jobs=2)
     with pytest.raises(ValueError, match="'wandb' is not supported"):
         trainer.hyperparameter_search(n_trials=2, backend="wandb")
-    with pytest.raises(ValueError, match="'lr'.*not KFoldConfig settings"):
+    with pytest.raises(ValueError, match="'lr'.*not a KFoldConfig setting"):
         trainer.hyperparameter_search(hp_space=lambda t: {"lr": t.suggest_float("lr", 1e-4, 1e-2)}, n_trials=2)
     assert not list((tmp_path / "cv").glob("trials/*/fold_*"))
 
@@ -485,7 +485,7 @@ def test_the_image_recipe_tunes_a_real_model_on_the_folds(tmp_path, capsys):
 # ---- trial numbers across a resume, the default pruner's start-up, what pruning saved ------------------------------
 @pytest.mark.parametrize("n_trials, startup", [(1, 1), (3, 1), (5, 1), (8, 2), (12, 3), (20, 5), (100, 5)])
 def test_the_default_pruner_can_prune_in_a_small_search(n_trials, startup):
-    from hf_tlcv.search import default_pruner, describe_pruner, startup_trials
+    from hf_tlcv.search.run import default_pruner, describe_pruner, startup_trials
 
     assert startup_trials(n_trials) == startup
     pruner = default_pruner(n_trials)
@@ -495,7 +495,7 @@ def test_the_default_pruner_can_prune_in_a_small_search(n_trials, startup):
 
 
 def test_a_retry_keeps_its_trial_number_and_the_next_trials_theirs(tmp_path):
-    from hf_tlcv.search import retry_trial, trial_run
+    from hf_tlcv.search.run import retry_trial, trial_run
 
     study = open_study(make_storage(None, tmp_path), "s", "maximize")
     for i in range(2):  # trials 0 and 1; trial 1 interrupted before recording its number

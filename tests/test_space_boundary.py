@@ -40,7 +40,7 @@ from boundary import (  # noqa: E402
 )
 
 from hf_tlcv._markdown import escape_markdown, markdown_link  # noqa: E402
-from hf_tlcv.hub import HubPushError  # noqa: E402
+from hf_tlcv.hub.push import HubPushError  # noqa: E402
 from hf_tlcv.upload import UploadError  # noqa: E402
 
 TOKEN = "hf_VisitorToken0123456789abcdefghijkl"
@@ -316,7 +316,7 @@ def test_class_names_from_an_upload_are_text_in_the_model_card(tmp_path, monkeyp
     from datasets import ClassLabel
 
     from hf_tlcv import KFoldTrainer
-    from hf_tlcv.model_card import CVCardData, build_model_card
+    from hf_tlcv.hub.card import CVCardData, build_model_card
 
     monkeypatch.setattr(gc, "collect", lambda *args, **kwargs: 0)  # see tests/test_hub.py
     names = ["[click me](javascript:alert(1))", "<img src=x onerror=alert(1)>", "# cat"]

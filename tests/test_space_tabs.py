@@ -58,7 +58,7 @@ def latest(space, pattern: str):
 
 # ---- Tune --------------------------------------------------------------------------------------------------------
 def test_tune_runs_a_small_search_and_shows_the_saved_report(space):
-    from hf_tlcv.search_report import SearchReport
+    from hf_tlcv.search.report import SearchReport
 
     status, report, history, download = client(space).predict(*tune_args(), api_name="/tune")
     assert status.startswith("**Done:** 4 trials in"), status

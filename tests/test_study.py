@@ -14,12 +14,12 @@ from transformers import TrainerCallback
 from hf_tlcv import StudyReport, TransferStudy
 from hf_tlcv.folds import load_folds
 from hf_tlcv.modeling import state_fingerprint
-from hf_tlcv.overfitting import diagnose_fold
-from hf_tlcv.report import Verdict
+from hf_tlcv.studies.overfitting import diagnose_fold
+from hf_tlcv.studies.report import Verdict
 from hf_tlcv.results import CVResults, FoldResult, predictions_frame
 from hf_tlcv.stats import adjust_pvalues, bayesian_correlated_ttest, corrected_ci, corrected_paired_ttest
 from hf_tlcv.strategies import discover_layout
-from hf_tlcv.study import (
+from hf_tlcv.studies.study import (
     compare,
     default_learning_rates,
     degenerate_predictions,
@@ -72,7 +72,7 @@ def test_plan_of_each_question(tmp_path):
     (dict(variants={"a b": {}, "c": {}}), ValueError, "folder name"),
     (dict(variants={"plots": {}, "c": {}}), ValueError, "folder name"),
     (dict(variants={"a": {"finetune_strategy": "nope"}, "b": {}}), ValueError, "finetune_strategy"),
-    (dict(variants={"a": {"learning_rat": 1.0}, "b": {}}), ValueError, "unknown KFoldConfig fields"),
+    (dict(variants={"a": {"learning_rat": 1.0}, "b": {}}), ValueError, "'learning_rat', which is not a KFoldConfig setting"),
     (dict(variants={"a": {}}), ValueError, "at least two variants"),
     (dict(questions="freeze", freeze_depths=[0, 99]), ValueError, "freeze_depths must lie in 0..7"),
     (dict(questions="lr", learning_rates=[1e-3]), ValueError, "at least two positive"),
@@ -315,7 +315,7 @@ def ran(tmp_path_factory):
                           callbacks=[recorder])
     with pytest.MonkeyPatch.context() as patch:
         # each variant's own cross-validation plots are not under test here; the study's plots are
-        patch.setattr("hf_tlcv.plots.save_plots", lambda results, directory: {})
+        patch.setattr("hf_tlcv.plots.cv.save_plots", lambda results, directory: {})
         report = study.run()
     return study, report, recorder, out
 

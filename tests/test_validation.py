@@ -120,7 +120,7 @@ def run_search(data, kind, out, case):
 
 
 def run_baseline(data, kind, out, case):
-    from hf_tlcv.baselines import classical_baseline
+    from hf_tlcv.studies.baselines import classical_baseline
     from hf_tlcv.folds import Fold
 
     n = len(data)
@@ -133,8 +133,8 @@ def run_baseline(data, kind, out, case):
 
 def run_audit(data, kind, out, case):
     pytest.importorskip("cleanlab")
-    from hf_tlcv.audit import audit
-    from hf_tlcv.baselines import classical_baseline
+    from hf_tlcv.audit.checks import audit
+    from hf_tlcv.studies.baselines import classical_baseline
     from hf_tlcv.folds import make_folds
 
     clean = _text_rows("string_labels") if kind == "text" else _image_rows("string_labels", out.parent / "clean")
@@ -308,7 +308,7 @@ def test_the_data_record_names_no_cache_file(tmp_path):
 
     from hf_tlcv import load_data
     from hf_tlcv.data import describe_dataset
-    from hf_tlcv.model_card import _data_source
+    from hf_tlcv.hub.card import _data_source
 
     path = _reviews_csv(tmp_path)
     record = describe_dataset(load_dataset("csv", data_files=str(path), split="train"))
@@ -360,7 +360,7 @@ def test_a_broken_source_plugin_is_reported(monkeypatch):
 
 
 def test_the_audit_compares_the_fingerprint_the_run_recorded(caplog):
-    from hf_tlcv.audit import _check_dataset
+    from hf_tlcv.audit.checks import _check_dataset
     from hf_tlcv.data import describe_dataset
 
     data = validate_dataset(_text_rows("string_labels"))
@@ -371,7 +371,7 @@ def test_the_audit_compares_the_fingerprint_the_run_recorded(caplog):
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_propagation()
-    with caplog.at_level("INFO", logger="hf_tlcv.audit"):
+    with caplog.at_level("INFO", logger="hf_tlcv.audit.checks"):
         _check_dataset(recorded, _text_rows("string_labels"), "label", rows, labels)
         assert "fingerprint differs" not in caplog.text  # the same rows: no false alarm
         _check_dataset(other, _text_rows("string_labels"), "label", rows, labels)

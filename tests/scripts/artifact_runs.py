@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_config  # noqa: E402
 
 from hf_tlcv import KFoldTrainer, TransferStudy, load_data  # noqa: E402
-from hf_tlcv.audit import audit_run  # noqa: E402
-from hf_tlcv.audit_injection import inject_near_duplicates  # noqa: E402
+from hf_tlcv.audit.checks import audit_run  # noqa: E402
+from hf_tlcv.audit.injection import inject_near_duplicates  # noqa: E402
 from hf_tlcv.data import subsample  # noqa: E402
 
 MODEL = "builtin:efficientnet-lite0"
@@ -38,8 +38,8 @@ def main(out: Path) -> None:
 
     config = make_config(out / "cv", save_fold_models=True, **settings)
     trainer = KFoldTrainer(MODEL, config, train_dataset=data)
-    results = trainer.cross_validate()
-    audit_run(results, data, config, model=MODEL, feature_cache=trainer.feature_cache, regroup=True)
+    trainer.cross_validate()
+    audit_run(trainer, regroup=True)
 
     TransferStudy(MODEL, data, make_config(out / "study", **settings), questions="pretrained").run()
 

@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .run_dir import FOLDS_FILE, PLOTS_DIR, RESULTS_FILE, fold_dirs, fold_is_complete, read_json
-from .run_dir import write_json_atomic, write_text_atomic
-from .utils import fmt, to_plain
+from ..run_dir import FOLDS_FILE, PLOTS_DIR, RESULTS_FILE, fold_dirs, fold_is_complete, read_json
+from ..run_dir import write_json_atomic, write_text_atomic
+from ..utils import fmt, to_plain
 
 if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
 
-    from .folds import Fold
-    from .search import TrialRunner
+    from ..folds import Fold
+    from .run import TrialRunner
 
 REPORT_MD = "search_report.md"
 REPORT_JSON = "search_report.json"
@@ -69,13 +69,13 @@ class SearchReport:
         n_folds: folds per trial (`n_folds * n_repeats`), the same folds for every trial.
         best: the best trial: `trial`, `run` (its folder under `trials/`), `value`, `settings`, `params`, `summary`
             (mean, std and corrected 95% interval of `metric` over its folds).
-        trials: one row per attempt of a trial: `trial` (the number users see: `hf_tlcv.search.trial_run`, the same
+        trials: one row per attempt of a trial: `trial` (the number users see: `hf_tlcv.search.run.trial_run`, the same
             as in an uninterrupted search, and the folder `trials/<trial>/`), `study_trial` (Optuna's `trial.number`),
             `state` (`complete`, `pruned`, `fail`, `running`, `waiting`, or `interrupted` for an attempt stopped and
             retried as the same trial), `value` (complete trials only), `params`, `settings`, `run`, `retry_of`
             (Optuna's number of the first attempt, for a retry), `fold_scores` (the folds finished when the attempt
             ended, in fold order), `summary`, `feature_cache`.
-        comparison: the best trial against the runner-up on their shared folds (`hf_tlcv.study.compare`: difference,
+        comparison: the best trial against the runner-up on their shared folds (`hf_tlcv.studies.study.compare`: difference,
             corrected interval, corrected t-test, Bayesian correlated t-test), or `None` with fewer than two.
         pruning: `n_pruned`, `fold_trainings` (folds trained), `fold_trainings_unpruned` (what the same trials would
             have trained without pruning: trials x folds), `fold_trainings_saved` and `pruner` (the pruner, e.g.
@@ -111,10 +111,10 @@ class SearchReport:
     @classmethod
     def from_study(cls, study: "optuna.Study", runner: "TrialRunner", folds: list["Fold"], backend: str = "optuna",
                    nested: dict | None = None, seconds: float = 0.0) -> "SearchReport":
-        """Read the study and the trial folders of a search (see `hf_tlcv.search.run_search`)."""
-        from .folds import folds_fingerprint, load_folds
-        from .results import CVResults
-        from .search import RUN_ATTR, SETTINGS_ATTR, TRIAL_FILE, best_trial, describe_pruner, trial_run
+        """Read the study and the trial folders of a search (see `hf_tlcv.search.run.run_search`)."""
+        from ..folds import folds_fingerprint, load_folds
+        from ..results import CVResults
+        from .run import RUN_ATTR, SETTINGS_ATTR, TRIAL_FILE, best_trial, describe_pruner, trial_run
 
         metric = runner.objective.metric
         fingerprint = folds_fingerprint(folds)
@@ -174,7 +174,7 @@ class SearchReport:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if plots:
-            from .plots import DPI
+            from ..plots.cv import DPI
 
             (directory / PLOTS_DIR).mkdir(exist_ok=True)
             for name, figure in (("history", self.plot_history()), ("importance", self.plot_importance())):
@@ -217,7 +217,7 @@ class SearchReport:
 
     def to_markdown(self, plots_dir: str | None = PLOTS_DIR) -> str:
         """The report as markdown (`search_report.md`), plots linked as `plots_dir/...` (`None`: no plots)."""
-        from ._markdown import escape_markdown as text  # the metric's and the search space's names are users'
+        from .._markdown import escape_markdown as text  # the metric's and the search space's names are users'
 
         done = [r for r in self.trials if r["state"] in ("complete", "pruned")]
         arrow = "higher" if self.direction == "maximize" else "lower"
@@ -287,7 +287,7 @@ class SearchReport:
         return ", ".join(sorted(methods)) or "corrected_t"
 
     def _nested_markdown(self) -> list[str]:
-        from ._markdown import escape_markdown
+        from .._markdown import escape_markdown
 
         n = self.nested
         est = n["estimate"]
@@ -311,7 +311,7 @@ class SearchReport:
     def plot_history(self) -> "Figure":
         """The objective per trial in order (complete: dots; pruned: crosses at their last running mean) and the best
         so far."""
-        from .plots import LITERAL_TEXT, bounded_figure, short_label
+        from ..plots.cv import LITERAL_TEXT, bounded_figure, short_label
 
         fig = bounded_figure(7, 4)
         ax = fig.subplots()
@@ -341,7 +341,7 @@ class SearchReport:
         """Optuna's parameter importances as horizontal bars (`None` when there are none)."""
         if not self.importance:
             return None
-        from .plots import LITERAL_TEXT, bounded_figure, short_label
+        from ..plots.cv import LITERAL_TEXT, bounded_figure, short_label
 
         names = list(self.importance)[::-1]
         fig = bounded_figure(6, 0.5 + 0.45 * len(names))
@@ -357,7 +357,7 @@ class SearchReport:
 
 def _settings_markdown(settings: dict) -> str:
     """A trial's settings as one table cell (names and values escaped: a search space may hold any string)."""
-    from ._markdown import escape_markdown
+    from .._markdown import escape_markdown
 
     return escape_markdown(", ".join(f"{k}={_fmt(v, 6)}" for k, v in settings.items()))
 
@@ -380,9 +380,9 @@ def _cache_use(rows: list[dict]) -> dict:
 
 
 def _compare_best(rows: list[dict], runner: "TrialRunner", direction: str) -> dict | None:
-    """The best complete trial against the runner-up, paired on their folds (`hf_tlcv.study.compare`)."""
-    from .results import CVResults
-    from .study import compare
+    """The best complete trial against the runner-up, paired on their folds (`hf_tlcv.studies.study.compare`)."""
+    from ..results import CVResults
+    from ..studies.study import compare
 
     complete = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
     if len(complete) < 2:
@@ -420,7 +420,7 @@ def _importance(study: "optuna.Study") -> tuple[dict, str | None]:
 
 
 def _nested_summary(nested: dict, best_row: dict | None, direction: str, metric: str) -> dict:
-    from .stats import is_bounded_metric, summarize
+    from ..stats import is_bounded_metric, summarize
 
     rows = nested["outer_folds"]
     scores = [r["outer_score"] for r in rows]

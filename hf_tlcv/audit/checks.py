@@ -25,7 +25,7 @@ embeddings are given.
 Example:
 ```python
 >>> from hf_tlcv import CVResults
->>> from hf_tlcv.audit import audit
+>>> from hf_tlcv.audit.checks import audit
 >>> report = audit(CVResults.load("outputs/vit_kfold"), dataset)  # dataset: the rows the folds were cut from
 >>> report.label_issues.head()  # row, given / predicted label, their probabilities, label quality
 >>> report.fold_leakage         # per fold: eval rows with a near-duplicate in the training part
@@ -50,15 +50,16 @@ import numpy as np
 import pandas as pd
 from transformers.utils import logging
 
-from .run_dir import (AUDIT_DIR, AUDIT_FILE, AUDIT_MARKDOWN, CARD_FILE, RESULTS_FILE, atomic_path,
+from ..run_dir import (AUDIT_DIR, AUDIT_FILE, AUDIT_MARKDOWN, CARD_FILE, RESULTS_FILE, atomic_path,
                       write_json_atomic)
-from .utils import timed
+from ..utils import timed
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import datasets
     import torch
 
-    from .results import CVResults
+    from ..results import CVResults
+    from ..trainer import KFoldTrainer
 
 logger = logging.get_logger(__name__)
 
@@ -242,8 +243,8 @@ def compute_embeddings(model, dataset: "datasets.Dataset", processing_class=None
     """
     import torch
 
-    from .data import label_names, num_labels, preprocess
-    from .modeling import load_classifier, load_processor
+    from ..data import label_names, num_labels, preprocess
+    from ..modeling import load_classifier, load_processor
 
     from tqdm.auto import tqdm
 
@@ -436,7 +437,7 @@ def straddling_pairs(folds: Sequence, pairs: np.ndarray, n_rows: int) -> pd.Data
 def _folds_of(results: "CVResults", n_rows: int) -> list:
     """The run's folds: `folds.json` in its folder, else rebuilt from the out-of-fold rows (eval part) and their
     complement (training part), which is what every strategy but `timeseries` trains on."""
-    from .folds import Fold, load_folds
+    from ..folds import Fold, load_folds
 
     if results.directory is not None and (Path(results.directory) / "folds.json").exists():
         return load_folds(Path(results.directory) / "folds.json")[0]
@@ -540,7 +541,7 @@ class AuditReport:
     def to_dict(self, top_k: int = 50) -> dict:
         """JSON-safe summary: the dataset-level numbers, the `top_k` worst rows per issue, leakage per fold, the
         near-duplicate pairs and sets, and the proposed groups."""
-        from .utils import to_plain
+        from ..utils import to_plain
 
         def records(frame: pd.DataFrame) -> list[dict]:
             return to_plain(frame.to_dict(orient="records"))
@@ -581,7 +582,7 @@ class AuditReport:
         `audit.md` (the markdown section) and, for image datasets, `label_issues.png` and `duplicate_pairs.png`.
 
         When `directory` is a run folder with its README (the run's model card), the README is rendered again with
-        the audit's section ([`hf_tlcv.model_card.audit_section`]); a push of the run then carries it to the Hub
+        the audit's section ([`hf_tlcv.hub.card.audit_section`]); a push of the run then carries it to the Hub
         with `audit.json` and `audit/`.
 
         The gallery needs the dataset the report was made from; a drawing or rendering problem is logged, never
@@ -598,7 +599,7 @@ class AuditReport:
             self.issues.to_parquet(tmp, index=False)
         written["issues"] = folder / ISSUES_FILE
         if self.image_column is not None and self.dataset is not None:
-            from .audit_plots import SAVE_DPI, plot_duplicate_pairs, plot_label_issues
+            from .plots import SAVE_DPI, plot_duplicate_pairs, plot_label_issues
 
             for name, filename, draw, size in (("gallery", GALLERY_FILE, plot_label_issues, gallery_size),
                                                ("pairs", PAIRS_FILE, plot_duplicate_pairs, gallery_size // 2)):
@@ -632,7 +633,7 @@ class AuditReport:
         """
         # Class names, the embedding model's name and the rows' texts are users' strings: each goes through
         # escape_markdown (a table cell stays one cell, HTML and links stay text).
-        from ._markdown import escape_markdown as escape
+        from .._markdown import escape_markdown as escape
 
         images = images or {}
         sub = heading + "#"
@@ -685,7 +686,7 @@ class AuditReport:
                 lines += ["", f"![near-duplicates split across folds]({images['pairs']})"]
             n_groups = len(np.unique(self.groups))
             lines += ["", f"Proposed group column `{AUDIT_GROUP_COLUMN}`: {n_groups} groups for {self.n_rows} rows "
-                      "(near-duplicates joined). `hf_tlcv.audit.cross_validate_grouped` runs the cross-validation "
+                      "(near-duplicates joined). `hf_tlcv.audit.checks.cross_validate_grouped` runs the cross-validation "
                       "again with it and compares the two estimates."]
         if self.grouped is not None:
             lines += ["", f"{sub} Grouped by near-duplicates", "", self.grouped.to_markdown()]
@@ -695,8 +696,8 @@ class AuditReport:
 def _rewrite_card(directory: Path) -> dict[str, Path]:
     """Render the run folder's README (its model card) again, now with the audit's section. A rendering problem is
     logged, never raised: the audit is on disk by then."""
-    from .model_card import write_model_card
-    from .results import CVResults
+    from ..hub.card import write_model_card
+    from ..results import CVResults
 
     try:
         return {"card": write_model_card(CVResults.load(directory), directory)}
@@ -707,7 +708,7 @@ def _rewrite_card(directory: Path) -> dict[str, Path]:
 
 def _md_text(text: str, width: int = 90) -> str:
     """A row's text as one table cell: whitespace runs as one space, shortened to `width` characters, escaped."""
-    from ._markdown import escape_markdown
+    from .._markdown import escape_markdown
 
     text = " ".join(str(text).split())
     return escape_markdown(text if len(text) <= width else text[: width - 1] + "…")
@@ -724,7 +725,7 @@ def check_available() -> None:
 
 
 def _load_results(results) -> "CVResults":
-    from .results import CVResults
+    from ..results import CVResults
 
     if isinstance(results, CVResults):
         return results
@@ -739,8 +740,8 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
     labels are encoded as `KFoldTrainer` encodes them (`hf_tlcv.validation`); the encoded dataset is returned."""
     import datasets
 
-    from .data import describe_dataset
-    from .validation import validate_dataset
+    from ..data import describe_dataset
+    from ..validation import validate_dataset
 
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be the datasets.Dataset the folds were cut from, got {type(dataset).__name__}.")
@@ -811,7 +812,7 @@ def audit(results, dataset: "datasets.Dataset", embeddings: np.ndarray | None = 
         ValueError: the dataset is not the one the run was made on, or no model is known to embed with.
     """
     check_available()
-    from .data import label_names as dataset_label_names
+    from ..data import label_names as dataset_label_names
 
     results = _load_results(results)
     config = results.config
@@ -928,7 +929,7 @@ def _class_label_quality(lab) -> pd.DataFrame:
 
 def _attach_inputs(report: AuditReport, dataset, config: dict) -> None:
     """What the report shows of the rows themselves: the image column (for the galleries) or the texts."""
-    from .data import find_column
+    from ..data import find_column
 
     if config.get("text_column") is None:
         report.image_column = find_column(dataset, "image", config.get("image_column"))
@@ -990,7 +991,7 @@ class GroupedComparison:
         return float(self.test["mean_diff"])
 
     def to_dict(self) -> dict:
-        from .utils import to_plain
+        from ..utils import to_plain
 
         return to_plain(dataclasses.asdict(self))
 
@@ -998,7 +999,7 @@ class GroupedComparison:
         def interval(s):
             return f"[{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
 
-        from ._markdown import escape_markdown
+        from .._markdown import escape_markdown
 
         t = self.test
         return "\n".join([
@@ -1037,7 +1038,7 @@ def compare_grouped(ungrouped: "CVResults", grouped: "CVResults", metric: str = 
         grouped: the same run with the proposed groups (`cross_validate_grouped`), on the same rows.
         metric: `"accuracy"`.
     """
-    from .stats import corrected_paired_ttest
+    from ..stats import corrected_paired_ttest
 
     if metric != "accuracy":
         raise ValueError(f"compare_grouped pairs the runs row by row, which only the accuracy allows (got {metric!r}).")
@@ -1075,36 +1076,30 @@ def compare_grouped(ungrouped: "CVResults", grouped: "CVResults", metric: str = 
         test=test, n_parts=len(scores_a), pairing=pairing)
 
 
-def cross_validate_grouped(model, dataset: "datasets.Dataset", config, groups: Sequence[int], *,
-                           baseline: "CVResults | None" = None, output_dir: str | None = None,
-                           group_column: str = AUDIT_GROUP_COLUMN, metric: str = "accuracy",
-                           **trainer_kwargs) -> tuple["CVResults", GroupedComparison]:
-    """Run the cross-validation again with the proposed groups and compare it with the ungrouped run.
+def cross_validate_grouped(trainer: "KFoldTrainer", groups: Sequence[int], *, baseline: "CVResults | None" = None,
+                           output_dir: str | None = None, group_column: str = AUDIT_GROUP_COLUMN,
+                           metric: str = "accuracy") -> tuple["CVResults", GroupedComparison]:
+    """Run the cross-validation of `trainer` again with the proposed groups and compare it with the ungrouped run.
 
-    Every setting stays as in `config`, except `group_column` (the proposed groups, added to the dataset as
-    `group_column`), `fold_strategy` (`"stratified_group"` for a `ClassLabel` label column, else `"group"`) and
-    `output_dir` (default: `<config.output_dir>-grouped`). Near-duplicates then never straddle train and eval.
+    The grouped run is `trainer.derive(...)`: the same model, data and settings, except `group_column` (the proposed
+    groups, added to the rows as `group_column`), `fold_strategy` (`"stratified_group"` for a classification label
+    column, else `"group"`) and `output_dir` (default: `<output_dir>-grouped`). Near-duplicates then never straddle
+    train and eval.
 
     Args:
-        model: the model of the run, as `KFoldTrainer` takes it (a name, or a built model).
-        dataset: the dataset the ungrouped run cut its folds from.
-        config: the run's [`KFoldConfig`].
+        trainer: the `KFoldTrainer` of the ungrouped run.
         groups: one group id per row, e.g. `AuditReport.groups`.
-        baseline: the ungrouped run's results (default: loaded from `config.output_dir`).
+        baseline: the ungrouped run's results (default: `trainer.cv_results`, else loaded from its `output_dir`).
         output_dir: where the grouped run goes.
         group_column: the name the groups get in the dataset.
         metric: compared by [`compare_grouped`].
-        trainer_kwargs: passed to `KFoldTrainer` (`processing_class`, `data_collator`, `peft_config`, ...).
 
     Returns:
         `(grouped_results, comparison)`.
     """
-    import datasets
+    from ..results import CVResults
 
-    from .results import CVResults
-    from .data import encode_labels
-    from .trainer import KFoldTrainer
-
+    config, dataset = trainer.cv_args, trainer.raw_dataset
     groups = np.asarray(groups)
     if len(groups) != len(dataset):
         raise ValueError(f"groups has {len(groups)} values for {len(dataset)} rows: pass one group per dataset row "
@@ -1112,19 +1107,15 @@ def cross_validate_grouped(model, dataset: "datasets.Dataset", config, groups: S
     if group_column in dataset.column_names:
         raise ValueError(f"The dataset already has a column {group_column!r}; choose another group_column.")
     if baseline is None:
-        baseline = CVResults.load(config.output_dir)
+        baseline = trainer.cv_results if trainer.cv_results is not None else CVResults.load(config.output_dir)
     n_groups = len(np.unique(groups))
     if n_groups < config.n_folds:
         raise ValueError(f"{n_groups} groups cannot fill {config.n_folds} folds.")
-    dataset = encode_labels(dataset, config.label_column)  # string labels become a ClassLabel, as the trainer does
-    stratified = isinstance(dataset.features.get(config.label_column), datasets.ClassLabel)
-    grouped_config = dataclasses.replace(
-        config, group_column=group_column, fold_strategy="stratified_group" if stratified else "group",
+    grouped_trainer = trainer.derive(
+        train_dataset=dataset.add_column(group_column, groups.tolist()), group_column=group_column,
+        fold_strategy="stratified_group" if trainer.class_names is not None else "group",
         output_dir=output_dir or f"{str(config.output_dir).rstrip('/')}-grouped")
-    trainer = KFoldTrainer(model=model, args=grouped_config, train_dataset=dataset.add_column(group_column,
-                                                                                               groups.tolist()),
-                           **trainer_kwargs)
-    grouped = trainer.cross_validate()
+    grouped = grouped_trainer.cross_validate()
     return grouped, compare_grouped(baseline, grouped, metric)
 
 
@@ -1137,33 +1128,35 @@ def read_audit(directory: str | os.PathLike) -> dict | None:
         return json.load(fh)
 
 
-def audit_run(results: "CVResults", dataset: "datasets.Dataset", config, *, model=None, embedding_model=None,
-              feature_cache=None, regroup: bool = False, save: bool = True, **audit_kwargs) -> AuditReport:
-    """What a recipe's `--audit` does after the cross-validation: audit, save beside the results, and with `regroup`
-    cross-validate again grouped by the near-duplicates found and add the comparison to the saved audit.
+def audit_run(trainer: "KFoldTrainer", *, embedding_model=None, regroup: bool = False, save: bool = True,
+              **audit_kwargs) -> AuditReport:
+    """What a recipe's `--audit` does after the cross-validation of `trainer`: audit its results and rows, save the
+    audit beside the results, and with `regroup` cross-validate again grouped by the near-duplicates found and add
+    the comparison to the saved audit.
 
     Args:
-        results: the finished run.
-        dataset: the rows it was cut from.
-        config: its [`KFoldConfig`] (`output_dir` is where the audit is saved).
-        model: the model the run trained (name or built model), for `regroup`.
-        embedding_model: the pretrained model to embed with (default: `model` when it is a name, else the run's
-            `model_name_or_path`); a from-scratch run is audited with its pretrained counterpart's embeddings.
-        feature_cache: the run's frozen-feature cache (`KFoldTrainer.feature_cache`): when it holds the pretrained
-            embeddings (a linear probe's, see [`embeddings_from_feature_cache`]) the audit reads them instead of
-            running the backbone again.
+        trainer: the `KFoldTrainer` whose `cross_validate()` has run (its results, rows, settings and, when it holds
+            the pretrained embeddings, its frozen-feature cache are used).
+        embedding_model: the pretrained model to embed with (default: the trainer's `model_name_or_path`); a
+            from-scratch run is audited with its pretrained counterpart's embeddings.
         regroup: also run [`cross_validate_grouped`] (into `<output_dir>-grouped`).
-        save: write the audit (only the main process should).
+        save: write the audit (default: on the main process only).
         audit_kwargs: passed to [`audit`].
     """
-    if embedding_model is None and isinstance(model, str):
-        embedding_model = model
+    from ..results import CVResults
+
+    config = trainer.cv_args
+    results = trainer.cv_results if trainer.cv_results is not None else CVResults.load(config.output_dir)
+    if embedding_model is None:
+        embedding_model = trainer.model_name_or_path
+    feature_cache = trainer.feature_cache
     embeddings = embeddings_from_feature_cache(feature_cache) if feature_cache is not None else None
     if feature_cache is not None and embeddings is None:
         logger.info("The run's frozen-feature cache does not hold the rows' pretrained embeddings (see "
                     "embeddings_from_feature_cache), so the audit embeds them with one forward pass.")
-    report = audit(results, dataset, model=embedding_model, embeddings=embeddings, embeddings_from="feature cache",
-                   **audit_kwargs)
+    save = save and trainer.is_world_process_zero()
+    report = audit(results, trainer.raw_dataset, model=embedding_model, embeddings=embeddings,
+                   embeddings_from="feature cache", **audit_kwargs)
     if save:
         report.save(config.output_dir)
     if regroup:
@@ -1171,7 +1164,7 @@ def audit_run(results: "CVResults", dataset: "datasets.Dataset", config, *, mode
             logger.info("No near-duplicate pair straddles the folds: the grouped cross-validation would cut the "
                         "same kind of folds, so it is not run.")
         else:
-            _, report.grouped = cross_validate_grouped(model, dataset, config, report.groups, baseline=results)
+            _, report.grouped = cross_validate_grouped(trainer, report.groups, baseline=results)
             if save:
                 report.save(config.output_dir)
     return report

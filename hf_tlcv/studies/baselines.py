@@ -3,12 +3,12 @@
 Text: TF-IDF of word unigrams and bigrams + logistic regression. Images: a logistic regression on the raw pixels
 (resized to a small square, standardised). Each is fitted on every fold's training rows and scored on its eval
 rows, exactly the `folds.json` indices a [`KFoldTrainer`] run used, and returned as a [`CVResults`] with the same
-metrics, per-fold predictions and fold sizes, so that [`hf_tlcv.study.compare`] can pair it with any run on those
+metrics, per-fold predictions and fold sizes, so that [`hf_tlcv.studies.study.compare`] can pair it with any run on those
 folds (a [`TransferStudy`] asks it as the `"baseline"` question).
 
 ```python
 >>> from hf_tlcv import load_data
->>> from hf_tlcv.baselines import classical_baseline
+>>> from hf_tlcv.studies.baselines import classical_baseline
 >>> from hf_tlcv.folds import load_folds
 >>> folds, _ = load_folds("cv/folds.json")                       # the folds of a finished run
 >>> baseline = classical_baseline(load_data("builtin:trec"), folds)
@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 import datasets
 import numpy as np
 
-from .data import find_column, label_names
-from .folds import Fold, folds_fingerprint
-from .metrics import build_compute_metrics, metrics_from_probabilities
-from .results import CVResults, FoldResult, predictions_frame
-from .validation import validate_dataset
+from ..data import find_column, label_names
+from ..folds import Fold, folds_fingerprint
+from ..metrics import build_compute_metrics, metrics_from_probabilities
+from ..results import CVResults, FoldResult, predictions_frame
+from ..validation import validate_dataset
 
 BASELINE_KINDS = ("auto", "tfidf_logreg", "pixels_logreg")
 

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._markdown import escape_markdown
-from .results import CVResults
-from .run_dir import PLOTS_DIR, write_json_atomic, write_text_atomic
-from .utils import fmt, to_plain
+from .._markdown import escape_markdown
+from ..results import CVResults
+from ..run_dir import PLOTS_DIR, write_json_atomic, write_text_atomic
+from ..utils import fmt, to_plain
 
 REPORT_FILE = "report.md"
 REPORT_JSON = "study_report.json"
@@ -196,7 +196,7 @@ class StudyReport:
     def _dependence_markdown(self) -> list[str]:
         """A paragraph naming the variants whose out-of-fold errors were dependent in space or time (see
         `hf_tlcv.dependence`): the shared folds are random, so every comparison may be optimistic for new data."""
-        from ._markdown import escape_markdown
+        from .._markdown import escape_markdown
 
         flagged = {name: cv.diagnostics["dependence"] for name, cv in self.variants.items()
                    if (cv.diagnostics.get("dependence") or {}).get("significant")}
@@ -293,7 +293,7 @@ class StudyReport:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if plots:
-            from .study_plots import save_study_plots
+            from .plots import save_study_plots
 
             save_study_plots(self, directory / PLOTS_DIR)
         write_json_atomic(directory / REPORT_JSON, self.to_dict(), indent=2)
@@ -311,3 +311,6 @@ class StudyReport:
         variants = {name: runs[info["run"]] for name, info in data["variant_info"].items() if info["run"] in runs}
         return cls([Verdict(**v) for v in data["verdicts"]], variants, data["questions"], data["variant_info"],
                    data["metric"], data.get("overfitting"), data.get("nested"), data.get("settings"))
+
+
+__all__ = ["StudyReport", "Verdict"]

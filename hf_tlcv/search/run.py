@@ -51,17 +51,17 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import BestRun
 from transformers.utils import logging
 
-from .config import FINETUNE_STRATEGIES, FOLD_SETTINGS, KFoldConfig
-from .fold_job import fold_settings
-from .options import option
-from .run_dir import fold_is_complete, read_json, write_json_atomic
-from .utils import to_plain
+from ..config import FINETUNE_STRATEGIES, FOLD_SETTINGS, KFoldConfig, check_setting_names
+from ..fold_job import fold_settings
+from ..options import option
+from ..run_dir import fold_is_complete, read_json, write_json_atomic
+from ..utils import to_plain
 
 if TYPE_CHECKING:
     import optuna
 
-    from .folds import Fold
-    from .trainer import KFoldTrainer
+    from ..folds import Fold
+    from ..trainer import KFoldTrainer, TrainerInputs
 
 logger = logging.get_logger(__name__)
 
@@ -158,7 +158,7 @@ def default_hp_space(trial: "optuna.Trial", n_blocks: int | None = None, *,
 
 def model_hp_space(trainer: "KFoldTrainer") -> Callable[["optuna.Trial"], dict[str, Any]]:
     """[`default_hp_space`] bounded by the block count of `trainer`'s model (`None` when it has no block stack)."""
-    from .strategies import discover_layout
+    from ..strategies import discover_layout
 
     source = trainer.model_source
     model = source.template if source.template is not None else source.build(trainer.cv_args.seed)
@@ -175,12 +175,7 @@ def trial_settings(hp_space: Callable, trial: Any) -> dict[str, Any]:
     settings = hp_space(trial)
     if not isinstance(settings, dict):
         raise TypeError(f"hp_space must return a dict of KFoldConfig settings, got {type(settings).__name__}.")
-    names = {f.name for f in dataclasses.fields(KFoldConfig) if f.init}
-    unknown = sorted(set(settings) - names)
-    if unknown:
-        raise ValueError(f"hp_space returned {', '.join(map(repr, unknown))}, which {'is' if len(unknown) == 1 else 'are'}"
-                         " not KFoldConfig settings; return KFoldConfig field names (e.g. 'learning_rate', "
-                         "'finetune_strategy', 'freeze_layers').")
+    check_setting_names(settings, "hp_space returned")
     fixed = sorted(set(settings) & set(_FIXED_SETTINGS))
     if fixed:
         raise ValueError(f"hp_space sets {', '.join(fixed)}: every trial of a search runs on the same folds in its own "
@@ -248,59 +243,6 @@ def resolve_objective(args: KFoldConfig, compute_objective: Callable | None = No
     return SearchObjective(metric, natural)
 
 
-# ---- trials: a KFoldTrainer per trial, built from the searched trainer's inputs ------------------------------------
-@dataclass
-class TrialFactory:
-    """What a trial's [`KFoldTrainer`] is built from: the searched trainer's model (loaded once), data, metrics,
-    callbacks and collator. A trial trainer differs only by its config; it draws no plots (the report has its own).
-
-    It travels to Ray actors with `cloudpickle` (`backend="ray"`).
-    """
-
-    trainer_cls: type
-    model: Any
-    model_init: Callable | None
-    model_name_or_path: str | None
-    train_dataset: Any
-    test_dataset: Any
-    processing_class: Any
-    data_collator: Callable | None
-    compute_metrics: Callable | None
-    callbacks: list
-    optimizer_cls_and_kwargs: Any
-    compute_loss_func: Callable | None
-    preprocess_logits_for_metrics: Callable | None
-    peft_config: Any
-
-    @classmethod
-    def from_trainer(cls, trainer: "KFoldTrainer") -> "TrialFactory":
-        source = trainer.model_source
-        return cls(type(trainer), source.template, source.model_init, source.name_or_path, trainer.raw_dataset,
-                   trainer.raw_test_dataset, trainer.processing_class, trainer._user_collator,
-                   trainer.compute_metrics, list(trainer._user_callbacks), trainer.optimizer_cls_and_kwargs,
-                   trainer.compute_loss_func, trainer.preprocess_logits_for_metrics, trainer.peft_config)
-
-    def build(self, args: KFoldConfig) -> "KFoldTrainer":
-        trainer = self.trainer_cls(
-            self.model, args, data_collator=self.data_collator, train_dataset=self.train_dataset,
-            eval_dataset=self.test_dataset, processing_class=self.processing_class, model_init=self.model_init,
-            compute_loss_func=self.compute_loss_func, compute_metrics=self.compute_metrics,
-            callbacks=list(self.callbacks), optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
-            preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
-            peft_config=self.peft_config if args.finetune_strategy == "lora" else None)
-        # The template is the model named `model_name_or_path`, loaded once for every trial: the trial's records and
-        # its fold models say so, as those of the searched trainer do.
-        trainer.model_name_or_path = self.model_name_or_path
-        trainer.model_source.name_or_path = self.model_name_or_path
-        trainer.save_cv_plots = False
-        trainer.say_interrupted = False  # Ctrl-C: the search says what is kept, in one line (run_search)
-        return trainer
-
-    def subset(self, indices) -> "TrialFactory":
-        """The same inputs on rows `indices` of the training data only (no held-out test set): a nested search."""
-        return dataclasses.replace(self, train_dataset=self.train_dataset.select(indices), test_dataset=None)
-
-
 def owner() -> dict[str, Any]:
     """This process, as a trial's owner: host, pid and start time (a pid alone may be reused)."""
     import psutil
@@ -354,7 +296,8 @@ class TrialRunner:
     a report after each fold. Self-contained, so that a Ray actor can run it too.
 
     Attributes:
-        factory: builds the trial's trainer.
+        inputs: what the searched trainer was built from (`KFoldTrainer.inputs`); a trial's trainer is built from
+            them with the trial's settings.
         base_settings: the searched trainer's `KFoldConfig` fields.
         output_dir: the search's folder.
         hp_space: `trial -> KFoldConfig overrides`.
@@ -365,7 +308,7 @@ class TrialRunner:
         executor: where a trial's folds run (a `RayExecutor`), or `None` for this process.
     """
 
-    factory: TrialFactory
+    inputs: "TrainerInputs"
     base_settings: dict[str, Any]
     output_dir: str
     hp_space: Callable
@@ -392,6 +335,20 @@ class TrialRunner:
             overrides["feature_cache"] = "disk"
         return KFoldConfig(**{**base, **overrides})
 
+    def trainer(self, args: KFoldConfig) -> "KFoldTrainer":
+        """A trial's trainer: the searched trainer's inputs with the trial's settings. It draws no plots (the search
+        report has its own) and leaves the word on an interruption to the search (one line, run_search)."""
+        trainer = self.inputs.build(args)
+        trainer.save_cv_plots = False
+        trainer.say_interrupted = False
+        return trainer
+
+    def subset(self, indices) -> "TrainerInputs":
+        """The searched inputs on rows `indices` of the training data only, without the held-out test set (a nested
+        search's inner searches)."""
+        inputs = self.inputs
+        return dataclasses.replace(inputs, train_dataset=inputs.train_dataset.select(indices), eval_dataset=None)
+
     def run(self, trial: Any, run: int, report: Callable[[int, float, bool], None]) -> float:
         """Cross-validate the trial's settings; return its objective. `report` is called after each fold."""
         settings = trial_settings(self.hp_space, trial)
@@ -401,7 +358,7 @@ class TrialRunner:
         write_json_atomic(trial_file, {"trial": trial.number, "run": run, "params": to_plain(dict(trial.params)),
                                        "settings": to_plain(settings),
                                        "feature_cache": previous.get("feature_cache")}, indent=2)
-        trainer = self.factory.build(args)
+        trainer = self.trainer(args)
         trainer.fold_line_prefix = f"trial {run}, "  # its folds' console lines say which trial they belong to
         trainer.add_callback(FoldReporter(self.objective, self.n_folds, report, trial_file))
         try:
@@ -757,7 +714,7 @@ def _run_ray_tune(study: "optuna.Study", storage, runner: TrialRunner, remaining
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from .execution import evaluate_modules_by_value, in_memory
+    from ..execution import evaluate_modules_by_value, in_memory
 
     mode = "max" if runner.objective.maximize else "min"
     started = not ray.is_initialized()
@@ -767,9 +724,9 @@ def _run_ray_tune(study: "optuna.Study", storage, runner: TrialRunner, remaining
     try:
         trial_runner = dataclasses.replace(runner, executor=None)  # inside an actor, a trial's folds run one by one
         if len(ray.nodes()) > 1:  # rows memory-mapped from this machine's files are not on the others
-            trial_runner.factory = dataclasses.replace(
-                trial_runner.factory, train_dataset=in_memory(trial_runner.factory.train_dataset),
-                test_dataset=in_memory(trial_runner.factory.test_dataset))
+            trial_runner.inputs = dataclasses.replace(
+                trial_runner.inputs, train_dataset=in_memory(trial_runner.inputs.train_dataset),
+                eval_dataset=in_memory(trial_runner.inputs.eval_dataset))
         with evaluate_modules_by_value():
             blob = cloudpickle.dumps(trial_runner)
         import torch
@@ -840,8 +797,8 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
     the winner. Returns the numbers of the nested part of the report."""
     from tqdm.auto import tqdm
 
-    from .fold_job import run_fold
-    from .results import FoldResult
+    from ..fold_job import run_fold
+    from ..results import FoldResult
 
     out = Path(runner.output_dir) / NESTED_DIR
     rows = []
@@ -850,7 +807,7 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
     for outer in bar:
         folder = out / outer.name
         inner = dataclasses.replace(
-            runner, factory=runner.factory.subset(outer.train_indices), output_dir=str(folder),
+            runner, inputs=runner.subset(outer.train_indices), output_dir=str(folder),
             base_settings={**runner.base_settings, "n_folds": options.inner_folds, "n_repeats": 1},
             n_folds=options.inner_folds, executor=runner.executor)
         study = _search(inner, storage, f"{options.study_name}/{NESTED_DIR}/{outer.name}", n_trials, options, backend,
@@ -867,7 +824,7 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
             # The winner trained on the outer-train rows and scored on the outer-eval rows, which no trial saw.
             args = dataclasses.replace(runner.config(settings, trial_run(study, winner), winner),
                                        output_dir=str(folder / WINNER_DIR))
-            trainer = runner.factory.build(args)
+            trainer = runner.trainer(args)
             (job,) = trainer.fold_jobs([outer])
             result = run_fold(job)
             result.save(fold_dir)
@@ -883,7 +840,7 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
 def _rows_seen(folder: Path, outer: "Fold") -> dict[str, Any]:
     """The rows (indices of the full dataset) every trial of an outer fold's inner search trained and evaluated on,
     from the trials' own `folds.json` (whose indices refer to the outer-train rows); written to `rows.json`."""
-    from .folds import load_folds
+    from ..folds import load_folds
 
     outer_train = np.asarray(outer.train_indices)
     outer_eval = {int(i) for i in outer.eval_indices}
@@ -904,7 +861,7 @@ def _rows_seen(folder: Path, outer: "Fold") -> dict[str, Any]:
 # ---- the entry point -----------------------------------------------------------------------------------------------
 def clear_search(output_dir: str | os.PathLike) -> None:
     """Delete a search's study, trial folders, nested searches and report from `output_dir` (`overwrite_output_dir`)."""
-    from .search_report import REPORT_JSON, REPORT_MD
+    from .report import REPORT_JSON, REPORT_MD
 
     out = Path(output_dir)
     for item in (out / SEARCH_DB, out / SEARCH_JOURNAL, out / TRIALS_DIR, out / NESTED_DIR, out / RAY_DIR,
@@ -938,14 +895,14 @@ def run_search(trainer: "KFoldTrainer", folds: list["Fold"], hp_space: Callable 
         clear_search(out)
     executor, own_executor = options.executor, False
     if executor is None and args.parallel_folds:
-        from .execution import RayExecutor, ray_available
+        from ..execution import RayExecutor, ray_available
 
         if ray_available():
             executor, own_executor = RayExecutor(), True
         else:
             logger.warning(f"{option('parallel_folds', True)}: the trials' folds would run as Ray tasks, but Ray is not "
                            "installed (pip install 'hf_tlcv[ray]'); they run here, one at a time.")
-    runner = TrialRunner(factory=TrialFactory.from_trainer(trainer), base_settings=fold_settings(args),
+    runner = TrialRunner(inputs=trainer.inputs, base_settings=fold_settings(args),
                          output_dir=str(out), hp_space=hp_space if hp_space is not None else model_hp_space(trainer),
                          objective=objective, n_folds=len(folds), hp_name=hp_name,
                          save_fold_models=options.save_fold_models, executor=executor)
@@ -961,7 +918,7 @@ def run_search(trainer: "KFoldTrainer", folds: list["Fold"], hp_space: Callable 
     finally:
         if own_executor:
             executor.close()
-    from .search_report import SearchReport
+    from .report import SearchReport
 
     report = SearchReport.from_study(study, runner, folds, backend=backend, nested=nested,
                                      seconds=time.time() - started)
@@ -983,7 +940,7 @@ def _require(backend: str) -> None:
         raise ImportError("backend='ray' needs Ray Tune: pip install 'hf_tlcv[ray]'.")
 
 
-__all__ = ["BACKENDS", "FoldReporter", "SearchObjective", "SearchOptions", "TrialFactory", "TrialRunner",
+__all__ = ["BACKENDS", "FoldReporter", "SearchObjective", "SearchOptions", "TrialRunner",
            "best_trial", "clear_search", "default_hp_space", "default_pruner", "describe_pruner", "make_storage",
            "model_hp_space", "open_study", "recover_trials", "resolve_objective", "run_search", "seeded_sampler",
            "startup_trials", "trial_run", "trial_settings"]

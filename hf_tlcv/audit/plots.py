@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .audit import AuditReport
+    from .checks import AuditReport
 
 __all__ = ["plot_duplicate_pairs", "plot_label_issues"]
 
@@ -29,13 +29,13 @@ def _shown(report: "AuditReport", frame, max_items: int):
     """The first `max_items` rows of `frame` to draw, or `None` when there are none."""
     if report.dataset is None or report.image_column is None:
         raise ValueError("This audit report has no image dataset to draw from (it was loaded, or made on text): "
-                         "make it with hf_tlcv.audit.audit(results, dataset) on the image dataset.")
+                         "make it with hf_tlcv.audit.checks.audit(results, dataset) on the image dataset.")
     shown = frame.head(max_items)
     return None if shown.empty else shown
 
 
 def _grid(n: int, columns: int, cell: float, title_lines: int) -> tuple["Figure", np.ndarray]:
-    from .plots import bounded_figure
+    from ..plots.cv import bounded_figure
 
     rows = math.ceil(n / columns)
     # Capped at MAX_PIXELS a side at the dpi `AuditReport.save` uses: a large `max_items` shrinks the images instead.
@@ -55,7 +55,7 @@ def plot_label_issues(report: "AuditReport", max_items: int = 16, columns: int =
         max_items: images shown at most.
         columns: images per line.
     """
-    from .plots import LITERAL_TEXT, short_label
+    from ..plots.cv import LITERAL_TEXT, short_label
 
     issues = _shown(report, report.label_issues, max_items)
     if issues is None:
@@ -81,7 +81,7 @@ def plot_duplicate_pairs(report: "AuditReport", max_items: int = 8, columns: int
         max_items: pairs shown at most.
         columns: pairs per line.
     """
-    from .plots import LITERAL_TEXT, short_label
+    from ..plots.cv import LITERAL_TEXT, short_label
 
     pairs = _shown(report, report.straddling_pairs, max_items)
     if pairs is None:

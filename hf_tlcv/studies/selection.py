@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .folds import load_folds
-from .results import CVResults, fold_sizes
-from .stats import is_bounded_metric, summarize
+from ..folds import load_folds
+from ..results import CVResults, fold_sizes
+from ..stats import is_bounded_metric, summarize
 
 __all__ = ["nested_selection"]
 

@@ -23,12 +23,13 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from .fold_models import read_fold_model_info
-from .run_dir import (
+from ..fold_models import read_fold_model_info
+from ..run_dir import (
     AUDIT_DIR,
     AUDIT_FILE,
     CARD_FILE,
@@ -43,6 +44,9 @@ from .run_dir import (
     fold_dirs,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    from ..results import CVResults
 
 logger = logging.get_logger(__name__)
 LIBRARY_NAME = "hf_tlcv"
@@ -145,7 +149,7 @@ def repo_files(output_dir: str | os.PathLike, push_fold_models: str = "trainable
     else:
         files = [out / name for name in (CARD_FILE, RESULTS_FILE, FOLDS_FILE, OOF_FILE)]
         files += sorted((out / PLOTS_DIR).glob("*.png"))
-        if (out / AUDIT_FILE).is_file():  # a finished data audit (hf_tlcv.audit): the card shows its section
+        if (out / AUDIT_FILE).is_file():  # a finished data audit (hf_tlcv.audit.checks): the card shows its section
             files += [out / AUDIT_FILE, *sorted(p for p in (out / AUDIT_DIR).iterdir() if p.is_file())]
         for fold_dir in fold_dirs(out):
             files += _fold_files(fold_dir, push_fold_models)
@@ -229,9 +233,12 @@ def hub_repo_id(args) -> str:
 class HubPushCallback(TrainerCallback):
     """Pushes each fold to the Hub as it finishes, then the whole run with its card (`KFoldConfig(push_to_hub=True)`).
 
-    Registered by [`KFoldTrainer`] when `args.push_to_hub` is set; only the main process pushes. A failed fold push
-    is logged and training goes on; the final push retries everything and raises [`HubPushError`] if it still
-    fails — after the results are saved locally.
+    Registered by [`KFoldTrainer`] when `args.push_to_hub` is set (`hf_tlcv.integrations.cv_reporters`); only the
+    main process pushes. A failed fold push is logged and training goes on; the final push retries everything and
+    raises [`HubPushError`] if it still fails — after the results are saved locally.
+
+    Args:
+        task, dataset_name: what the card says of the run (default: the trainer's).
     """
 
     def __init__(self, task: str | None = None, dataset_name: str | None = None):
@@ -253,8 +260,32 @@ class HubPushCallback(TrainerCallback):
     def on_cross_validation_end(self, args, state, control, results=None, output_dir=None, trainer=None, **kwargs):
         if trainer is not None and not trainer.is_world_process_zero():
             return
-        info = results.push_to_hub(hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo,
-                                   revision=args.hub_revision, push_fold_models=args.push_fold_models, task=self.task,
-                                   dataset_name=self.dataset_name)
+        task = self.task if self.task is not None or trainer is None else trainer.task
+        dataset_name = self.dataset_name if self.dataset_name is not None or trainer is None else trainer.dataset_name
+        info = push_results(results, hub_repo_id(args), token=args.hub_token, private=args.hub_private_repo,
+                            revision=args.hub_revision, push_fold_models=args.push_fold_models, task=task,
+                            dataset_name=dataset_name)
         logger.info(f"Pushed the cross-validation run to {info.repo_url}")
         self.failed_folds.clear()
+
+
+def push_results(results: "CVResults", repo_id: str, *, token: str | None = None, private: bool | None = None,
+                 revision: str | None = None, push_fold_models: str | None = None, commit_message: str | None = None,
+                 **card_kwargs):
+    """Push the run `results` were saved in / loaded from to `repo_id`, its card rendered for `repo_id` first (see
+    `CVResults.push_to_hub`, which calls this)."""
+    from .card import CVCardData, build_model_card
+
+    if results.directory is None:
+        raise ValueError("These results have no run directory to push: save() them into the run's output_dir "
+                         "or load them with CVResults.load(output_dir) first.")
+    card = build_model_card(results, CVCardData(repo_id=repo_id, **card_kwargs), results.directory)
+    if commit_message is None:
+        means = ", ".join(f"{k} {v['mean']:.4f}" for k, v in results.summary.items() if k != "loss")
+        commit_message = f"Cross-validation results ({len(results.folds)} folds: {means})"
+    return push_run(results.directory, repo_id, card=str(card), token=token, private=private, revision=revision,
+                    push_fold_models=push_fold_models or results.config.get("push_fold_models", "trainable"),
+                    commit_message=commit_message)
+
+__all__ = ["HubPushCallback", "HubPushError", "create_hub_repo", "hub_repo_id", "push_fold", "push_results", "push_run",
+           "repo_files", "scrub"]

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .fold_models import read_fold_model_info
-from .run_dir import AUDIT_DIR, AUDIT_FILE, AUDIT_MARKDOWN, CARD_FILE, PLOTS_DIR, fold_dirs, write_text_atomic
-from .utils import IMAGE_TASK, TEXT_TASK, finite, fmt
+from ..fold_models import read_fold_model_info
+from ..integrations import ReportCallback
+from ..run_dir import AUDIT_DIR, AUDIT_FILE, AUDIT_MARKDOWN, CARD_FILE, PLOTS_DIR, fold_dirs, write_text_atomic
+from ..utils import IMAGE_TASK, TEXT_TASK, finite, fmt
 
 if TYPE_CHECKING:  # the card reads results; results never need the card module to load
-    from .results import CVResults
+    from ..results import CVResults
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 LIBRARY_NAME = "hf_tlcv"
@@ -88,7 +89,7 @@ def eval_results_for(cv: "CVResults", task: str, dataset_name: str | None) -> li
 
 
 def _data_source(cv: "CVResults") -> str | None:
-    from ._markdown import markdown_code as code
+    from .._markdown import markdown_code as code
 
     data = cv.metadata.get("data") or {}
     if not data:
@@ -137,8 +138,8 @@ CARD_WORST_CLASSES = 20
 
 def per_class_card_rows(cv: "CVResults") -> tuple[list[dict], int]:
     """Rows of the card's per-class table (class names escaped: they come from users' files) and the class count."""
-    from ._markdown import escape_markdown
-    from .per_class import PER_CLASS_METRICS, worst_classes
+    from .._markdown import escape_markdown
+    from ..per_class import PER_CLASS_METRICS, worst_classes
 
     table = cv.per_class
     shown = table if len(table) <= CARD_MAX_CLASSES else worst_classes(table, CARD_WORST_CLASSES)
@@ -156,8 +157,8 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
 
     # Every string a user chose (class, column, metric and file names, the model and dataset names, setting values)
     # reaches the Markdown through one of these two: as text (tables included) or as code.
-    from ._markdown import escape_markdown as text, markdown_code as code
-    from .dependence import dependence_lines
+    from .._markdown import escape_markdown as text, markdown_code as code
+    from ..dependence import dependence_lines
 
     config = cv.config
     task = data.task or infer_task(cv)
@@ -257,3 +258,17 @@ def write_model_card(cv: "CVResults", directory: str | os.PathLike, data: CVCard
     card = build_model_card(cv, data or CVCardData(), directory)
     write_text_atomic(directory / CARD_FILE, str(card))
     return directory / CARD_FILE
+
+
+class ModelCardCallback(ReportCallback):
+    """Writes the run's card (`output_dir/README.md`) at the end of a cross-validation (registered by `KFoldTrainer`
+    through `hf_tlcv.integrations.cv_reporters`)."""
+
+    what = "README.md"
+
+    def write(self, results: "CVResults", output_dir: Path, trainer=None) -> None:
+        write_model_card(results, output_dir, CVCardData(dataset_name=trainer.dataset_name if trainer else None))
+
+
+__all__ = ["CVCardData", "ModelCardCallback", "audit_section", "build_model_card", "eval_results_for", "infer_task", "per_class_card_rows",
+           "write_model_card"]

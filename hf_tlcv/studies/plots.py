@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from .overfitting import loss_curves
-from .plots import LITERAL_TEXT, bounded_figure, literal, short_label
+from ..plots.cv import LITERAL_TEXT, bounded_figure, literal, short_label
 
 SAVE_DPI = 100  # what `save_study_plots` writes with; every figure is capped at `MAX_PIXELS` a side at it
 
@@ -150,3 +150,6 @@ def save_study_plots(report, directory: str | Path) -> dict[str, Path]:
         fig.savefig(path, dpi=SAVE_DPI)
         written[stem] = path
     return written
+
+
+__all__ = ["plot_freeze_curve", "plot_learning_curves", "plot_lr_curve", "plot_variant_scores", "save_study_plots"]

@@ -12,7 +12,7 @@ Two rules hold for every figure of the package (these plots, the audit's galleri
 
 Example:
 ```python
->>> from hf_tlcv.plots import bounded_figure, short_label
+>>> from hf_tlcv.plots.cv import bounded_figure, short_label
 >>> figure = bounded_figure(100, 3, dpi=110)  # asked 100 inches wide: capped at MAX_PIXELS
 >>> [round(side * 110) for side in figure.get_size_inches()]
 [2000, 330]
@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 
-from .results import CVResults
+from ..results import CVResults
 
 PLOT_FILES = {
     "fold_scores": "fold_scores.png",
@@ -220,7 +220,7 @@ def plot_confusion_matrix(results: CVResults, max_classes: int = MAX_PLOTTED_CLA
 def plot_per_class_f1(results: CVResults, max_classes: int = MAX_PLOTTED_CLASSES) -> Figure:
     """Per class, the mean F1 over folds (bar) and its 95% interval (whiskers), lowest first; beyond `max_classes`
     classes only the lowest `max_classes` are drawn (the full table is `results.per_class`)."""
-    from .per_class import worst_classes
+    from ..per_class import worst_classes
 
     table = results.per_class
     shown = worst_classes(table, max_classes)
@@ -271,3 +271,7 @@ def save_plots(results: CVResults, directory: str | Path) -> dict[str, Path]:
         confusion_counts(results).to_csv(path, index=False)
         written["confusion_counts"] = path
     return written
+
+
+__all__ = ["PLOT_FILES", "bounded_figure", "confusion_counts", "literal", "plot_confusion_matrix", "plot_fold_scores",
+           "plot_per_class_f1", "plot_train_vs_eval", "save_plots", "short_label"]

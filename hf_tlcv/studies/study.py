@@ -11,7 +11,6 @@ t-test with a region of practical equivalence.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import re
@@ -24,14 +23,14 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers.trainer_utils import set_seed
 
-from .config import FOLD_SETTINGS, KFoldConfig
-from .folds import folds_fingerprint, load_folds
-from .modeling import load_classifier, load_processor
+from ..config import FOLD_SETTINGS, KFoldConfig, check_setting_names
+from ..folds import folds_fingerprint, load_folds
+from ..modeling import load_classifier, load_processor
 from .overfitting import diagnose_fold
 from .report import StudyReport, Verdict
-from .results import CVResults, fold_sizes
-from .row_values import ROW_METRICS
-from .stats import (
+from ..results import CVResults, fold_sizes
+from ..row_values import ROW_METRICS
+from ..stats import (
     adjust_pvalues,
     bayesian_correlated_ttest,
     corrected_ci,
@@ -39,8 +38,8 @@ from .stats import (
     is_bounded_metric,
     row_paired_test,
 )
-from .strategies import discover_layout
-from .validation import validate_dataset
+from ..strategies import discover_layout
+from ..validation import validate_dataset
 
 QUESTIONS = ("pretrained", "baseline", "freeze", "lr", "overfitting")
 SELECTION_QUESTIONS = ("freeze", "lr", "custom")
@@ -78,7 +77,7 @@ class Variant:
     # ---- classical baseline (issue 15) ----
     @property
     def classical(self) -> str | None:
-        """The [`hf_tlcv.baselines`] kind when this variant is a classical baseline instead of a `KFoldTrainer` run."""
+        """The [`hf_tlcv.studies.baselines`] kind when this variant is a classical baseline instead of a `KFoldTrainer` run."""
         return self.overrides.get("baseline")
 
 
@@ -349,7 +348,7 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
     The best variant (highest mean `metric`) is compared with every other one on the shared folds; the p-values of
     these `m - 1` comparisons are adjusted with `p_adjust` (Holm by default). The best variant's own mean is
     optimistic (the same folds chose it and score it), so the verdict leads with a selection-aware estimate: the
-    nested cross-validation estimate when `nested` is given (the output of [`hf_tlcv.nested.nested_selection`]),
+    nested cross-validation estimate when `nested` is given (the output of [`hf_tlcv.studies.selection.nested_selection`]),
     otherwise the best's mean with the interval of [`selection_interval`] (Bonferroni over the `m` candidates).
     """
     if len(results) < 2:
@@ -481,7 +480,7 @@ class TransferStudy:
     Questions (any combination):
         - `"pretrained"`: the pretrained model against the same architecture with random initial weights.
         - `"baseline"`: the pretrained model against a classical baseline fitted on the same folds (TF-IDF + logistic
-          regression for text, a logistic regression on raw pixels for images; see [`hf_tlcv.baselines`]).
+          regression for text, a logistic regression on raw pixels for images; see [`hf_tlcv.studies.baselines`]).
         - `"freeze"`: freezing the embeddings and the bottom 0, n/4, n/2, 3n/4 of the n blocks, the linear probe
           (everything but the head frozen) and, as the alternative to freezing, layer-wise learning-rate decay.
         - `"lr"`: a log-spaced learning-rate grid around `args.learning_rate`.
@@ -501,7 +500,7 @@ class TransferStudy:
         learning_rates (`list[float]`, *optional*): the learning-rate grid (default 5 values, lr/10 to lr*10).
         layerwise_lr_decay (`float`, defaults to 0.8): decay of the layer-wise variant of the freeze sweep.
         nested (`bool`, defaults to `False`): estimate the selected freeze depth / learning rate by nested
-            cross-validation (see [`hf_tlcv.nested`]).
+            cross-validation (see [`hf_tlcv.studies.selection`]).
         inner_folds (`int`, defaults to 3): folds of the inner cross-validation with `nested=True`.
         metric (`str`, *optional*): the score compared (default `accuracy` when computed, else the first metric).
         rope (`float`, defaults to 0.01): half-width of the region of practical equivalence (score units).
@@ -564,6 +563,7 @@ class TransferStudy:
         self.model_name = model if isinstance(model, str) else type(model).__name__
         self.class_names, self.n_labels = checked.class_names, checked.n_labels
         self._n_blocks: int | None = None
+        self._base_trainer = None
         # Everything that can be wrong with the plan is found now, before hours of training.
         self.variants: dict[str, Variant] = {}
         self.question_variants: dict[str, list[str]] = {}
@@ -667,15 +667,15 @@ class TransferStudy:
         # Per-epoch eval losses for the overfitting question, for every variant so they stay comparable.
         return {"eval_strategy": "epoch"} if "overfitting" in self.questions else {}
 
-    def _config_for(self, variant: Variant, output_dir: str | Path | None = None, **extra) -> KFoldConfig:
+    def _overrides_for(self, variant: Variant, output_dir: str | Path | None = None, **extra) -> dict:
+        """The settings of `variant` that differ from the base setup's (`base_trainer`'s), its folder included."""
         overrides = {k: v for k, v in variant.overrides.items() if k not in ("pretrained", "baseline")}
-        names = {f.name for f in dataclasses.fields(KFoldConfig)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ValueError(f"Variant {variant.name!r} sets unknown KFoldConfig fields: {', '.join(unknown)}.")
+        check_setting_names(overrides, f"Variant {variant.name!r} sets")
         out = output_dir if output_dir is not None else Path(self.args.output_dir) / variant.name
-        return dataclasses.replace(self.args, **{**self._base_overrides(), **overrides, **extra,
-                                                 "output_dir": str(out)})
+        return {**overrides, **extra, "output_dir": str(out)}
+
+    def _config_for(self, variant: Variant, output_dir: str | Path | None = None, **extra) -> KFoldConfig:
+        return self.args.derive(**self._base_overrides()).derive(**self._overrides_for(variant, output_dir, **extra))
 
     # ---- run ---------------------------------------------------------------------------------------------
     def _model_for(self, variant: Variant, config: KFoldConfig):
@@ -692,15 +692,28 @@ class TransferStudy:
                                    text_pooling=config.text_pooling), processing_class
         return type(self.model)(copy.deepcopy(self.model.config)), processing_class
 
+    @property
+    def base_trainer(self):
+        """The `KFoldTrainer` of the study's base setup (built once, on first use: the model loaded, the rows
+        preprocessed); every variant's trainer is derived from it (`KFoldTrainer.derive`)."""
+        if self._base_trainer is None:
+            from ..trainer import KFoldTrainer
+
+            self._base_trainer = KFoldTrainer(
+                model=self.model, args=self.args.derive(**self._base_overrides()), train_dataset=self.train_dataset,
+                processing_class=self.processing_class, callbacks=self.callbacks, **self.trainer_kwargs)
+        return self._base_trainer
+
     def make_trainer(self, variant: Variant, dataset: datasets.Dataset | None = None,
                      output_dir: str | Path | None = None, **config_overrides):
-        """The `KFoldTrainer` of one variant (on `dataset`, default the study's, in `output_dir`)."""
-        from .trainer import KFoldTrainer
-
-        config = self._config_for(variant, output_dir, **config_overrides)
-        model, processing_class = self._model_for(variant, config)
-        return KFoldTrainer(model=model, args=config, train_dataset=self.train_dataset if dataset is None else dataset,
-                            processing_class=processing_class, callbacks=self.callbacks, **self.trainer_kwargs)
+        """The `KFoldTrainer` of one variant (on `dataset`, default the study's, in `output_dir`), derived from
+        [`base_trainer`]."""
+        overrides = self._overrides_for(variant, output_dir, **config_overrides)
+        rows = {} if dataset is None else {"train_dataset": dataset}
+        if variant.pretrained:
+            return self.base_trainer.derive(**rows, **overrides)
+        model, processing_class = self._model_for(variant, self._config_for(variant, output_dir, **config_overrides))
+        return self.base_trainer.derive(model=model, processing_class=processing_class, **rows, **overrides)
 
     def run(self) -> StudyReport:
         """Cross-validate every variant (resuming finished folds), answer the questions, save and return the
@@ -728,7 +741,7 @@ class TransferStudy:
             raise RuntimeError(f"The variants ran on different folds: {fingerprints}.")
         report = self.analyze(results, folds_fingerprint=next(iter(fingerprints.values()), None))
         if self.nested:
-            from .nested import nested_selection
+            from .selection import nested_selection
 
             for question in ("freeze", "lr", "custom"):
                 if question in self.question_variants:
@@ -744,7 +757,7 @@ class TransferStudy:
     def _run_baseline(self, variant: Variant, trained_run: Path, is_main: bool) -> CVResults:
         """The classical baseline fitted on the folds of `trained_run` (its `folds.json`, copied beside it)."""
         from .baselines import classical_baseline
-        from .folds import save_folds
+        from ..folds import save_folds
 
         folds, metadata = load_folds(trained_run / "folds.json")
         args = self.args
@@ -829,3 +842,7 @@ def nested_verdict(question: str, nested: dict, metric: str) -> Verdict:
                f"the best read off the same folds: {nested['naive_best']} {nested['naive_mean']:.3f} "
                f"(optimism {nested['naive_mean'] - est['mean']:+.3f})"]
     return Verdict(question=f"{question} (nested)", text=text, numbers=nested, headline=headline, details=details)
+
+
+__all__ = ["QUESTIONS", "TransferStudy", "Variant", "compare", "default_freeze_depths", "default_learning_rates",
+           "pairwise_verdict", "selection_interval", "selection_verdict"]
