@@ -58,10 +58,13 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def _caller_level() -> int:
-    """The `stacklevel` of the first frame outside importlib (the line that imported the old path)."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
-        frame, level = frame.f_back, level + 1
+    """The `stacklevel`, for a warning raised in `exec_module`, of the first frame outside the import machinery (the
+    line that imported the old path, through `import` or `importlib.import_module`)."""
+    frame, level = sys._getframe(2), 2  # the caller of exec_module, at stacklevel 2 of a warning raised there
+    while frame is not None and frame.f_code.co_filename.startswith(("<frozen importlib", importlib.__file__)):
+        # `warnings` skips importlib's frozen frames by itself: only the others count
+        level += not frame.f_code.co_filename.startswith("<frozen importlib")
+        frame = frame.f_back
     return level
 
 

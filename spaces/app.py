@@ -81,7 +81,7 @@ from jobs import (  # noqa: E402
 )
 
 from hf_tlcv import CVResults  # noqa: E402
-from hf_tlcv._markdown import escape_markdown, markdown_link  # noqa: E402
+from hf_tlcv.escaping import escape_markdown, markdown_link  # noqa: E402
 from hf_tlcv.assets import is_builtin  # noqa: E402
 from hf_tlcv.data import subsample  # noqa: E402
 from hf_tlcv.results import FoldResult  # noqa: E402

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from hf_tlcv._markdown import escape_markdown
+from hf_tlcv.escaping import escape_markdown
 from hf_tlcv.hub.push import scrub
 from hf_tlcv.upload import UploadError
 

@@ -50,7 +50,7 @@ from boundary import BUDGETS, VisitorError, check_hub_repo, hub_repo_id, visitor
 from boundary import size as size_in_words
 from hf_tlcv import CVResults, KFoldConfig, KFoldTrainer
 from hf_tlcv import run_dir
-from hf_tlcv._markdown import escape_markdown
+from hf_tlcv.escaping import escape_markdown
 from hf_tlcv.assets import load_dataset
 from hf_tlcv.data import subsample
 from hf_tlcv.run_dir import write_json_atomic

@@ -52,3 +52,33 @@ def test_one_version_source():
     import hf_tlcv
 
     assert version("hf_tlcv") == hf_tlcv.__version__
+
+
+def test_the_old_import_paths_of_moved_modules_warn_once_and_give_the_same_objects():
+    # hf_tlcv 0.3's paths (hf_tlcv.study, hf_tlcv.model_card, ...) keep working for one release.
+    import importlib
+    import sys
+    import warnings
+
+    from hf_tlcv._imports import MOVED, REMOVED_IN
+
+    for old, new in MOVED.items():
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old)
+        assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == [
+            f"{old} moved to {new} in hf_tlcv 0.4; the old path works until {REMOVED_IN}. Import from {new} instead."]
+        assert caught[0].filename == __file__  # the warning names the line that imported the old path
+        target = importlib.import_module(new)
+        for name in target.__all__:
+            assert getattr(module, name) is getattr(target, name)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("hf_tlcv.no_such_module")
+    # The subpackages keep the 0.3 module paths that became packages: hf_tlcv.search, .audit, .hub, .plots
+    from hf_tlcv.audit import audit
+    from hf_tlcv.hub import HubPushCallback, push_run
+    from hf_tlcv.plots import save_plots
+    from hf_tlcv.search import default_hp_space
+
+    assert all(callable(f) for f in (audit, HubPushCallback, push_run, save_plots, default_hp_space))

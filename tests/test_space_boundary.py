@@ -39,7 +39,7 @@ from boundary import (  # noqa: E402
     visitor_message,
 )
 
-from hf_tlcv._markdown import escape_markdown, markdown_link  # noqa: E402
+from hf_tlcv.escaping import escape_markdown, markdown_link  # noqa: E402
 from hf_tlcv.hub.push import HubPushError  # noqa: E402
 from hf_tlcv.upload import UploadError  # noqa: E402
 

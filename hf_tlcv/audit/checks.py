@@ -633,7 +633,7 @@ class AuditReport:
         """
         # Class names, the embedding model's name and the rows' texts are users' strings: each goes through
         # escape_markdown (a table cell stays one cell, HTML and links stay text).
-        from .._markdown import escape_markdown as escape
+        from ..escaping import escape_markdown as escape
 
         images = images or {}
         sub = heading + "#"
@@ -708,7 +708,7 @@ def _rewrite_card(directory: Path) -> dict[str, Path]:
 
 def _md_text(text: str, width: int = 90) -> str:
     """A row's text as one table cell: whitespace runs as one space, shortened to `width` characters, escaped."""
-    from .._markdown import escape_markdown
+    from ..escaping import escape_markdown
 
     text = " ".join(str(text).split())
     return escape_markdown(text if len(text) <= width else text[: width - 1] + "…")
@@ -999,7 +999,7 @@ class GroupedComparison:
         def interval(s):
             return f"[{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
 
-        from .._markdown import escape_markdown
+        from ..escaping import escape_markdown
 
         t = self.test
         return "\n".join([

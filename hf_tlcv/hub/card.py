@@ -89,7 +89,7 @@ def eval_results_for(cv: "CVResults", task: str, dataset_name: str | None) -> li
 
 
 def _data_source(cv: "CVResults") -> str | None:
-    from .._markdown import markdown_code as code
+    from ..escaping import markdown_code as code
 
     data = cv.metadata.get("data") or {}
     if not data:
@@ -138,7 +138,7 @@ CARD_WORST_CLASSES = 20
 
 def per_class_card_rows(cv: "CVResults") -> tuple[list[dict], int]:
     """Rows of the card's per-class table (class names escaped: they come from users' files) and the class count."""
-    from .._markdown import escape_markdown
+    from ..escaping import escape_markdown
     from ..per_class import PER_CLASS_METRICS, worst_classes
 
     table = cv.per_class
@@ -157,7 +157,7 @@ def build_model_card(cv: "CVResults", data: CVCardData, directory: str | os.Path
 
     # Every string a user chose (class, column, metric and file names, the model and dataset names, setting values)
     # reaches the Markdown through one of these two: as text (tables included) or as code.
-    from .._markdown import escape_markdown as text, markdown_code as code
+    from ..escaping import escape_markdown as text, markdown_code as code
     from ..dependence import dependence_lines
 
     config = cv.config

@@ -217,7 +217,7 @@ class SearchReport:
 
     def to_markdown(self, plots_dir: str | None = PLOTS_DIR) -> str:
         """The report as markdown (`search_report.md`), plots linked as `plots_dir/...` (`None`: no plots)."""
-        from .._markdown import escape_markdown as text  # the metric's and the search space's names are users'
+        from ..escaping import escape_markdown as text  # the metric's and the search space's names are users'
 
         done = [r for r in self.trials if r["state"] in ("complete", "pruned")]
         arrow = "higher" if self.direction == "maximize" else "lower"
@@ -287,7 +287,7 @@ class SearchReport:
         return ", ".join(sorted(methods)) or "corrected_t"
 
     def _nested_markdown(self) -> list[str]:
-        from .._markdown import escape_markdown
+        from ..escaping import escape_markdown
 
         n = self.nested
         est = n["estimate"]
@@ -357,7 +357,7 @@ class SearchReport:
 
 def _settings_markdown(settings: dict) -> str:
     """A trial's settings as one table cell (names and values escaped: a search space may hold any string)."""
-    from .._markdown import escape_markdown
+    from ..escaping import escape_markdown
 
     return escape_markdown(", ".join(f"{k}={_fmt(v, 6)}" for k, v in settings.items()))
 

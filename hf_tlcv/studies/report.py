@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._markdown import escape_markdown
+from ..escaping import escape_markdown
 from ..results import CVResults
 from ..run_dir import PLOTS_DIR, write_json_atomic, write_text_atomic
 from ..utils import fmt, to_plain
@@ -196,7 +196,7 @@ class StudyReport:
     def _dependence_markdown(self) -> list[str]:
         """A paragraph naming the variants whose out-of-fold errors were dependent in space or time (see
         `hf_tlcv.dependence`): the shared folds are random, so every comparison may be optimistic for new data."""
-        from .._markdown import escape_markdown
+        from ..escaping import escape_markdown
 
         flagged = {name: cv.diagnostics["dependence"] for name, cv in self.variants.items()
                    if (cv.diagnostics.get("dependence") or {}).get("significant")}

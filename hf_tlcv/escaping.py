@@ -16,7 +16,7 @@ link shows its own target, so it cannot hide a `javascript:` destination behind 
 
 Example:
 ```python
->>> from hf_tlcv._markdown import escape_markdown
+>>> from hf_tlcv.escaping import escape_markdown
 >>> escape_markdown("[click me](javascript:alert(1))")
 '\\[click me\\](javascript:alert(1))'
 >>> escape_markdown("cat_photos")  # an underscore inside a word starts nothing
