@@ -2,7 +2,7 @@
 
 The same card is the run folder's `README.md` (written when cross-validation ends, so a colleague opening the folder
 reads what was measured and how) and the model card of the run's Hub repository (rendered again with the repository
-id when it is pushed). The template ships as package data: `hf_tlcv/templates/model_card.md`.
+id when it is pushed). The template ships as package data: `hf_tlcv/hub/templates/model_card.md`.
 """
 
 from __future__ import annotations
