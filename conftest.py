@@ -35,6 +35,7 @@ NOT_DOCTESTED = {
     "hf_tlcv.studies.study.TransferStudy": _NEEDS_A_MODEL,
     "hf_tlcv.studies.study.degenerate_predictions": _NEEDS_A_RUN,
     "hf_tlcv.trainer.KFoldTrainer": _NEEDS_A_MODEL,
+    "hf_tlcv.trainer.KFoldTrainer.derive": _NEEDS_A_MODEL,
     "hf_tlcv.trainer.KFoldTrainer.hyperparameter_search": _NEEDS_A_RUN,
     "hf_tlcv.upload": _NEEDS_A_FILE,
     "hf_tlcv.upload.open_image": _NEEDS_A_FILE,

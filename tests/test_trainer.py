@@ -491,3 +491,36 @@ def test_preprocessed_images_are_fixed_shape_arrays_with_the_processor_values():
     assert isinstance(processed.features["pixel_values"], Array3D)
     expected = processor(images=[im.convert("RGB") for im in images], return_tensors="np")["pixel_values"]
     np.testing.assert_array_equal(np.stack([row["pixel_values"].numpy() for row in processed]), expected)
+
+
+def test_derive_builds_a_trainer_of_the_same_inputs_with_other_settings(tmp_path):
+    # derive() is how studies, searches and audits build a trainer like another one: same class, model (loaded once:
+    # the same object, so the same weights and seeded head), rows, metrics and callbacks; only the settings differ.
+    class Own(KFoldTrainer):
+        pass
+
+    recorder, data = Recorder(), image_dataset()
+    metrics = (lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})
+    trainer = Own(model=tiny_model("vit"), args=make_config(tmp_path / "base"), train_dataset=data,
+                  eval_dataset=image_dataset(seed=1), callbacks=[recorder], compute_metrics=metrics)
+    derived = trainer.derive(output_dir=str(tmp_path / "lr"), learning_rate=3e-3, finetune_strategy="linear_probe")
+    assert type(derived) is Own
+    assert derived.model_source.template is trainer.model_source.template
+    assert derived.model_fingerprint == trainer.model_fingerprint
+    assert derived.raw_dataset is trainer.raw_dataset and derived.raw_test_dataset is trainer.raw_test_dataset
+    assert derived.compute_metrics is metrics and recorder in derived.callback_handler.callbacks
+    assert (derived.cv_args.learning_rate, derived.cv_args.finetune_strategy) == (3e-3, "linear_probe")
+    assert trainer.cv_args.learning_rate != 3e-3 and derived.cv_args.output_dir == str(tmp_path / "lr")
+    # every other setting is the base trainer's
+    changed = {k for k, v in derived.cv_args.to_dict().items() if trainer.cv_args.to_dict()[k] != v}
+    assert changed == {"output_dir", "learning_rate", "finetune_strategy"}
+
+    # inputs replaced one by one: no test set, other rows, another model
+    other = tiny_model("vit", seed=5)
+    scratch = trainer.derive(model=other, train_dataset=data.select(range(24)), eval_dataset=None)
+    assert scratch.model_source.template is other and scratch.model_name_or_path is None
+    assert len(scratch.raw_dataset) == 24 and scratch.raw_test_dataset is None
+    assert scratch.model_fingerprint != trainer.model_fingerprint
+
+    with pytest.raises(ValueError, match="derive\\(\\) got 'lr', which is not a KFoldConfig setting"):
+        trainer.derive(lr=1e-3)
