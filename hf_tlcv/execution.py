@@ -163,7 +163,7 @@ class FoldExchange:
 
 
 # ---- Ray: fold jobs as Ray tasks (the `ray` extra, `pip install hf_tlcv[ray]`) --------------------------------------
-# Owned by hf_tlcv.search.run's author: the executor that runs fold jobs on a Ray cluster (local by default) for
+# Owned by hf_tlcv.search's author: the executor that runs fold jobs on a Ray cluster (local by default) for
 # `parallel_folds` in one process and for hyperparameter searches.
 def ray_available() -> bool:
     """Whether Ray is installed (`pip install hf_tlcv[ray]`)."""

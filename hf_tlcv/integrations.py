@@ -68,7 +68,7 @@ def audit(results: "CVResults", dataset, **kwargs):
 
 
 def push_results(results: "CVResults", repo_id: str, **kwargs):
-    """`CVResults.push_to_hub`: [`hf_tlcv.hub.push.push_results`]."""
+    """`CVResults.push_to_hub`: [`hf_tlcv.hub.push_results`]."""
     from .hub.push import push_results as push
 
     return push(results, repo_id, **kwargs)

@@ -77,7 +77,7 @@ class ScriptArguments:
                                          "cross-validation (inner CV on each outer-train part)."},
     )
     study_inner_folds: int = field(default=3, metadata={"help": "Inner folds with --study_nested."})
-    # Data audit with the run's own out-of-fold predictions (hf_tlcv.audit.checks)
+    # Data audit with the run's own out-of-fold predictions (hf_tlcv.audit)
     audit: bool = field(
         default=False,
         metadata={"help": "After the cross-validation, audit the data with its out-of-fold predictions and the "
@@ -89,7 +89,7 @@ class ScriptArguments:
         metadata={"help": "With --audit: cross-validate again with near-duplicates grouped (into <output_dir>-grouped) "
                           "and add both estimates and the paired test of their difference to the audit."},
     )
-    # Tune: a hyperparameter search whose trials are cross-validations on the same folds (hf_tlcv.search.run)
+    # Tune: a hyperparameter search whose trials are cross-validations on the same folds (hf_tlcv.search)
     tune: int = field(
         default=0,
         metadata={"help": "Search hyperparameters with this many trials instead of one cross-validation: every trial "
@@ -224,7 +224,7 @@ def _check_audit(script_args: ScriptArguments) -> None:
         raise ValueError("--audit_regroup re-runs the cross-validation grouped by what --audit finds: add --audit.")
     if script_args.study or script_args.tune:
         raise ValueError("--audit audits one cross-validation; with --study or --tune, audit a run folder from "
-                         "Python: hf_tlcv.audit.checks.audit(CVResults.load(<its folder>), dataset).")
+                         "Python: hf_tlcv.audit.audit(CVResults.load(<its folder>), dataset).")
     check_available()
 
 
@@ -277,7 +277,7 @@ def _run_tune(script_args: ScriptArguments, config: KFoldConfig, trainer: KFoldT
         space = functools.partial(default_hp_space, n_blocks=space.keywords["n_blocks"], strategies=strategies)
     kwargs = {}
     if script_args.tune_backend == "optuna":
-        # median: the search's own default (hf_tlcv.search.run.default_pruner), its start-up trials sized to the budget
+        # median: the search's own default (hf_tlcv.search.default_pruner), its start-up trials sized to the budget
         kwargs["pruner"] = {"median": None,
                             "hyperband": optuna.pruners.HyperbandPruner(
                                 min_resource=1, max_resource=config.n_folds * config.n_repeats),

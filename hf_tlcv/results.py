@@ -522,7 +522,7 @@ class CVResults:
 
     def audit(self, dataset, **kwargs):
         """Audit `dataset` (the rows these folds were cut from) with these out-of-fold predictions: label issues,
-        near-duplicates leaking across folds, outliers. See [`hf_tlcv.audit.checks.audit`] for the arguments."""
+        near-duplicates leaking across folds, outliers. See [`hf_tlcv.audit.audit`] for the arguments."""
         from .integrations import audit
 
         return audit(self, dataset, **kwargs)
@@ -542,10 +542,10 @@ class CVResults:
             private, revision, commit_message: as in `HfApi.create_repo` / `create_commit`.
             push_fold_models: `"none"`, `"trainable"` or `"full"`.
             card_kwargs: `dataset_name`, `task`, `study_report`, `license`, `language`, `extra_tags` (see
-                `hf_tlcv.hub.card.CVCardData`).
+                `hf_tlcv.hub.CVCardData`).
 
         Raises:
-            hf_tlcv.hub.push.HubPushError: the push failed; the message says why and how to retry.
+            hf_tlcv.hub.HubPushError: the push failed; the message says why and how to retry.
 
         Example:
         ```python

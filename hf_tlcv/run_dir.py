@@ -43,7 +43,7 @@ FOLD_PREDICTIONS_FILE = "predictions.parquet"
 FOLD_TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 FOLD_MODEL_DIR = "model"
 FOLD_DIR_GLOB = "fold_*"
-# The data audit (hf_tlcv.audit.checks): audit.json (written last) and audit/ (issues.parquet, audit.md, galleries).
+# The data audit (hf_tlcv.audit): audit.json (written last) and audit/ (issues.parquet, audit.md, galleries).
 AUDIT_FILE = "audit.json"
 AUDIT_DIR = "audit"
 AUDIT_MARKDOWN = "audit.md"

@@ -134,7 +134,7 @@ class KFoldTrainer(StrategyTrainer):
 
     _tag_names = ["hf_tlcv", "cross-validation", "k-fold"]
     # Whether cross_validate() draws the run's plots/ (the trials of a hyperparameter search do not: the search report
-    # has its own, and hf_tlcv.plots.cv.save_plots draws a trial's from its folder on demand).
+    # has its own, and hf_tlcv.plots.save_plots draws a trial's from its folder on demand).
     save_cv_plots: bool = True
     # Whether an interrupted cross_validate() says what it kept (a search's trials do not: the search says it).
     say_interrupted: bool = True
@@ -973,7 +973,7 @@ class KFoldTrainer(StrategyTrainer):
         as "csv"), or `None`."""
         return self._data_record["name"]
 
-    # ---- hyperparameter search (hf_tlcv.search.run) -------------------------------------------------------------------
+    # ---- hyperparameter search (hf_tlcv.search) -------------------------------------------------------------------
     def hyperparameter_search(self, hp_space: Callable | None = None, compute_objective: Callable | None = None,
                               n_trials: int = 20, direction: str | None = None, backend="optuna",
                               hp_name: Callable | None = None, **kwargs):
@@ -987,11 +987,11 @@ class KFoldTrainer(StrategyTrainer):
         (SQLite), so the same call after an interruption runs only what is missing (`n_trials` counts the study's
         trials in total) and, once complete, returns the same best trial without training. The report (best
         settings, trial table, best vs. runner-up on shared folds, pruning savings, plots) is written to
-        `output_dir/search_report.md` and `.json`. See `hf_tlcv.search.run` and docs/tuning.md.
+        `output_dir/search_report.md` and `.json`. See `hf_tlcv.search` and docs/tuning.md.
 
         Args:
             hp_space (`Callable[[optuna.Trial], dict]`, *optional*): `KFoldConfig` overrides of a trial; default
-                [`hf_tlcv.search.run.default_hp_space`] bounded by the model's blocks (learning rate, strategy, freeze
+                [`hf_tlcv.search.default_hp_space`] bounded by the model's blocks (learning rate, strategy, freeze
                 depth, LoRA rank, layer-wise decay, epochs).
             compute_objective (`Callable[[dict], float]`, *optional*): the objective from the folds' mean metrics
                 (`{"eval_accuracy": ..., "eval_loss": ...}`); needs `direction`.
@@ -1003,7 +1003,7 @@ class KFoldTrainer(StrategyTrainer):
             hp_name (`Callable[[optuna.Trial], str]`, *optional*): the run name of a trial.
             kwargs: `storage` (None: `output_dir/search.db`; `"journal"`; a database URL; an optuna storage),
                 `study_name`, `sampler` (default: TPE seeded with `args.seed`), `pruner` (default: Optuna's median
-                pruner, its start-up trials sized to `n_trials`: `hf_tlcv.search.run.startup_trials`), `timeout`, `catch`,
+                pruner, its start-up trials sized to `n_trials`: `hf_tlcv.search.startup_trials`), `timeout`, `catch`,
                 `callbacks`, `gc_after_trial`; `nested=True` and `inner_folds` (the
                 nested estimate); `executor` (a `RayExecutor` for the folds), `save_fold_models` (default False);
                 with `backend="ray"`: `resources_per_trial`, `scheduler`, `max_concurrent_trials`, `ray_address`.
@@ -1061,7 +1061,7 @@ class KFoldTrainer(StrategyTrainer):
 
         Raises:
             FileNotFoundError: no finished run in `output_dir` (call `cross_validate()` first).
-            hf_tlcv.hub.push.HubPushError: the push failed; the message says why and how to retry.
+            hf_tlcv.hub.HubPushError: the push failed; the message says why and how to retry.
         """
         if not self.is_world_process_zero():
             return None

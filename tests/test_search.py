@@ -132,7 +132,7 @@ def test_a_contradictory_objective_is_refused(kwargs, match, tmp_path):
                                                ({"learning_rate": 1e-3, "ci_method": "nested"}, "nested")])
 def test_a_trial_is_the_base_config_with_its_settings_in_its_own_folder(space, ci_method, tmp_path):
     base = make_config(tmp_path, ci_method="nested", feature_cache="auto", push_to_hub=False, run_name="cv")
-    runner = TrialRunner(factory=None, base_settings=fold_settings(base), output_dir=str(tmp_path), hp_space=None,
+    runner = TrialRunner(inputs=None, base_settings=fold_settings(base), output_dir=str(tmp_path), hp_space=None,
                          objective=SearchObjective("accuracy", "maximize"), n_folds=3)
     args = runner.config(space, 7, None)
     assert args.output_dir == str(tmp_path / "trials" / "7") and args.run_name == "cv-trial_7"

@@ -25,7 +25,7 @@ embeddings are given.
 Example:
 ```python
 >>> from hf_tlcv import CVResults
->>> from hf_tlcv.audit.checks import audit
+>>> from hf_tlcv.audit import audit
 >>> report = audit(CVResults.load("outputs/vit_kfold"), dataset)  # dataset: the rows the folds were cut from
 >>> report.label_issues.head()  # row, given / predicted label, their probabilities, label quality
 >>> report.fold_leakage         # per fold: eval rows with a near-duplicate in the training part
@@ -686,7 +686,7 @@ class AuditReport:
                 lines += ["", f"![near-duplicates split across folds]({images['pairs']})"]
             n_groups = len(np.unique(self.groups))
             lines += ["", f"Proposed group column `{AUDIT_GROUP_COLUMN}`: {n_groups} groups for {self.n_rows} rows "
-                      "(near-duplicates joined). `hf_tlcv.audit.checks.cross_validate_grouped` runs the cross-validation "
+                      "(near-duplicates joined). `hf_tlcv.audit.cross_validate_grouped` runs the cross-validation "
                       "again with it and compares the two estimates."]
         if self.grouped is not None:
             lines += ["", f"{sub} Grouped by near-duplicates", "", self.grouped.to_markdown()]

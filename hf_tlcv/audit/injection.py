@@ -1,4 +1,4 @@
-"""Known defects injected into a dataset, to measure how well the audit finds them (`hf_tlcv.audit.checks`).
+"""Known defects injected into a dataset, to measure how well the audit finds them (`hf_tlcv.audit`).
 
 - [`inject_label_noise`] flips a known fraction of labels to another class;
 - [`inject_near_duplicates`] appends augmented copies of known rows (images: small shifts, a horizontal flip,

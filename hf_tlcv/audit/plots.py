@@ -29,7 +29,7 @@ def _shown(report: "AuditReport", frame, max_items: int):
     """The first `max_items` rows of `frame` to draw, or `None` when there are none."""
     if report.dataset is None or report.image_column is None:
         raise ValueError("This audit report has no image dataset to draw from (it was loaded, or made on text): "
-                         "make it with hf_tlcv.audit.checks.audit(results, dataset) on the image dataset.")
+                         "make it with hf_tlcv.audit.audit(results, dataset) on the image dataset.")
     shown = frame.head(max_items)
     return None if shown.empty else shown
 

@@ -149,7 +149,7 @@ def repo_files(output_dir: str | os.PathLike, push_fold_models: str = "trainable
     else:
         files = [out / name for name in (CARD_FILE, RESULTS_FILE, FOLDS_FILE, OOF_FILE)]
         files += sorted((out / PLOTS_DIR).glob("*.png"))
-        if (out / AUDIT_FILE).is_file():  # a finished data audit (hf_tlcv.audit.checks): the card shows its section
+        if (out / AUDIT_FILE).is_file():  # a finished data audit (hf_tlcv.audit): the card shows its section
             files += [out / AUDIT_FILE, *sorted(p for p in (out / AUDIT_DIR).iterdir() if p.is_file())]
         for fold_dir in fold_dirs(out):
             files += _fold_files(fold_dir, push_fold_models)

@@ -12,7 +12,7 @@ Two rules hold for every figure of the package (these plots, the audit's galleri
 
 Example:
 ```python
->>> from hf_tlcv.plots.cv import bounded_figure, short_label
+>>> from hf_tlcv.plots import bounded_figure, short_label
 >>> figure = bounded_figure(100, 3, dpi=110)  # asked 100 inches wide: capped at MAX_PIXELS
 >>> [round(side * 110) for side in figure.get_size_inches()]
 [2000, 330]

@@ -69,7 +69,7 @@ class SearchReport:
         n_folds: folds per trial (`n_folds * n_repeats`), the same folds for every trial.
         best: the best trial: `trial`, `run` (its folder under `trials/`), `value`, `settings`, `params`, `summary`
             (mean, std and corrected 95% interval of `metric` over its folds).
-        trials: one row per attempt of a trial: `trial` (the number users see: `hf_tlcv.search.run.trial_run`, the same
+        trials: one row per attempt of a trial: `trial` (the number users see: `hf_tlcv.search.trial_run`, the same
             as in an uninterrupted search, and the folder `trials/<trial>/`), `study_trial` (Optuna's `trial.number`),
             `state` (`complete`, `pruned`, `fail`, `running`, `waiting`, or `interrupted` for an attempt stopped and
             retried as the same trial), `value` (complete trials only), `params`, `settings`, `run`, `retry_of`
@@ -111,7 +111,7 @@ class SearchReport:
     @classmethod
     def from_study(cls, study: "optuna.Study", runner: "TrialRunner", folds: list["Fold"], backend: str = "optuna",
                    nested: dict | None = None, seconds: float = 0.0) -> "SearchReport":
-        """Read the study and the trial folders of a search (see `hf_tlcv.search.run.run_search`)."""
+        """Read the study and the trial folders of a search (see `hf_tlcv.search.run_search`)."""
         from ..folds import folds_fingerprint, load_folds
         from ..results import CVResults
         from .run import RUN_ATTR, SETTINGS_ATTR, TRIAL_FILE, best_trial, describe_pruner, trial_run
