@@ -1,4 +1,12 @@
-"""Where fold jobs run: in this process, or in a worker process of their own.
+"""Where fold jobs run: in this process, in a worker process of their own, or on Ray; and the one loop around them.
+
+Every executor has one interface ([`FoldExecutor`]): `as_completed(jobs)` yields `(index in jobs, result)` as each
+job finishes, `close()` (or a `with` block) releases what it holds. [`InProcessExecutor`] runs the jobs here one at a
+time, [`LaunchExecutor`] runs each process's share of them in its own [`WorkerProcess`] under a launch and gives
+every process every result, [`RayExecutor`] runs them as Ray tasks. [`run_fold_jobs`] is the one place around them
+that reads finished folds back instead of training them, clears an interrupted fold's folder, saves each result as
+it arrives and gives the results in fold order: a cross-validation's folds, the nested interval's extra fits, a
+search's trials and the nested search's winners all go through it.
 
 A [`FoldJob`] is self-contained, so running it elsewhere only means sending it there and its [`FoldResult`] back.
 [`WorkerProcess`] is a fresh Python process (started with `spawn`) that runs jobs one at a time; jobs travel with
@@ -15,15 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from accelerate.utils import DistributedType
 from transformers.utils import logging
 
 if TYPE_CHECKING:
     from .fold_job import FoldJob
+    from .folds import Fold
     from .results import FoldResult
 
 logger = logging.get_logger(__name__)
@@ -71,6 +82,50 @@ def one_device_environment(device: Any = None) -> dict[str, str | None]:
         ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(index + 1)]
         environment["CUDA_VISIBLE_DEVICES"] = ids[index]
     return environment
+
+
+class FoldExecutor:
+    """Where fold jobs run. `as_completed(jobs)` yields `(index in jobs, result)` as each job finishes (in any order;
+    [`run_fold_jobs`] puts them back in fold order); closing the generator early stops what has not finished. An
+    exception in a job is raised from the generator. `close()` (or leaving a `with` block) releases what the
+    executor holds.
+
+    `keep(index, result)`, when given, is called on the process where a job finished, before its result travels to
+    the other processes: only an executor that sends results between processes ([`LaunchExecutor`]) calls it, so
+    that a fold finished there is saved even if the run stops before the exchange.
+    """
+
+    def as_completed(self, jobs: Sequence["FoldJob"],
+                     keep: Callable[[int, "FoldResult"], None] | None = None) -> Iterator[tuple[int, "FoldResult"]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InProcessExecutor(FoldExecutor):
+    """Runs fold jobs here, one at a time, in job order (under a launch, every process of it trains each fold
+    together: DDP).
+
+    Args:
+        run (`Callable[[FoldJob], FoldResult]`, *optional*): what runs a job; default [`hf_tlcv.run_fold`].
+    """
+
+    def __init__(self, run: Callable[["FoldJob"], "FoldResult"] | None = None):
+        self.run = run
+
+    def as_completed(self, jobs, keep=None):
+        run = self.run
+        if run is None:
+            from .fold_job import run_fold as run
+        for index, job in enumerate(jobs):
+            yield index, run(job)
 
 
 class WorkerProcess:
@@ -162,6 +217,127 @@ class FoldExchange:
         dist.destroy_process_group(self._group)
 
 
+class LaunchExecutor(FoldExecutor):
+    """`parallel_folds` under a launch (`accelerate launch`, `torchrun`): each process trains its share of the jobs
+    in a one-process [`WorkerProcess`] of its own (pinned to `device`), and every process gets every result.
+
+    The jobs are dealt round-robin ([`deal_folds`]: round `r` gives job `r * world_size + p` to process `p`); after
+    each round the processes exchange the round's results ([`FoldExchange`]), which arrive on every process in job
+    order. A failed job stops every process, each saying which fold failed, here or on another process. Every
+    process must make the executor, call `as_completed` with the same jobs, and close it, together.
+
+    Args:
+        rank (`int`): this process's index in the launch.
+        world_size (`int`): the number of processes of the launch.
+        device: the device this process's worker trains on.
+    """
+
+    def __init__(self, rank: int, world_size: int, device: Any = None):
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self._exchange = FoldExchange()
+        self._worker: WorkerProcess | None = None
+
+    def as_completed(self, jobs, keep=None):
+        rank = self.rank
+        for round_ in deal_folds(list(range(len(jobs))), self.world_size):
+            index = round_[rank] if rank < len(round_) else None
+            outcome, failure = (index, None, None), None
+            if index is not None:
+                try:
+                    self._worker = self._worker or WorkerProcess(self.device)
+                    result = self._worker.run(jobs[index])
+                    if keep is not None:
+                        keep(index, result)
+                    outcome = (index, result, None)
+                except Exception as exc:  # noqa: BLE001 - reported to every process below, then raised
+                    outcome, failure = (index, None, f"{type(exc).__name__}: {exc}"), exc
+            # Every process joins the exchange, also one whose fold failed, so that no process waits forever.
+            gathered = self._exchange.all_gather(outcome)
+            errors = [(jobs[i].fold.name, message) for i, _, message in gathered if message is not None]
+            if errors:
+                mine = jobs[index].fold.name if failure is not None else None
+                message = "Cross-validation stopped: " + "; ".join(
+                    f"fold {name} failed {'here' if name == mine else 'on another process'} ({text})"
+                    for name, text in errors)
+                # Said at once: the launcher may stop this process as soon as another one exits.
+                logger.error(message)
+                raise failure if failure is not None else RuntimeError(message)
+            for i, result, _ in gathered:
+                if i is not None:
+                    yield i, result
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+        if self._exchange is not None:
+            self._exchange.close()
+            self._exchange = None
+
+
+def run_fold_jobs(folds: Sequence["Fold"], finished: Sequence[bool], out: str | os.PathLike,
+                  make_job: Callable[["Fold"], "FoldJob"], executor: FoldExecutor, *,
+                  read: Callable[[Path], "FoldResult"] | None = None, is_main: bool = True,
+                  barrier: Callable[[], None] | None = None) -> Iterator[tuple["Fold", "FoldResult", bool]]:
+    """Run the folds not `finished` on `executor`; yield `(fold, result, resumed)` for every fold, in fold order.
+
+    The one loop around every executor: a finished fold is read back from `out/<fold>` (`read`, default
+    `FoldResult.load`; a trainer's reads on its main process and gives every process the result), not trained. The
+    folder of a fold still to train, left by an interrupted run, is deleted before the folds run: an interrupted fold
+    is trained again from its start, since resuming from its last checkpoint is not bit-identical to an
+    uninterrupted fold, and a resumed run must give the results of an uninterrupted one. Each result is saved in
+    `out/<fold>` as it arrives (also on the process where it finished, see [`FoldExecutor`]), so folds finished out of
+    order are kept when the run stops; the results are yielded in fold order.
+
+    Args:
+        folds, finished: the folds, and which of them are finished in `out`.
+        out: the run folder.
+        make_job: the job of a fold.
+        executor: where the jobs run ([`InProcessExecutor`], [`LaunchExecutor`], [`RayExecutor`]).
+        read: reads a finished fold's result from its folder.
+        is_main: whether this is the process that deletes and saves (the main process of a launch).
+        barrier: waits for every process of a launch (`accelerator.wait_for_everyone`); after the deletions and after
+            each save.
+    """
+    from .results import FoldResult
+    from .run_dir import fold_is_complete
+
+    out = Path(out)
+    read = read if read is not None else FoldResult.load
+    barrier = barrier if barrier is not None else (lambda: None)
+    pending = [i for i, done in enumerate(finished) if not done]
+    position = {fold_index: i for i, fold_index in enumerate(pending)}
+    arrivals = None
+    if pending:
+        if is_main:
+            for i in pending:
+                if (out / folds[i].name).is_dir():
+                    shutil.rmtree(out / folds[i].name)
+        barrier()
+
+        def keep(index: int, result: "FoldResult") -> None:
+            result.save(out / folds[pending[index]].name)
+
+        arrivals = executor.as_completed([make_job(folds[i]) for i in pending], keep=keep)
+    arrived: dict[int, "FoldResult"] = {}
+    try:
+        for fold_index, (fold, done) in enumerate(zip(folds, finished)):
+            if done:
+                yield fold, read(out / fold.name), True
+                continue
+            while position[fold_index] not in arrived:
+                index, result = next(arrivals)
+                fold_dir = out / folds[pending[index]].name
+                if is_main and not fold_is_complete(fold_dir):  # a worker of a launch may have saved it already
+                    result.save(fold_dir)
+                barrier()
+                arrived[index] = result
+            yield fold, arrived.pop(position[fold_index]), False
+    finally:
+        if arrivals is not None:
+            arrivals.close()
+
+
 # ---- Ray: fold jobs as Ray tasks (the `ray` extra, `pip install hf_tlcv[ray]`) --------------------------------------
 # Owned by hf_tlcv.search's author: the executor that runs fold jobs on a Ray cluster (local by default) for
 # `parallel_folds` in one process and for hyperparameter searches.
@@ -225,7 +401,7 @@ def in_memory_job(job: "FoldJob") -> "FoldJob":
     return dataclasses.replace(job, dataset=rows, test_dataset=in_memory(job.test_dataset), features=features)
 
 
-class RayExecutor:
+class RayExecutor(FoldExecutor):
     """Runs [`FoldJob`]s as Ray tasks, each asking the cluster for its own resources; results come back in job order.
 
     Ray schedules the tasks on whatever the cluster has free: with one CPU per job, a 2-CPU machine runs 2 folds at
@@ -277,7 +453,7 @@ class RayExecutor:
             self._task = ray.remote(_run_pickled_on_ray)
         return self._task.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
 
-    def as_completed(self, jobs: list["FoldJob"]) -> Iterator[tuple[int, "FoldResult"]]:
+    def as_completed(self, jobs: Sequence["FoldJob"], keep=None) -> Iterator[tuple[int, "FoldResult"]]:
         """Submit every job now; yield `(index in jobs, result)` as each finishes. Closing the generator early (a search
         pruning the trial) cancels the jobs not finished yet; an exception in a job is raised here, its fold named."""
         import cloudpickle
@@ -330,12 +506,6 @@ class RayExecutor:
             ray.shutdown()
             self._started = False
         self._task = None
-
-    def __enter__(self) -> "RayExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def run_on_ray(jobs: list["FoldJob"], **executor_kwargs) -> list["FoldResult"]:

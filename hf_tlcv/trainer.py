@@ -26,7 +26,13 @@ from . import __version__, integrations
 from .config import KFoldConfig, changed_settings, default_result_settings
 from .console import StepPostfix, fold_line, quiet_libraries
 from .data import describe_dataset, needs_preprocessing, preprocess
-from .execution import DATA_PARALLEL_TYPES, FoldExchange, WorkerProcess, deal_folds
+from .execution import (
+    DATA_PARALLEL_TYPES,
+    InProcessExecutor,
+    LaunchExecutor,
+    RayExecutor,
+    run_fold_jobs,
+)
 from .fold_job import FoldJob, ModelSource, StrategyTrainer, fold_settings, run_fold
 from .folds import Fold, fold_kwargs, load_folds, make_folds, save_folds, spatial_block_size
 from .metrics import build_compute_metrics, metrics_from_probabilities
@@ -748,30 +754,42 @@ class KFoldTrainer(StrategyTrainer):
 
     def _fold_steps(self, folds: list[Fold], finished: list[bool], out: Path,
                     executor=None) -> Iterator[tuple[Fold, FoldResult, bool]]:
-        if self.cv_args.parallel_folds and self.cv_args.world_size > 1:
-            yield from self._parallel_folds(folds, finished, out)
-            return
-        if executor is not None or (self.cv_args.parallel_folds and self._ray_for_parallel_folds()):
-            yield from self._executor_folds(folds, finished, out, executor)
-            return
+        """The folds run on their executor (see `_fold_executor`) through `hf_tlcv.execution.run_fold_jobs`: finished
+        ones read back, the others trained, each result saved as it arrives; `(fold, result, resumed)` in fold order."""
+        args = self.cv_args
+        if executor is not None and args.world_size > 1:
+            raise ValueError("cross_validate(executor=...) runs the folds from one process, but this is one of "
+                             f"{args.world_size} processes of a launch: run the script with plain python.")
         features = self._feature_cache() if not all(finished) else None
-        for fold, done in zip(folds, finished):
-            if done:
-                yield fold, self._read_fold(out / fold.name), True
-                continue
-            # A fold interrupted part-way is trained again from its start: resuming from its last checkpoint is not
-            # bit-identical to an uninterrupted fold, and a resumed run must give the results of an uninterrupted one.
-            if self.is_world_process_zero() and (out / fold.name).is_dir():
-                shutil.rmtree(out / fold.name)
-            self.accelerator.wait_for_everyone()
-            job = self._job(fold, features)
-            if self._fold_bar is not None and not self.cv_args.trainer_console_output:
+        own = executor is None
+        executor = executor if executor is not None else self._fold_executor()
+        rank = args.process_index if isinstance(executor, LaunchExecutor) else None
+
+        def make_job(fold: Fold) -> FoldJob:
+            job = self._job(fold, features, worker_of_rank=rank)
+            if (isinstance(executor, InProcessExecutor) and self._fold_bar is not None
+                    and not args.trainer_console_output):
                 job.callbacks = [*job.callbacks, StepPostfix(self._fold_bar, fold.name)]
-            result = run_fold(job)
-            if self.is_world_process_zero():
-                result.save(out / fold.name)
-            self.accelerator.wait_for_everyone()
-            yield fold, result, False
+            return job
+
+        try:
+            yield from run_fold_jobs(folds, finished, out, make_job, executor, read=self._read_fold,
+                                     is_main=self.is_world_process_zero(), barrier=self.accelerator.wait_for_everyone)
+        finally:
+            if own:
+                executor.close()
+
+    def _fold_executor(self):
+        """Where this run's folds train: with `parallel_folds`, in a worker process of each process of a launch
+        ([`LaunchExecutor`]), or as Ray tasks in one process ([`RayExecutor`], on a local cluster or `RAY_ADDRESS`);
+        otherwise here ([`InProcessExecutor`], every process of a launch training each fold together)."""
+        args = self.cv_args
+        if args.parallel_folds and args.world_size > 1:
+            return LaunchExecutor(args.process_index, args.world_size, args.device)
+        if args.parallel_folds and self._ray_for_parallel_folds():
+            return RayExecutor()
+        # run_fold looked up when the folds run, as this module's name (tests replace it)
+        return InProcessExecutor(lambda job: run_fold(job))
 
     # ---- fold jobs on Ray (hf_tlcv.execution.RayExecutor) ------------------------------------------------------
     def _ray_for_parallel_folds(self) -> bool:
@@ -783,109 +801,6 @@ class KFoldTrainer(StrategyTrainer):
         logger.warning(f"{option('parallel_folds', True)} in one process runs the folds as Ray tasks, but Ray is not "
                        "installed (pip install 'hf_tlcv[ray]'): the folds run here, one at a time.")
         return False
-
-    def _executor_folds(self, folds: list[Fold], finished: list[bool], out: Path,
-                        executor=None) -> Iterator[tuple[Fold, FoldResult, bool]]:
-        """The folds still to train submitted at once to `executor` (default: a [`RayExecutor`] on a local cluster,
-        or `RAY_ADDRESS`, for this run only); results saved and reported in fold order as they arrive."""
-        from .execution import RayExecutor
-
-        if self.cv_args.world_size > 1:
-            raise ValueError("cross_validate(executor=...) runs the folds from one process, but this is one of "
-                             f"{self.cv_args.world_size} processes of a launch: run the script with plain python.")
-        pending = [f for f, done in zip(folds, finished) if not done]
-        position = {f.name: i for i, f in enumerate(pending)}
-        for fold in pending:
-            if (out / fold.name).is_dir():  # an interrupted fold is trained again from its start
-                shutil.rmtree(out / fold.name)
-        own = executor is None and bool(pending)
-        if own:
-            executor = RayExecutor()
-        features = self._feature_cache() if pending else None
-        # Each result is saved as it arrives, so that the folds finished out of order are kept when the run stops.
-        arrivals = executor.as_completed([self._job(fold, features) for fold in pending]) if pending else None
-        arrived: dict[int, FoldResult] = {}
-        try:
-            for fold, done in zip(folds, finished):
-                if done:
-                    yield fold, self._read_fold(out / fold.name), True
-                    continue
-                index = position[fold.name]
-                while index not in arrived:
-                    i, result = next(arrivals)
-                    result.save(out / pending[i].name)
-                    arrived[i] = result
-                yield fold, arrived.pop(index), False
-        finally:
-            if arrivals is not None:
-                arrivals.close()
-            if own:
-                executor.close()
-
-    def _parallel_folds(self, folds: list[Fold], finished: list[bool],
-                        out: Path) -> Iterator[tuple[Fold, FoldResult, bool]]:
-        """`parallel_folds`: each process trains whole folds in a one-process worker of its own; every process gets
-        every result, in fold order.
-
-        The folds still to train are dealt round-robin (round `r` gives the `p`-th of its folds to process `p`). After
-        each round the processes exchange the round's results, and the folds whose results are then known are
-        reported in fold order: `on_fold_end` comes once per round, for all the folds of the round, on every process,
-        after they are saved. Each process saves the folds it trains in `output_dir`; the main process also saves
-        those it does not find there (processes on other machines without a shared filesystem), so its `output_dir`
-        always holds every finished fold.
-        """
-        rank, world = self.cv_args.process_index, self.cv_args.world_size
-        rounds = deal_folds([i for i, done in enumerate(finished) if not done], world)
-        # What every fold shares (the frozen-feature cache) is built here, by all processes together, so that
-        # main_process_first orders its disk writes.
-        features = self._feature_cache() if rounds else None
-        exchange = FoldExchange()
-        worker = None
-        trained: dict[int, FoldResult] = {}
-        reported = 0
-        try:
-            for step in range(len(rounds) + 1):
-                while reported < len(folds) and (finished[reported] or reported in trained):
-                    fold = folds[reported]
-                    result = self._read_fold(out / fold.name) if finished[reported] else trained.pop(reported)
-                    yield fold, result, finished[reported]
-                    reported += 1
-                if step == len(rounds):
-                    break
-                index = rounds[step][rank] if rank < len(rounds[step]) else None
-                outcome, failure = (index, None, None), None
-                if index is not None:
-                    fold = folds[index]
-                    try:
-                        if (out / fold.name).is_dir():
-                            shutil.rmtree(out / fold.name)
-                        worker = worker or WorkerProcess(self.cv_args.device)
-                        result = worker.run(self._job(fold, features, worker_of_rank=rank))
-                        result.save(out / fold.name)
-                        outcome = (index, result, None)
-                    except Exception as exc:  # noqa: BLE001 - reported to every process below, then raised
-                        outcome, failure = (index, None, f"{type(exc).__name__}: {exc}"), exc
-                # Every process joins the exchange, also one whose fold failed, so that no process waits forever.
-                gathered = exchange.all_gather(outcome)
-                errors = [(folds[i].name, message) for i, _, message in gathered if message is not None]
-                if errors:
-                    mine = folds[index].name if failure is not None else None
-                    message = "Cross-validation stopped: " + "; ".join(
-                        f"fold {name} failed {'here' if name == mine else 'on another process'} ({text})"
-                        for name, text in errors)
-                    # Said at once: the launcher may stop this process as soon as another one exits.
-                    logger.error(message)
-                    raise failure if failure is not None else RuntimeError(message)
-                if self.is_world_process_zero():
-                    for i, result, _ in gathered:
-                        if i is not None and not fold_is_complete(out / folds[i].name):
-                            result.save(out / folds[i].name)
-                exchange.barrier()
-                trained.update({i: result for i, result, _ in gathered if i is not None})
-        finally:
-            if worker is not None:
-                worker.close()
-            exchange.close()
 
     def _check_parallel_folds(self) -> None:
         """`parallel_folds` needs one whole model per process: refuse launches that spread one over several."""

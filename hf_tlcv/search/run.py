@@ -60,6 +60,7 @@ from ..utils import to_plain
 if TYPE_CHECKING:
     import optuna
 
+    from ..fold_job import FoldJob
     from ..folds import Fold
     from ..trainer import KFoldTrainer, TrainerInputs
 
@@ -797,8 +798,7 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
     the winner. Returns the numbers of the nested part of the report."""
     from tqdm.auto import tqdm
 
-    from ..fold_job import run_fold
-    from ..results import FoldResult
+    from ..execution import InProcessExecutor, run_fold_jobs
 
     out = Path(runner.output_dir) / NESTED_DIR
     rows = []
@@ -817,18 +817,18 @@ def _nested(runner: TrialRunner, folds: list["Fold"], storage, n_trials: int, op
             raise RuntimeError(f"Every trial of the nested search in {outer.name} was pruned or failed; nothing to "
                                "score on its outer eval rows. Use more trials or a gentler pruner.")
         settings = winner.user_attrs[SETTINGS_ATTR]
-        fold_dir = folder / WINNER_DIR / outer.name
-        if fold_is_complete(fold_dir):
-            result = FoldResult.load(fold_dir)
-        else:
+        winner_dir = folder / WINNER_DIR
+
+        def winner_job(fold: "Fold") -> "FoldJob":
             # The winner trained on the outer-train rows and scored on the outer-eval rows, which no trial saw.
             args = dataclasses.replace(runner.config(settings, trial_run(study, winner), winner),
-                                       output_dir=str(folder / WINNER_DIR))
-            trainer = runner.trainer(args)
-            (job,) = trainer.fold_jobs([outer])
-            result = run_fold(job)
-            result.save(fold_dir)
-            del trainer, job
+                                       output_dir=str(winner_dir))
+            (job,) = runner.trainer(args).fold_jobs([fold])
+            return job
+
+        with InProcessExecutor() as executor:
+            ((_, result, _),) = run_fold_jobs([outer], [fold_is_complete(winner_dir / outer.name)], winner_dir,
+                                              winner_job, executor)
         seen = _rows_seen(folder, outer)
         rows.append({"fold": outer.name, "best_trial": trial_run(study, winner), "settings": settings,
                      "inner_best": float(winner.value), "outer_score": runner.objective([result.eval_metrics]),
