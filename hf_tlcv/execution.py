@@ -244,6 +244,8 @@ class LaunchExecutor(FoldExecutor):
             outcome, failure = (index, None, None), None
             if index is not None:
                 try:
+                    if jobs[index].fold_dir.is_dir():  # this machine's copy of an interrupted fold (no shared disk)
+                        shutil.rmtree(jobs[index].fold_dir)
                     self._worker = self._worker or WorkerProcess(self.device)
                     result = self._worker.run(jobs[index])
                     if keep is not None:

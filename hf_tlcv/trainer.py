@@ -377,7 +377,7 @@ class KFoldTrainer(StrategyTrainer):
         features = self._feature_cache() if folds else None
         return [self._job(fold, features) for fold in folds]
 
-    def _job(self, fold: Fold, features, worker_of_rank: int | None = None) -> FoldJob:
+    def _job(self, fold: Fold, features, worker_of_rank: int | None = None, out: Path | None = None) -> FoldJob:
         """The job of one fold; `worker_of_rank`: it runs in the one-process worker of that rank (`parallel_folds`)."""
         args = self.cv_args
         settings = fold_settings(args)
@@ -388,14 +388,16 @@ class KFoldTrainer(StrategyTrainer):
         extra_fit = isinstance(fold, NestedFit)  # ci_method="nested": only its predictions are used
         return FoldJob(
             settings=settings, fold=fold, dataset=cache.dataset if cache is not None else self.cv_dataset,
-            model=self.model_source, output_dir=str(args.output_dir), test_dataset=None if extra_fit else test_rows,
+            model=self.model_source, output_dir=str(out if out is not None else args.output_dir),
+            test_dataset=None if extra_fit else test_rows,
             features=cache,
             data_collator=self._user_collator if cache is None else None, compute_metrics=self.compute_metrics,
             callbacks=self._user_callbacks, peft_config=self.peft_config, processing_class=self.processing_class,
             compute_loss_func=self.compute_loss_func, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
             optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
-            save_fold_model=not extra_fit and (args.save_fold_models
-                                               or (args.push_to_hub and args.push_fold_models != "none")),
+            # fold models only of the run's own folds (not the nested interval's extra fits, nor check_dependence's)
+            save_fold_model=not extra_fit and (out is None or Path(out) == Path(args.output_dir))
+            and (args.save_fold_models or (args.push_to_hub and args.push_fold_models != "none")),
             run_name=args.run_name,
         )
 
@@ -766,7 +768,7 @@ class KFoldTrainer(StrategyTrainer):
         rank = args.process_index if isinstance(executor, LaunchExecutor) else None
 
         def make_job(fold: Fold) -> FoldJob:
-            job = self._job(fold, features, worker_of_rank=rank)
+            job = self._job(fold, features, worker_of_rank=rank, out=out)  # it trains in the folder it is saved in
             if (isinstance(executor, InProcessExecutor) and self._fold_bar is not None
                     and not args.trainer_console_output):
                 job.callbacks = [*job.callbacks, StepPostfix(self._fold_bar, fold.name)]

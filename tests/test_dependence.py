@@ -231,9 +231,17 @@ def test_check_dependence_runs_the_blocked_folds_and_compares(tmp_path):
     from hf_tlcv import KFoldTrainer
     from hf_tlcv.folds import load_folds, spatial_blocks
 
-    config = make_config(tmp_path / "cv", coordinate_columns=["x", "y"], num_train_epochs=3, check_dependence=True)
+    config = make_config(tmp_path / "cv", coordinate_columns=["x", "y"], num_train_epochs=3, check_dependence=True,
+                         save_fold_models=True)
     data = _spatial_text_data()
     cv = KFoldTrainer(model=tiny_model("bert"), args=config, train_dataset=data).cross_validate()
+    # The blocked folds train in their own folders: nothing of the run's folds (their models included) is written
+    # once the check has started, and the check keeps no fold models of its own.
+    check_started = (tmp_path / "cv" / "dependence_check" / "folds.json").stat().st_mtime
+    run_files = [f for d in (tmp_path / "cv").glob("fold_*") for f in d.rglob("*") if f.is_file()]
+    assert any(f.parent.name == "model" for f in run_files)
+    assert max(f.stat().st_mtime for f in run_files) <= check_started
+    assert not list((tmp_path / "cv" / "dependence_check").glob("fold_*/model"))
     found = cv.diagnostics["dependence"]
     assert found["significant"], found  # the left half's labels are spatial
     check = found["check"]
