@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import inspect
 import sys
 import warnings
 
@@ -60,7 +61,7 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def _caller_level() -> int:
     """The `stacklevel`, for a warning raised in `exec_module`, of the first frame outside the import machinery (the
     line that imported the old path, through `import` or `importlib.import_module`)."""
-    frame, level = sys._getframe(2), 2  # the caller of exec_module, at stacklevel 2 of a warning raised there
+    frame, level = inspect.currentframe().f_back.f_back, 2  # the caller of exec_module, at stacklevel 2 of a warning raised there
     while frame is not None and frame.f_code.co_filename.startswith(("<frozen importlib", importlib.__file__)):
         # `warnings` skips importlib's frozen frames by itself: only the others count
         level += not frame.f_code.co_filename.startswith("<frozen importlib")

@@ -99,11 +99,14 @@ class ModelSource:
         model_init: a callable returning a fresh classifier, called after seeding with the run's seed.
         name_or_path: the Hub id, folder or `builtin:` name `template` was loaded from, or `None` (a built model,
             `model_init`, a from-scratch model): where the frozen part of a saved fold model can be restored from.
+        loaded_with: the settings `template` was loaded from `name_or_path` with (the head's seed, the text pooling):
+            a trainer derived with other ones loads the model again (`KFoldTrainer.derive`).
     """
 
     template: "nn.Module | None" = None
     model_init: Callable | None = None
     name_or_path: str | None = None
+    loaded_with: tuple | None = None
 
     def build(self, seed: int, share: tuple[str, ...] = ()) -> "nn.Module":
         """A fresh model: `model_init()` after seeding, or a copy of `template`.

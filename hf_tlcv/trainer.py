@@ -182,7 +182,6 @@ class KFoldTrainer(StrategyTrainer):
         self.raw_test_dataset = test_raw
 
         self.model_name_or_path = model if isinstance(model, str) else None
-        self._loaded_with = _load_settings(args)  # what a derived trainer must share to reuse the loaded template
         if isinstance(model, str):
             set_seed(args.seed)  # the new head is drawn once, from this seed, and copied into every fold
             with quiet_libraries(not args.trainer_console_output):
@@ -197,8 +196,8 @@ class KFoldTrainer(StrategyTrainer):
                     f"load it with num_labels={n_labels} (and ignore_mismatched_sizes=True for a pretrained head)."
                 )
             model = model.to("cpu")
-        self.model_source = ModelSource(template=model, model_init=model_init,
-                                        name_or_path=self.model_name_or_path)
+        self.model_source = ModelSource(template=model, model_init=model_init, name_or_path=self.model_name_or_path,
+                                        loaded_with=_load_settings(args) if self.model_name_or_path else None)
         self.peft_config = peft_config
         self._user_callbacks = list(callbacks or [])
         self._user_collator = data_collator
@@ -326,7 +325,7 @@ class KFoldTrainer(StrategyTrainer):
         source = self.model_source
         return TrainerInputs(
             trainer_cls=type(self), model=source.template, model_init=source.model_init,
-            model_name_or_path=self.model_name_or_path, loaded_with=self._loaded_with, train_dataset=self.raw_dataset,
+            model_name_or_path=self.model_name_or_path, loaded_with=source.loaded_with, train_dataset=self.raw_dataset,
             eval_dataset=self.raw_test_dataset, processing_class=self.processing_class,
             data_collator=self._user_collator, compute_metrics=self._user_compute_metrics,
             callbacks=list(self._user_callbacks), optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
@@ -1007,7 +1006,7 @@ class TrainerInputs:
     model: Any
     model_init: Callable | None
     model_name_or_path: str | None
-    loaded_with: tuple
+    loaded_with: tuple | None
     train_dataset: Any
     eval_dataset: Any
     processing_class: Any
@@ -1041,7 +1040,7 @@ class TrainerInputs:
             # The template is the model named `name`, loaded once: the built run's records and its fold models say
             # so, as those of the trainer it was derived from do.
             trainer.model_name_or_path = trainer.model_source.name_or_path = name
-            trainer._loaded_with = self.loaded_with
+            trainer.model_source.loaded_with = self.loaded_with
         trainer.save_cv_plots, trainer.default_train_batch_size = self.save_cv_plots, self.default_train_batch_size
         return trainer
 

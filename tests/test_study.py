@@ -45,6 +45,27 @@ class StartRecorder(TrainerCallback):
 
 
 # ---- plan (no training) ----------------------------------------------------------------------------------
+def test_every_variant_is_derived_from_one_base_trainer(tmp_path):
+    # The variants' trainers come from KFoldTrainer.derive: the model is one object for every pretrained variant, the
+    # from-scratch one gets new random weights, and each differs from the base only by its own settings and folder.
+    callback = StartRecorder()
+    args = make_config(tmp_path / "s", learning_rate=1e-3)
+    # (the tiny "pretrained" model is drawn from another seed than the run's, so that random init differs from it)
+    study = TransferStudy(tiny_model("vit", seed=7), image_dataset(), args, questions="pretrained, lr",
+                          callbacks=[callback])
+    base = study.base_trainer
+    assert study.base_trainer is base  # built once
+    pretrained, scratch = (study.make_trainer(study.variants[v]) for v in ("pretrained", "scratch"))
+    lr = study.make_trainer(study.variants[study.question_variants["lr"][0]])
+    assert pretrained.model_source.template is base.model_source.template is lr.model_source.template
+    assert scratch.model_source.template is not base.model_source.template
+    assert scratch.model_fingerprint != base.model_fingerprint
+    assert all(callback in t.callback_handler.callbacks for t in (pretrained, scratch, lr))
+    assert pretrained.cv_args.output_dir == str(tmp_path / "s" / "pretrained")
+    assert lr.cv_args.learning_rate == study.variants[study.question_variants["lr"][0]].overrides["learning_rate"]
+    assert (lr.cv_args.n_folds, lr.cv_args.fold_seed, lr.cv_args.seed) == (args.n_folds, args.fold_seed, args.seed)
+
+
 def test_plan_of_each_question(tmp_path):
     model = tiny_model("efficientnet")
     n = discover_layout(model).n_blocks
