@@ -177,7 +177,9 @@ class FoldEvents(TrainerCallback):
         self.events.append(("fold", fold.name, resumed, saved["eval_metrics"] == result.eval_metrics))
 
     def on_cross_validation_end(self, args, state, control, results, output_dir, trainer, **kwargs):
-        self.events.append(("end", len(results.folds), (output_dir / "cv_results.json").exists()))
+        # the run's reports (plots, card) are callbacks registered before the user's: written by now
+        self.events.append(("end", len(results.folds), (output_dir / "cv_results.json").exists(),
+                            (output_dir / "README.md").exists() and (output_dir / "plots").is_dir()))
 
 
 def test_resume_skips_finished_folds_and_refuses_changed_settings(tmp_path):
@@ -186,7 +188,7 @@ def test_resume_skips_finished_folds_and_refuses_changed_settings(tmp_path):
     first = KFoldTrainer(model=tiny_model("vit"), args=make_config(out), train_dataset=image_dataset(),
                          callbacks=[events])
     first_results = first.cross_validate()
-    assert events.events == [("fold", f"fold_0_{i}", False, True) for i in range(3)] + [("end", 3, True)]
+    assert events.events == [("fold", f"fold_0_{i}", False, True) for i in range(3)] + [("end", 3, True, True)]
 
     recorder, events = Recorder(), FoldEvents()
     again = KFoldTrainer(model=tiny_model("vit"), args=make_config(out), train_dataset=image_dataset(),
@@ -207,6 +209,24 @@ def test_resume_skips_finished_folds_and_refuses_changed_settings(tmp_path):
     KFoldTrainer(model=tiny_model("vit"), args=make_config(out, learning_rate=1e-2, overwrite_output_dir=True),
                  train_dataset=image_dataset(), callbacks=[recorder]).cross_validate()
     assert len(recorder.starts) == 3
+
+
+def test_a_report_that_fails_is_a_warning_and_the_run_and_other_reports_stand(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import hf_tlcv.plots.cv
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(hf_tlcv.plots.cv, "save_plots", broken)
+    caplog.set_level(logging.WARNING, logger="hf_tlcv")
+    events = FoldEvents()
+    results = KFoldTrainer(model=tiny_model("vit"), args=make_config(tmp_path / "cv"), train_dataset=image_dataset(),
+                           callbacks=[events]).cross_validate()
+    assert len(results.folds) == 3 and events.events[-1][:3] == ("end", 3, True)
+    assert "Could not write the cross-validation plots into" in caplog.text and "no display" in caplog.text
+    assert (tmp_path / "cv" / "README.md").exists() and not (tmp_path / "cv" / "plots").exists()
 
 
 def test_settings_fingerprint_survives_a_json_round_trip(tmp_path):
