@@ -492,11 +492,12 @@ class SpaceApp:
     # ---- disk ------------------------------------------------------------------------------------------------
     def _make_room(self, visitor: Visitor, target: float = 0.5) -> None:
         """Keep the visitor's files within their quota: while they take more than `target` of it, the oldest result
-        zips go first, then a downloaded pushed run, then the oldest runs (never the newest)."""
+        zips go first, then a downloaded pushed run, then the oldest runs (never the newest run, nor the newest zip:
+        the one the page has just offered)."""
         quota = self.budgets.visitor_disk_bytes * target
         if _folder_bytes(visitor.root) <= quota:
             return
-        evictable = sorted((visitor.root / "downloads").glob("*.zip"), key=lambda p: p.stat().st_mtime)
+        evictable = sorted((visitor.root / "downloads").glob("*.zip"), key=lambda p: p.stat().st_mtime)[:-1]
         evictable += sorted((visitor.root / "previews").glob("upload-*"), key=lambda p: p.stat().st_mtime)[:-1]
         if visitor.hub_download is not None:
             evictable.append(visitor.hub_download[1])

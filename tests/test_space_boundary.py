@@ -427,3 +427,25 @@ def test_work_folders_of_a_dead_app_are_removed_at_the_next_start():
     finally:
         for folder in folders.values():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_making_room_evicts_old_zips_and_runs_but_never_the_newest_of_either(tmp_path):
+    pytest.importorskip("gradio")
+    from app import RunRecord, SpaceApp, Visitor
+    from boundary import Budgets
+
+    def write(path: Path, megabytes: int) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (megabytes * 2**20))
+        return path
+
+    app = SpaceApp(tmp_path / "space", budgets=Budgets(visitor_disk_bytes=10 * 2**20))
+    visitor = Visitor(tmp_path / "space" / "visitor-a")
+    zips = [write(visitor.root / "downloads" / f"hf_tlcv-run-{i}.zip", 2) for i in (1, 2, 3)]
+    for i in (1, 2, 3):
+        folder = visitor.root / f"run-{i}"
+        write(folder / "model.safetensors", 3)
+        visitor.runs[folder.name] = RunRecord(folder, f"Run {i}", None, visitor.root / "jobs" / f"run-{i}")
+    app._make_room(visitor, target=1.0)  # 6 MB of zips and 9 MB of runs in a 10 MB quota
+    assert not zips[0].exists() and not zips[1].exists() and zips[2].exists()  # the one the page just offered stays
+    assert list(visitor.runs) == ["run-2", "run-3"] and not (visitor.root / "run-1").exists()

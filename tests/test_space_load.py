@@ -270,6 +270,8 @@ def test_a_visitors_files_stay_within_their_quota(tight, tmp_path):
     assert used <= QUOTA_MB * 2**20, used / 2**20
     runs = sorted(int(p.name.split("-")[1]) for p in folders[0].glob("run-*"))
     assert len(runs) == 2, runs  # the oldest run went, the newest stayed
+    # and the newest run's zip, which the page has just offered for download
+    assert (folders[0] / "downloads" / f"hf_tlcv-run-{runs[-1]}.zip").is_file()
     # The page's list of runs follows: the evicted run is no longer offered for Audit or Predict.
     image = handle_file(str(png(tmp_path / "probe.png")))
     assert "There is no run 'run-1'" in visitor.predict(image, "run-1", "", api_name="/predict")[0]
