@@ -970,7 +970,7 @@ class KFoldTrainer(StrategyTrainer):
             revision: branch; default `args.hub_revision` (`main`).
             private: create the repository private; default `args.hub_private_repo`.
             kwargs: `hub_model_id`, `push_fold_models` (default `args.push_fold_models`), `dataset_name`,
-                `study_report`, `license`, `language` (card content, see `hf_tlcv.hub.push.push_cv`).
+                `study_report`, `license`, `language` (card content, see `hf_tlcv.hub.CVCardData`).
 
         Returns:
             `huggingface_hub.CommitInfo` on the main process (`None` on the others).
@@ -1022,12 +1022,9 @@ class TrainerInputs:
 
     def build(self, args: KFoldConfig) -> KFoldTrainer:
         """A trainer of these inputs with settings `args`."""
-        name = self.model_name_or_path
-        model = self.model
+        name, model = self.model_name_or_path, self.model
         if isinstance(model, str) or (name is not None and _load_settings(args) != self.loaded_with):
-            model = name
-        elif model is None and self.model_init is None:
-            model = name
+            model = name  # loaded again, as the constructor loads a name
         trainer = self.trainer_cls(
             model, args, data_collator=self.data_collator, train_dataset=self.train_dataset,
             eval_dataset=self.eval_dataset, processing_class=self.processing_class,

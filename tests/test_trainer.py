@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import (TINY_MODELS, dataset_for, image_dataset, load_recipe, make_config, oof_cross_entropy,
+from conftest import (N_CLASSES, TINY_MODELS, dataset_for, image_dataset, load_recipe, make_config, oof_cross_entropy,
                       tiny_model)
 from datasets import ClassLabel, Dataset
 from PIL import Image
@@ -544,3 +544,15 @@ def test_derive_builds_a_trainer_of_the_same_inputs_with_other_settings(tmp_path
 
     with pytest.raises(ValueError, match="derive\\(\\) got 'lr', which is not a KFoldConfig setting"):
         trainer.derive(lr=1e-3)
+
+
+def test_derive_reuses_a_named_model_and_loads_it_again_only_for_another_seed(tmp_path):
+    path = tmp_path / "vit"
+    tiny_model("vit", num_labels=N_CLASSES + 2).save_pretrained(path)  # another head: the run draws its own
+    trainer = KFoldTrainer(model=str(path), args=make_config(tmp_path / "cv"), train_dataset=image_dataset())
+    same = trainer.derive(learning_rate=1e-2)
+    assert same.model_source.template is trainer.model_source.template and same.model_name_or_path == str(path)
+    reseeded = trainer.derive(seed=trainer.cv_args.seed + 1)  # the new head is drawn from the seed: drawn again
+    assert reseeded.model_source.template is not trainer.model_source.template
+    assert reseeded.model_fingerprint != trainer.model_fingerprint and reseeded.model_name_or_path == str(path)
+    assert reseeded.model_source.loaded_with == (trainer.cv_args.seed + 1, trainer.cv_args.text_pooling)
