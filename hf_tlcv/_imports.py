@@ -61,7 +61,8 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def _caller_level() -> int:
     """The `stacklevel`, for a warning raised in `exec_module`, of the first frame outside the import machinery (the
     line that imported the old path, through `import` or `importlib.import_module`)."""
-    frame, level = inspect.currentframe().f_back.f_back, 2  # the caller of exec_module, at stacklevel 2 of a warning raised there
+    # the caller of exec_module: stacklevel 2 of a warning raised there
+    frame, level = inspect.currentframe().f_back.f_back, 2
     while frame is not None and frame.f_code.co_filename.startswith(("<frozen importlib", importlib.__file__)):
         # `warnings` skips importlib's frozen frames by itself: only the others count
         level += not frame.f_code.co_filename.startswith("<frozen importlib")

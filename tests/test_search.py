@@ -1,4 +1,4 @@
-"""Hyperparameter search on cross-validation (hf_tlcv.search.run): the space, the objective, the study's bookkeeping, and
+"""Hyperparameter search on cross-validation (hf_tlcv.search): the space, the objective, the study's bookkeeping, and
 searches on a tiny ViT: pruning on fold-level reports, a search killed with SIGKILL mid-trial that resumes to the
 trials of an uninterrupted one, and a nested search whose trials never see their outer eval rows."""
 

@@ -270,5 +270,5 @@ class ModelCardCallback(ReportCallback):
         write_model_card(results, output_dir, CVCardData(dataset_name=trainer.dataset_name if trainer else None))
 
 
-__all__ = ["CVCardData", "ModelCardCallback", "audit_section", "build_model_card", "eval_results_for", "infer_task", "per_class_card_rows",
-           "write_model_card"]
+__all__ = ["CVCardData", "ModelCardCallback", "audit_section", "build_model_card", "eval_results_for", "infer_task",
+           "per_class_card_rows", "write_model_card"]

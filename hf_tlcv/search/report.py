@@ -75,8 +75,9 @@ class SearchReport:
             retried as the same trial), `value` (complete trials only), `params`, `settings`, `run`, `retry_of`
             (Optuna's number of the first attempt, for a retry), `fold_scores` (the folds finished when the attempt
             ended, in fold order), `summary`, `feature_cache`.
-        comparison: the best trial against the runner-up on their shared folds (`hf_tlcv.studies.study.compare`: difference,
-            corrected interval, corrected t-test, Bayesian correlated t-test), or `None` with fewer than two.
+        comparison: the best trial against the runner-up on their shared folds (`hf_tlcv.studies.study.compare`:
+            difference, corrected interval, corrected t-test, Bayesian correlated t-test), or `None` with fewer than
+            two.
         pruning: `n_pruned`, `fold_trainings` (folds trained), `fold_trainings_unpruned` (what the same trials would
             have trained without pruning: trials x folds), `fold_trainings_saved` and `pruner` (the pruner, e.g.
             `"MedianPruner(n_startup_trials=1, ...)"`; `None` with Ray Tune's scheduler or in an older report).

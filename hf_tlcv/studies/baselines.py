@@ -3,8 +3,8 @@
 Text: TF-IDF of word unigrams and bigrams + logistic regression. Images: a logistic regression on the raw pixels
 (resized to a small square, standardised). Each is fitted on every fold's training rows and scored on its eval
 rows, exactly the `folds.json` indices a [`KFoldTrainer`] run used, and returned as a [`CVResults`] with the same
-metrics, per-fold predictions and fold sizes, so that [`hf_tlcv.studies.study.compare`] can pair it with any run on those
-folds (a [`TransferStudy`] asks it as the `"baseline"` question).
+metrics, per-fold predictions and fold sizes, so that [`hf_tlcv.studies.study.compare`] can pair it with any run on
+those folds (a [`TransferStudy`] asks it as the `"baseline"` question).
 
 ```python
 >>> from hf_tlcv import load_data

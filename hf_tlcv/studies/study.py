@@ -77,7 +77,8 @@ class Variant:
     # ---- classical baseline (issue 15) ----
     @property
     def classical(self) -> str | None:
-        """The [`hf_tlcv.studies.baselines`] kind when this variant is a classical baseline instead of a `KFoldTrainer` run."""
+        """The [`hf_tlcv.studies.baselines`] kind when this variant is a classical baseline instead of a `KFoldTrainer`
+        run."""
         return self.overrides.get("baseline")
 
 
@@ -348,7 +349,8 @@ def selection_verdict(question: str, results: dict[str, CVResults], metric: str,
     The best variant (highest mean `metric`) is compared with every other one on the shared folds; the p-values of
     these `m - 1` comparisons are adjusted with `p_adjust` (Holm by default). The best variant's own mean is
     optimistic (the same folds chose it and score it), so the verdict leads with a selection-aware estimate: the
-    nested cross-validation estimate when `nested` is given (the output of [`hf_tlcv.studies.selection.nested_selection`]),
+    nested cross-validation estimate when `nested` is given (the output of
+    [`hf_tlcv.studies.selection.nested_selection`]),
     otherwise the best's mean with the interval of [`selection_interval`] (Bonferroni over the `m` candidates).
     """
     if len(results) < 2:
