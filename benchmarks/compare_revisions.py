@@ -1,11 +1,11 @@
 """Benchmark: the same bench_cv.py scenarios (variant `hf_tlcv`) under two source trees of this repository.
 
-    .venv/bin/python benchmarks/compare_revisions.py --before /work/wt-before --after /work/main
+    .venv/bin/python benchmarks/compare_revisions.py --before ../before --after .
     .venv/bin/python benchmarks/compare_revisions.py --before A --after B --quick --repeats 1   # smoke test
 
-Each run is `<tree>/benchmarks/bench_cv.py --worker SPEC` of that tree, in its own subprocess with
-`PYTHONPATH=<tree>` and the tree as working directory, so it imports that tree's hf_tlcv; one thread
-(OMP_NUM_THREADS=1, as bench_cv.py). Both trees get the same spec (the `--before` tree's SCENARIOS, k=5 as
+Each run is that tree's own bench_cv.py worker (its `run_variant`: `<tree>/benchmarks/bench_cv.py --worker SPEC`
+in a subprocess of its own, one thread) with `PYTHONPATH=<tree>`, so it imports that tree's hf_tlcv (checked before
+any timing). Both trees get the same spec (the `--before` tree's SCENARIOS, k=5 as
 `make bench`). The time is the worker's `wall_s`: the whole `cross_validate()`, from config to result files.
 
 Runs are interleaved: for each repeat, for each scenario, before then after, the order swapped every repeat
@@ -18,6 +18,7 @@ cores); the ratios measured within one run are the numbers to read. Writes --out
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 0.10
@@ -44,11 +46,26 @@ def tree_env(tree: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+@contextlib.contextmanager
+def importing_from(tree: Path) -> Iterator[None]:
+    """While inside: the subprocesses this process starts import `tree`'s hf_tlcv (`PYTHONPATH`)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tree)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def describe_tree(tree: Path) -> str:
     """The tree's commit (with `+dirty` for uncommitted changes); checks that a subprocess imports its hf_tlcv."""
     code = "import hf_tlcv; print(hf_tlcv.__file__)"
-    found = subprocess.run([sys.executable, "-c", code], cwd=tree, env=tree_env(tree), capture_output=True,
-                           text=True, check=True).stdout.strip()
+    # from a neutral folder, as the worker (whose sys.path starts with the tree's benchmarks/): PYTHONPATH decides
+    found = subprocess.run([sys.executable, "-c", code], cwd=tempfile.gettempdir(), env=tree_env(tree),
+                           capture_output=True, text=True, check=True).stdout.strip()
     if Path(found).resolve().parent != (tree / "hf_tlcv").resolve():
         raise SystemExit(f"a worker in {tree} would import hf_tlcv from {found}, not from that tree")
     git = ["git", "-C", str(tree)]
@@ -58,13 +75,10 @@ def describe_tree(tree: Path) -> str:
     return (head or "?") + ("+dirty" if dirty else "")
 
 
-def run_worker(tree: Path, spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, str(tree / "benchmarks" / "bench_cv.py"), "--worker", json.dumps(spec)],
-                          cwd=tree, env=tree_env(tree), capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{spec['name']} in {tree} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1].removeprefix("BENCH_RESULT "))
+def run_worker(bench, tree: Path, spec: dict) -> dict:
+    """One run of the tree's own bench_cv worker (`bench.run_variant`: its subprocess, one thread), on its hf_tlcv."""
+    with importing_from(tree):
+        return bench.run_variant(spec)
 
 
 def max_diff(a: list, b: list) -> float:
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(opts.repeats):
             for name in opts.scenarios:
                 for side in SIDES if r % 2 == 0 else SIDES[::-1]:
-                    result = run_worker(trees[side], specs[name])
+                    result = run_worker(benches[side], trees[side], specs[name])
                     runs[name][side].append(result)
                     log(f"  repeat {r + 1} {name} {side}: {result['wall_s']:.1f} s, "
                         f"mean accuracy {statistics.mean(result['accuracy']):.4f}")
