@@ -278,8 +278,10 @@ def baseline_truth(study, train, pool, folds) -> dict:
 
 def run_unit(grid: dict, task: str, n: int, draw: int, work_dir: Path, tiers: set[str], data_cache: dict) -> dict | None:
     unit_dir = work_dir / task / f"n{n}" / f"draw{draw}"
-    if (unit_dir / UNIT_DONE).exists():
-        return json.loads((unit_dir / UNIT_DONE).read_text())
+    plan = study_plan(grid, task, n, tiers)
+    done = json.loads((unit_dir / UNIT_DONE).read_text()) if (unit_dir / UNIT_DONE).exists() else None
+    if done is not None and set(plan) <= set(done["studies"]):
+        return done
     from hf_tlcv import load_data
     from hf_tlcv.folds import load_folds
 
@@ -292,11 +294,16 @@ def run_unit(grid: dict, task: str, n: int, draw: int, work_dir: Path, tiers: se
     rows = draw_rows(np.asarray(full["label"]), rest, n, draw, grid["common"]["n_folds"])
     if rows is None:
         return None
+    if done is not None and done["rows"] != rows.tolist():
+        raise RuntimeError(f"{unit_dir}: the draw's rows differ from the finished unit's; the data or grid changed")
     train, pool = full.select(rows), full.select(pool_rows)
     started = time.time()
     os.environ["HF_TLCV_FEATURE_CACHE"] = str(unit_dir / "feature_cache")
-    studies = {}
-    for name, spec in study_plan(grid, task, n, tiers).items():
+    # A finished unit asked for a further tier (--tiers cheap,expensive) runs only the study groups it lacks.
+    studies = dict(done["studies"]) if done is not None else {}
+    for name, spec in plan.items():
+        if name in studies:
+            continue
         s0 = time.time()
         out = unit_dir / name
         study = make_study(grid, task, spec, train, pool, out, draw)
@@ -312,8 +319,9 @@ def run_unit(grid: dict, task: str, n: int, draw: int, work_dir: Path, tiers: se
                 truth[run] = truth_fit(study, run, train, pool, out / "truth" / run)
         (out / "truth.json").write_text(json.dumps(truth))
         studies[name] = {"seconds": time.time() - s0, "runs": dict(study.runs)}
+    seconds = time.time() - started + (done["seconds"] if done is not None else 0.0)
     record = {"task": task, "n": n, "draw": draw, "grid_hash": GRID_HASH, "rows": rows.tolist(),
-              "n_pool": int(len(pool_rows)), "seconds": time.time() - started, "studies": studies,
+              "n_pool": int(len(pool_rows)), "seconds": seconds, "studies": studies,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     shutil.rmtree(unit_dir / "feature_cache", ignore_errors=True)  # activations only: cheap to recompute, large
     (unit_dir / UNIT_DONE).write_text(json.dumps(record))
@@ -712,7 +720,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", default="outputs/decisions", help="where the unit run folders live")
     parser.add_argument("--draws", type=int, default=10, help="R: draws per task and size (capped by the rows)")
     parser.add_argument("--tasks", default=",".join(GRID["task_order"]))
-    parser.add_argument("--sizes", default=",".join(map(str, GRID["sizes"])))
+    parser.add_argument("--sizes", default=",".join(map(str, GRID["sizes"])),
+                        help="training-set sizes n; a task with its own sizes in GRID (digits) uses those")
     parser.add_argument("--tiers", default="cheap", help="cheap, or cheap,expensive")
     parser.add_argument("--ci-methods", default=",".join(CI_METHODS))
     parser.add_argument("--aggregate-only", action="store_true")
@@ -758,17 +767,17 @@ def main(argv=None) -> int:
         new = 0
         for draw in range(draws):
             for task in tasks:
+                # A task with its own sizes (digits: its pool allows only small draws) uses them.
                 for n in grid["tasks"][task].get("sizes", sizes):
-                    if n not in sizes:
-                        continue
                     if ns.max_units is not None and new >= ns.max_units:
                         break
-                    done = (work_dir / task / f"n{n}" / f"draw{draw}" / UNIT_DONE).exists()
+                    marker = work_dir / task / f"n{n}" / f"draw{draw}" / UNIT_DONE
+                    before = marker.read_text() if marker.exists() else None
                     t0 = time.time()
                     unit = run_unit(grid, task, n, draw, work_dir, tiers, data_cache)
                     if unit is None:
                         continue
-                    if not done:
+                    if marker.read_text() != before:
                         new += 1
                         print(f"unit {task} n={n} draw={draw}: {time.time() - t0:.0f} s", flush=True)
                         aggregate(grid, work_dir, ci_methods, output, ns.smoke, cont, plot)

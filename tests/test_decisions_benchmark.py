@@ -51,6 +51,41 @@ def test_every_interval_method_is_a_function_of_saved_results():
     assert set(CI_METHODS) <= set(bench.CI_METHODS)
 
 
+def test_a_finished_unit_asked_for_a_further_tier_runs_only_the_study_groups_it_lacks(tmp_path, monkeypatch):
+    import datasets
+    from types import SimpleNamespace
+
+    bench = _bench()
+    full = datasets.Dataset.from_dict({"x": list(range(120)), "label": [0, 1] * 60})
+    cache = {"toy": (full, np.arange(20), np.arange(20, 120))}
+    grid = {**bench.GRID, "tasks": {"toy": {"data": "-", "model": "-", "kind": "image", "pool": 20, "train": {}}},
+            "studies": {"cheap_q": {"tier": "cheap"}, "costly_q": {"tier": "expensive"}}}
+    ran = []
+
+    class Study:  # what run_unit reads of a study: run(), runs, variants
+        def __init__(self, folder):
+            self.folder, self.runs, self.variants = folder, {"a": "a"}, {"a": SimpleNamespace(classical=False)}
+
+        def run(self):  # a study writes its folder
+            self.folder.mkdir(parents=True)
+            ran.append(self.folder.name)
+
+    monkeypatch.setattr(bench, "make_study", lambda grid, task, spec, train, pool, out, draw: Study(out))
+    monkeypatch.setattr(bench, "truth_fit", lambda *args: {"accuracy": 0.5})
+    first = bench.run_unit(grid, "toy", 40, 0, tmp_path, {"cheap"}, cache)
+    assert ran == ["cheap_q"] and set(first["studies"]) == {"cheap_q"}
+    assert bench.run_unit(grid, "toy", 40, 0, tmp_path, {"cheap"}, cache) == first and ran == ["cheap_q"]
+    both = bench.run_unit(grid, "toy", 40, 0, tmp_path, {"cheap", "expensive"}, cache)
+    assert ran == ["cheap_q", "costly_q"]  # the finished group is not run again
+    assert both["studies"]["cheap_q"] == first["studies"]["cheap_q"] and set(both["studies"]) == {"cheap_q", "costly_q"}
+    assert both["rows"] == first["rows"] and both["seconds"] >= first["seconds"]
+    # A finished unit whose draw no longer gives the same rows is not extended with other rows.
+    marker = tmp_path / "toy" / "n40" / "draw0" / bench.UNIT_DONE
+    marker.write_text(json.dumps({**first, "rows": first["rows"][::-1]}))
+    with pytest.raises(RuntimeError, match="rows differ"):
+        bench.run_unit(grid, "toy", 40, 0, tmp_path, {"cheap", "expensive"}, cache)
+
+
 @pytest.mark.slow
 def test_smoke_mode_writes_the_tables(tmp_path):
     out = tmp_path / "decisions_smoke"
