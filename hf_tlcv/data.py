@@ -6,9 +6,13 @@ cost one pass of the image processor or tokenizer, not k * r.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import weakref
 
 import numpy as np
+import pyarrow as pa
 from datasets import Array3D, ClassLabel, Dataset, Image, Value
 from pyarrow import ArrowInvalid
 
@@ -77,7 +81,8 @@ def needs_preprocessing(dataset: Dataset) -> bool:
 def describe_dataset(dataset: Dataset) -> dict:
     """What a run records about its data, as the user named it: the name (a builtin or Hub id, or the path
     `hf_tlcv.load_data` or a recipe loaded), the configuration, the revision and the remote data files `datasets`
-    downloaded, the row count and a fingerprint (`datasets.fingerprint.Hasher`, the one the run's folds record).
+    downloaded, the row count and a fingerprint of the rows' contents ([`rows_fingerprint`]), the same wherever the
+    rows are stored.
 
     No path of the machine that ran is recorded as the data: not `datasets`' cache files
     (`~/.cache/huggingface/datasets/csv/default-.../*.arrow`), not hf_tlcv's own cache (a builtin dataset is
@@ -86,7 +91,6 @@ def describe_dataset(dataset: Dataset) -> dict:
     names; it is recorded by its format (`"format": "csv"`) and fingerprint, and `hf_tlcv.load_data("reviews.csv")`
     records the path as the user gave it.
     """
-    from datasets.fingerprint import Hasher
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
     info = dataset.info
@@ -103,10 +107,71 @@ def describe_dataset(dataset: Dataset) -> dict:
         config = None if config == "default" else config
     record = {"name": name, "config": config, "revision": revision,
               "split": str(dataset.split) if dataset.split is not None else None, "data_files": files[:50],
-              "n_rows": len(dataset), "fingerprint": Hasher.hash(dataset)}
+              "n_rows": len(dataset), "fingerprint": rows_fingerprint(dataset)}
     if fmt is not None:
         record["format"] = fmt
     return record
+
+
+_HASH_BATCH_BYTES = 64 * 2**20
+_ROWS_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def rows_fingerprint(dataset: Dataset) -> str:
+    """A fingerprint of the rows' contents, in order, and of their features: the same wherever the rows are stored.
+
+    `datasets.fingerprint.Hasher.hash(dataset)` hashes a memory-mapped dataset by the paths of its Arrow files, so
+    the same rows read from another cache folder (`$HF_TLCV_CACHE`, `$HF_DATASETS_CACHE`, another machine) hash
+    differently, and a run could not be resumed there. This hashes what is in the rows instead (images as their
+    stored bytes, not decoded), once per dataset object: one pass over the data.
+
+    >>> from datasets import Dataset
+    >>> rows = Dataset.from_dict({"text": ["a", "b", "c"], "label": [0, 1, 0]})
+    >>> larger = Dataset.from_dict({"text": ["z", "a", "b", "c"], "label": [1, 0, 1, 0]})
+    >>> rows_fingerprint(rows) == rows_fingerprint(larger.select([1, 2, 3]))
+    True
+    >>> rows_fingerprint(rows) == rows_fingerprint(larger.select([1, 3, 2]))  # another order: other rows
+    False
+    """
+    try:
+        return _ROWS_FINGERPRINTS[dataset]
+    except KeyError:
+        pass
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    n, rows = len(dataset), dataset.with_format("arrow")
+    # Batches of about _HASH_BATCH_BYTES, sized from the first rows' values (not from how they are stored, which
+    # would move the batch boundaries and so the hash).
+    head = _values_bytes(rows[:64]) if n else b""
+    step = max(1, int(_HASH_BATCH_BYTES * min(n, 64) // max(len(head), 1)))
+    for start in range(0, n, step):
+        digest.update(_values_bytes(rows[start:start + step]))
+    _ROWS_FINGERPRINTS[dataset] = value = digest.hexdigest()
+    return value
+
+
+def _values_bytes(table: pa.Table) -> pa.Buffer:
+    """The table as one Arrow IPC record batch without the schema's metadata, its values copied into fresh buffers
+    (`take`): the bytes depend only on the values, not on how the table was chunked, sliced or annotated (a slice
+    of a larger in-memory array is written with other padding than the same values read from a file)."""
+    table = table.replace_schema_metadata(None).take(pa.array(np.arange(table.num_rows))).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def recorded_for(dataset: Dataset, fingerprint: str | None) -> bool:
+    """Whether `fingerprint`, as a run recorded it, names these rows: [`rows_fingerprint`], or the
+    `datasets.fingerprint.Hasher` fingerprint that hf_tlcv 0.2 to 0.4 recorded (which holds only where the rows are
+    stored in the same place, so it is tried second)."""
+    if not fingerprint:
+        return False
+    if fingerprint == rows_fingerprint(dataset):
+        return True
+    from datasets.fingerprint import Hasher
+
+    return fingerprint == Hasher.hash(dataset)
 
 
 def _source_of_rows(dataset: Dataset) -> str | None:

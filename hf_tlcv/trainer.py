@@ -25,7 +25,7 @@ from transformers.utils import logging
 from . import __version__, integrations
 from .config import KFoldConfig, changed_settings, default_result_settings
 from .console import StepPostfix, fold_line, quiet_libraries
-from .data import describe_dataset, needs_preprocessing, preprocess
+from .data import describe_dataset, needs_preprocessing, preprocess, recorded_for
 from .execution import (
     DATA_PARALLEL_TYPES,
     InProcessExecutor,
@@ -571,6 +571,8 @@ class KFoldTrainer(StrategyTrainer):
         if not old_format:  # hf_tlcv 0.1 fingerprinted data and processes differently: not comparable
             compared += ["data_fingerprint", "processes"]
         changed = [k for k in compared if saved.get(k) != meta.get(k)]
+        if "data_fingerprint" in changed and recorded_for(self.raw_dataset, saved.get("data_fingerprint")):
+            changed.remove("data_fingerprint")  # the same rows, fingerprinted as hf_tlcv 0.4 and earlier did
         settings_changed, unknown = changed_settings(saved.get("config", {}), meta["config"], default_result_settings())
         changed += [f"config.{k}" for k in settings_changed]
         if changed:

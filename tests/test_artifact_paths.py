@@ -50,18 +50,27 @@ def test_the_search_finds_a_root_in_every_kind_of_file_and_in_a_zip(tmp_path):
     assert server_paths_in(run, ["/", ""]) == []  # never "every absolute path"
 
 
-def test_a_builtin_dataset_is_recorded_by_its_name_and_its_fingerprint_is_unchanged():
-    from datasets.fingerprint import Hasher
+def test_a_builtin_dataset_is_recorded_by_its_name_and_its_fingerprint_not_by_the_cache_it_is_read_from(
+        tmp_path, monkeypatch):
+    import shutil
 
     from hf_tlcv.assets import load_dataset
+    from hf_tlcv.assets.datasets import builtin_dataset_folder
     from hf_tlcv.data import subsample
 
-    digits = load_dataset("builtin:digits")
-    for rows in (digits, subsample(digits, 50, "label"), digits.shuffle(seed=0).select(range(20))):
-        record = describe_dataset(rows)
+    def row_sets(digits):
+        return (digits, subsample(digits, 50, "label"), digits.shuffle(seed=0).select(range(20)))
+
+    records = [describe_dataset(rows) for rows in row_sets(load_dataset("builtin:digits"))]
+    for record in records:
         assert record["name"] == "builtin:digits" and record["data_files"] == []
-        # the dataset is not renamed: the fingerprint runs recorded before (and their resume checks) still holds
-        assert record["fingerprint"] == Hasher.hash(rows) and rows.info.dataset_name is None
+    assert len({r["fingerprint"] for r in records}) == 3
+    # The same rows read from another cache folder (another machine, another $HF_TLCV_CACHE) are the same data.
+    shutil.copytree(builtin_dataset_folder("digits"), builtin_dataset_folder("digits", tmp_path))
+    monkeypatch.setenv("HF_TLCV_CACHE", str(tmp_path))
+    moved = load_dataset("builtin:digits")
+    assert moved.cache_files[0]["filename"].startswith(str(tmp_path))
+    assert [describe_dataset(rows) for rows in row_sets(moved)] == records
     assert describe_dataset(image_dataset())["name"] is None  # rows built in code have no source
 
 

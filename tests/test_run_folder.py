@@ -126,6 +126,37 @@ def test_a_folder_of_the_previous_format_resumes(finished):
         _run(finished, finetune_strategy="linear_probe", learning_rate=1.0).cross_validate()
 
 
+def test_a_run_resumes_on_its_rows_stored_elsewhere_and_on_the_fingerprint_earlier_versions_recorded(tmp_path):
+    """The data fingerprint is of the rows, not of where they are stored: the same rows read from another folder
+    (another cache, another machine) resume the run. hf_tlcv 0.4 recorded datasets' Hasher, which hashes a
+    memory-mapped dataset by its files' paths; such a folder resumes where its rows are stored as it recorded."""
+    import shutil
+
+    from datasets import load_from_disk
+    from datasets.fingerprint import Hasher
+
+    image_dataset().save_to_disk(str(tmp_path / "here"))
+    shutil.copytree(tmp_path / "here", tmp_path / "there")
+    here, there = load_from_disk(str(tmp_path / "here")), load_from_disk(str(tmp_path / "there"))
+    assert Hasher.hash(here) != Hasher.hash(there)  # what made the resume fail
+
+    def run(rows, callbacks=()):
+        args = make_config(tmp_path / "cv", n_folds=2, num_train_epochs=1, finetune_strategy="linear_probe")
+        return KFoldTrainer(tiny_model("vit"), args, train_dataset=rows, callbacks=list(callbacks)).cross_validate()
+
+    first = run(here)
+    starts = Starts()
+    assert run(there, [starts]).folds[0].eval_metrics == first.folds[0].eval_metrics and starts.n == 0
+    folds_path = tmp_path / "cv" / "folds.json"
+    payload = json.loads(folds_path.read_text())
+    payload["data_fingerprint"] = Hasher.hash(there)  # as hf_tlcv 0.4 recorded it
+    folds_path.write_text(json.dumps(payload))
+    assert run(there, [starts]).folds[0].eval_metrics == first.folds[0].eval_metrics and starts.n == 0
+    # other rows (the same rows in another order) are still refused
+    with pytest.raises(ValueError, match="data_fingerprint changed"):
+        run(there.select(list(range(len(there)))[::-1]))
+
+
 def test_a_run_is_not_resumed_under_another_process_layout(finished):
     folds_path = finished / "folds.json"
     payload = json.loads(folds_path.read_text())

@@ -740,7 +740,7 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
     labels are encoded as `KFoldTrainer` encodes them (`hf_tlcv.validation`); the encoded dataset is returned."""
     import datasets
 
-    from ..data import describe_dataset
+    from ..data import recorded_for
     from ..validation import validate_dataset
 
     if not isinstance(dataset, datasets.Dataset):
@@ -762,8 +762,8 @@ def _check_dataset(results: "CVResults", dataset, label_column: str, rows: np.nd
                          f"{given[mismatch[0]]} vs {labels[mismatch[0]]}): the dataset is not the one the folds "
                          "were cut from (another subset, order or labelling).")
     fingerprint = results.metadata.get("data_fingerprint")
-    # The run records the public content fingerprint of its (label-encoded) rows: hf_tlcv.data.describe_dataset.
-    if fingerprint and fingerprint != describe_dataset(dataset)["fingerprint"]:
+    # The run records the content fingerprint of its (label-encoded) rows: hf_tlcv.data.describe_dataset.
+    if fingerprint and not recorded_for(dataset, fingerprint):
         logger.info("The dataset's fingerprint differs from the run's (it was loaded or built anew); its rows and "
                     "labels match the run's, so the audit goes on.")
     return dataset
