@@ -532,14 +532,20 @@ def by_question(records: list[dict]) -> dict:
     for r in records:
         if r["kind"] != "question":
             continue
-        row = out.setdefault(r["question"], {"decisions": 0, "methods": {}})
+        row = out.setdefault(r["question"], {"decisions": 0, "methods": {}, "verdicts": {}})
         row["decisions"] += 1
         for method, m in r["methods"].items():
             row["methods"].setdefault(method, []).append(m["regret"])
+            # Per question too, so that an easy question (pretrained vs scratch) cannot carry the overall rate.
+            counts = row["verdicts"].setdefault(method, [0, 0])
+            counts[0] += len(m["significant"])
+            counts[1] += sum(v["wrong"] for v in m["significant"])
     return {q: {"decisions": row["decisions"],
                 **{f"{method}_mean": float(np.mean(v)) for method, v in row["methods"].items()},
                 **{f"{method}_se": float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
-                   for method, v in row["methods"].items()}}
+                   for method, v in row["methods"].items()},
+                **{f"{method}_significant": c[0] for method, c in row["verdicts"].items()},
+                **{f"{method}_wrong": c[1] for method, c in row["verdicts"].items()}}
             for q, row in out.items()}
 
 
@@ -623,10 +629,13 @@ def write_markdown(summary: dict, meta: dict, ci_methods: list[str], path: Path,
                          f"{_f(m['regret_p90'])} | {_f(m['right_choice'], 2)} | {m['significant']} | {m['wrong']} | "
                          f"{rate} | {m['not_distinguishable']} | {_f(m['nd_gap_median'])}, {_f(m['nd_gap_p90'])} |")
     lines += ["", "Per question (all tasks and sizes; `custom` is the freeze sweep):", "",
-              "| question | decisions | regret cv (mean ± se) | regret holdout (mean ± se) |", "|---|---|---|---|"]
+              "| question | decisions | regret cv (mean ± se) | regret holdout (mean ± se) | significant (wrong): "
+              "cv, holdout, uncorrected |", "|---|---|---|---|---|"]
     for q, row in questions.items():
+        verdicts = ", ".join(f"{row.get(f'{m}_significant', 0)} ({row.get(f'{m}_wrong', 0)})"
+                             for m in ("cv", "holdout", "uncorrected"))
         lines.append(f"| {q} | {row['decisions']} | {_f(row.get('cv_mean'))} ± {_f(row.get('cv_se'))} | "
-                     f"{_f(row.get('holdout_mean'))} ± {_f(row.get('holdout_se'))} |")
+                     f"{_f(row.get('holdout_mean'))} ± {_f(row.get('holdout_se'))} | {verdicts} |")
     lines += ["", "Coverage of each variant's stated 95% interval: `full` = the held-out accuracy of the model trained "
               "on all n rows, `folds` = the mean held-out accuracy of the k fold models (truth standard error median "
               "shown; a noisy truth lowers measured coverage slightly).", "",
@@ -680,9 +689,10 @@ def plot_regret(summary: dict, path: Path) -> None:
     ax.set_title("Held-out accuracy lost by following the recommendation (lower is better)", fontsize=9)
     ax.axhline(0, color="black", linewidth=0.6)
     top = max([summary[k]["methods"][m]["regret_p90"] or 0 for k in keys for m in ("cv", "holdout")] + [0.01])
-    ax.set_ylim(0, top * 1.45)  # room for the legend above the bars and markers
-    ax.legend(fontsize=7, loc="upper center", ncol=3)
-    fig.tight_layout()
+    ax.set_ylim(0, top * 1.1)
+    handles, labels = ax.get_legend_handles_labels()  # under the axes: never over a bar, marker or tick
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
