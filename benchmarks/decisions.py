@@ -551,6 +551,8 @@ def by_question(records: list[dict]) -> dict:
 
 def summarize_records(records: list[dict], ci_methods: list[str]) -> dict:
     """Per (task, n) and overall: regret, wrong direction, not distinguishable, coverage, overfitting."""
+    from scipy.stats import binomtest
+
     groups: dict[str, list[dict]] = {}
     for r in records:
         for key in (f"{r['task']}|{r['n']}", "all|all"):
@@ -576,6 +578,20 @@ def summarize_records(records: list[dict], ci_methods: list[str]) -> dict:
                 "not_distinguishable": len(nd), "not_distinguishable_rate": len(nd) / len(qs) if qs else None,
                 "nd_gap_median": float(np.median(np.abs(nd))) if nd else None,
                 "nd_gap_p90": float(np.percentile(np.abs(nd), 90)) if nd else None}
+        # The two methods decide on the same unit and question: compare them paired. The decisions of one unit share
+        # their data, so the standard error is over units (the mean difference of each unit), not over decisions.
+        diffs = [q["methods"]["holdout"]["regret"] - q["methods"]["cv"]["regret"] for q in qs]
+        per_unit: dict[tuple, list[float]] = {}
+        for q, d in zip(qs, diffs):
+            per_unit.setdefault((q["task"], q["n"], q["draw"]), []).append(d)
+        unit_means = np.array([np.mean(v) for v in per_unit.values()], float)
+        row["paired"] = {"holdout_minus_cv_mean": float(np.mean(diffs)) if diffs else None,
+                         "se_over_units": float(unit_means.std(ddof=1) / math.sqrt(len(unit_means)))
+                         if len(unit_means) > 1 else None, "units": len(unit_means),
+                         "cv_better": sum(d > 0 for d in diffs), "tie": sum(d == 0 for d in diffs),
+                         "holdout_better": sum(d < 0 for d in diffs)}
+        untied = row["paired"]["cv_better"] + row["paired"]["holdout_better"]
+        row["paired"]["sign_test_p"] = float(binomtest(row["paired"]["cv_better"], untied).pvalue) if untied else None
         cov = {}
         for method in ci_methods:
             hits = [v["coverage"][method] for v in vs if method in v["coverage"]]
@@ -628,6 +644,16 @@ def write_markdown(summary: dict, meta: dict, ci_methods: list[str], path: Path,
                          f"{_f(m['regret_mean'])} ± {_f(m['regret_se'])} | {_f(m['regret_median'])} | "
                          f"{_f(m['regret_p90'])} | {_f(m['right_choice'], 2)} | {m['significant']} | {m['wrong']} | "
                          f"{rate} | {m['not_distinguishable']} | {_f(m['nd_gap_median'])}, {_f(m['nd_gap_p90'])} |")
+    lines += ["", "Paired: the study and the holdout split decide on the same unit and question. Holdout regret minus "
+              "study regret (positive: the study lost less), mean ± standard error over units (a unit's decisions "
+              "share its data), and how many decisions each lost less on:", "",
+              "| task | n | units | holdout − study regret | study better | tie | holdout better | sign test p |",
+              "|---|---|---|---|---|---|---|---|"]
+    for key, row in sorted(summary.items(), key=lambda kv: (kv[0] == "all|all", kv[0])):
+        task, n = key.split("|")
+        pr = row["paired"]
+        lines.append(f"| {task} | {n} | {pr['units']} | {_f(pr['holdout_minus_cv_mean'])} ± {_f(pr['se_over_units'])} "
+                     f"| {pr['cv_better']} | {pr['tie']} | {pr['holdout_better']} | {_f(pr['sign_test_p'], 2)} |")
     lines += ["", "Per question (all tasks and sizes; `custom` is the freeze sweep):", "",
               "| question | decisions | regret cv (mean ± se) | regret holdout (mean ± se) | significant (wrong): "
               "cv, holdout, uncorrected |", "|---|---|---|---|---|"]

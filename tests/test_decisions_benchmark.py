@@ -86,6 +86,25 @@ def test_a_finished_unit_asked_for_a_further_tier_runs_only_the_study_groups_it_
         bench.run_unit(grid, "toy", 40, 0, tmp_path, {"cheap", "expensive"}, cache)
 
 
+def test_the_paired_comparison_is_over_units_and_counts_each_decision_once():
+    bench = _bench()
+
+    def question(draw, cv, holdout):
+        methods = {m: {"regret": r, "significant": [], "distinguishable": False, "gap_runner_up": 0.0}
+                   for m, r in (("cv", cv), ("holdout", holdout), ("uncorrected", cv))}
+        return {"kind": "question", "task": "t", "n": 10, "draw": draw, "question": "lr", "methods": methods}
+
+    # unit 0: holdout loses 0.04 and 0.0 more; unit 1: 0.02 more and 0.02 less; unit 2: 0.03 more, twice
+    regrets = [(0, 0.0, 0.04), (0, 0.01, 0.01), (1, 0.0, 0.02), (1, 0.02, 0.0), (2, 0.0, 0.03), (2, 0.01, 0.04)]
+    paired = bench.summarize_records([question(*r) for r in regrets], [])["t|10"]["paired"]
+    diffs = [h - c for _, c, h in regrets]
+    unit_means = [0.02, 0.0, 0.03]
+    assert paired["holdout_minus_cv_mean"] == pytest.approx(np.mean(diffs))
+    assert paired["se_over_units"] == pytest.approx(np.std(unit_means, ddof=1) / np.sqrt(3))
+    assert (paired["units"], paired["cv_better"], paired["tie"], paired["holdout_better"]) == (3, 4, 1, 1)
+    assert paired["sign_test_p"] == pytest.approx(2 * (1 + 5) / 2**5)  # two-sided, 4 of 5 untied
+
+
 @pytest.mark.slow
 def test_smoke_mode_writes_the_tables(tmp_path):
     out = tmp_path / "decisions_smoke"
@@ -100,6 +119,7 @@ def test_smoke_mode_writes_the_tables(tmp_path):
     for method in overall["methods"].values():
         assert {"regret_median", "regret_p90", "wrong_rate", "not_distinguishable"} <= set(method)
     assert {"corrected", "uncorrected_t", "holdout_wilson"} <= set(overall["coverage"])
+    assert {"holdout_minus_cv_mean", "se_over_units", "sign_test_p"} <= set(overall["paired"])
     assert overall["coverage"]["corrected"]["n"] > 0
     kinds = {r["kind"] for r in saved["records"]}
     assert kinds == {"question", "variant"}
