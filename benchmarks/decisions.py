@@ -324,7 +324,10 @@ def run_unit(grid: dict, task: str, n: int, draw: int, work_dir: Path, tiers: se
               "n_pool": int(len(pool_rows)), "seconds": seconds, "studies": studies,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     shutil.rmtree(unit_dir / "feature_cache", ignore_errors=True)  # activations only: cheap to recompute, large
-    (unit_dir / UNIT_DONE).write_text(json.dumps(record))
+    # Written whole or not at all: another process aggregating meanwhile reads the old marker or the new one.
+    partial = unit_dir / f"{UNIT_DONE}.tmp"
+    partial.write_text(json.dumps(record))
+    os.replace(partial, unit_dir / UNIT_DONE)
     return record
 
 
@@ -448,6 +451,7 @@ def question_records(unit_dir: Path, unit: dict, grid: dict, ci_methods: list[st
     alpha, conf = grid["study"]["alpha"], grid["confidence"]
     for name, info in unit["studies"].items():
         folder = unit_dir / name
+        tier = grid["studies"].get(name, {}).get("tier", "cheap")
         report = StudyReport.load(folder)
         truth = json.loads((folder / "truth.json").read_text())
         runs = info["runs"]
@@ -481,13 +485,25 @@ def question_records(unit_dir: Path, unit: dict, grid: dict, ci_methods: list[st
             decisions = {"cv": cv_dec, "holdout": decide("holdout", names, cv_by_name, alpha),
                          "uncorrected": decide("uncorrected", names, cv_by_name, alpha)}
             top = max(acc[v] for v in names)
-            rec = {"kind": "question", "task": unit["task"], "n": unit["n"], "draw": unit["draw"], "study": name,
-                   "question": q, "variants": names, "truth": {v: acc[v] for v in names},
+            correct = {v: np.asarray(truth[runs[v]]["correct"]) for v in names}
+            # What each method ranks by: the fold mean (the study; the uncorrected folds) or the holdout fold's score.
+            fold_mean = {v: float(np.mean([f.eval_metrics["accuracy"] for f in cv_by_name[v].folds])) for v in names}
+            holdout = {v: cv_by_name[v].folds[0].eval_metrics["accuracy"] for v in names}
+            rec = {"kind": "question", "tier": tier, "task": unit["task"], "n": unit["n"], "draw": unit["draw"],
+                   "study": name, "question": q, "variants": names, "truth": {v: acc[v] for v in names},
                    "truth_se": {v: truth[runs[v]]["se"] for v in names}, "methods": {}}
             for method, d in decisions.items():
+                score = holdout if method == "holdout" else fold_mean
+                # Variants tied with the choice on the method's own score: the grid-order rule picked one of them;
+                # a random pick would lose their mean regret.
+                tied = [v for v in names if math.isclose(score[v], score[d["best"]], abs_tol=1e-12)]
                 rec["methods"][method] = {
-                    "choice": d["best"], "regret": top - acc[d["best"]],
-                    "significant": [{"winner": w, "loser": lo, "wrong": acc[w] < acc[lo], "gap": acc[w] - acc[lo]}
+                    "choice": d["best"], "regret": top - acc[d["best"]], "tied": len(tied),
+                    "regret_random_tie": float(np.mean([top - acc[v] for v in tied])),
+                    # pool_p: the exact McNemar test of the two all-rows models on the pool, so a "wrong" verdict
+                    # can be told from one the truth's own noise cannot resolve
+                    "significant": [{"winner": w, "loser": lo, "wrong": acc[w] < acc[lo], "gap": acc[w] - acc[lo],
+                                     "runner_up": lo == d["runner_up"], "pool_p": _mcnemar(correct[w], correct[lo])}
                                     for w, lo in d["significant"]],
                     "distinguishable": d["distinguishable"],
                     "gap_runner_up": acc[d["best"]] - acc[d["runner_up"]]}
@@ -510,10 +526,20 @@ def question_records(unit_dir: Path, unit: dict, grid: dict, ci_methods: list[st
             rising = (losses[-1] > (1 + grid["truth"]["loss_rise"]) * min(losses)) if len(losses) >= 2 else None
             ds = diagnoses.get(run) or []
             flagged = (sum(bool(d["overfitting"]) for d in ds) * 2 > len(ds)) if ds else None
-            out.append({"kind": "variant", "task": unit["task"], "n": unit["n"], "draw": unit["draw"], "study": name,
-                        "variant": run, "truth": tr["accuracy"], "truth_se": tr["se"], "fold_models_mean": target_b,
+            # The study's loss-rise rule alone (its other rule is the train-eval gap): the same kind of signal as
+            # the truth's rising held-out loss.
+            rise_flag = (sum(d.get("onset_epoch") is not None for d in ds) * 2 > len(ds)) if ds else None
+            # Two study groups can train the same variant (the images' linear probe at 1e-3 is in the learning-rate
+            # grid and the freeze sweep): the same settings, model and rows are one variant in the counts.
+            same = json.dumps({k: cv.metadata.get(k) for k in ("config", "model_fingerprint", "data_fingerprint",
+                                                               "baseline", "folds_fingerprint")},
+                              sort_keys=True, default=str)
+            out.append({"kind": "variant", "tier": tier, "task": unit["task"], "n": unit["n"], "draw": unit["draw"],
+                        "study": name, "variant": run, "same_as": hashlib.sha256(same.encode()).hexdigest()[:16],
+                        "truth": tr["accuracy"], "truth_se": tr["se"], "fold_models_mean": target_b,
                         "cv_mean": float(np.mean([f.eval_metrics["accuracy"] for f in cv.folds])),
-                        "coverage": cover, "overfit_flag": flagged, "heldout_loss_rising": rising})
+                        "coverage": cover, "overfit_flag": flagged, "loss_rise_flag": rise_flag,
+                        "heldout_loss_rising": rising})
     return out
 
 
@@ -549,12 +575,44 @@ def by_question(records: list[dict]) -> dict:
             for q, row in out.items()}
 
 
+def unique_variants(records: list[dict]) -> list[dict]:
+    """Variant records with a variant trained in two study groups of a unit (`same_as`) counted once."""
+    seen, out = set(), []
+    for r in records:
+        if r["kind"] == "variant":
+            key = (r["task"], r["n"], r["draw"], r.get("same_as") or r["variant"])
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(r)
+    return out
+
+
+def noisy_truth_coverage(lower: float, upper: float, truth_se: float, z: float = 1.959964) -> float:
+    """The coverage a 95% interval [lower, upper] would measure if it were exact for the variant's true accuracy,
+    when it is scored against a truth measured with standard error `truth_se` (a pool of finite size): the
+    interval's own spread, (width / 2) / z, and the truth's add. The ceiling of a measured coverage."""
+    from scipy.stats import norm
+
+    half = (upper - lower) / 2
+    if half <= 0:
+        return 0.0
+    return float(2 * norm.cdf(half / math.hypot(half / z, truth_se)) - 1)
+
+
+def widened(interval: list[float], truth_se: float, z: float = 1.959964) -> list[float]:
+    """`interval` widened on each side for the truth's own noise: sqrt(side^2 + (z * truth_se)^2)."""
+    lower, upper = interval
+    mid = (lower + upper) / 2
+    return [mid - math.hypot(mid - lower, z * truth_se), mid + math.hypot(upper - mid, z * truth_se)]
+
+
 def summarize_records(records: list[dict], ci_methods: list[str]) -> dict:
-    """Per (task, n) and overall: regret, wrong direction, not distinguishable, coverage, overfitting."""
+    """Per (task, n) and overall: regret (with ties), verdicts, the paired comparison, coverage, overfitting."""
     from scipy.stats import binomtest
 
     groups: dict[str, list[dict]] = {}
-    for r in records:
+    for r in unique_variants(records):
         for key in (f"{r['task']}|{r['n']}", "all|all"):
             groups.setdefault(key, []).append(r)
     out = {}
@@ -563,56 +621,91 @@ def summarize_records(records: list[dict], ci_methods: list[str]) -> dict:
         vs = [r for r in rs if r["kind"] == "variant"]
         row = {"units": len({(r["task"], r["n"], r["draw"]) for r in rs}), "decisions": len(qs), "methods": {}}
         for method in ("cv", "holdout", "uncorrected"):
-            regrets = np.array([q["methods"][method]["regret"] for q in qs], float)
-            sig = [s for q in qs for s in q["methods"][method]["significant"]]
+            ms = [q["methods"][method] for q in qs]
+            regrets = np.array([m["regret"] for m in ms], float)
+            sig = [s for m in ms for s in m["significant"]]
             wrong = sum(s["wrong"] for s in sig)
-            nd = [q["methods"][method]["gap_runner_up"] for q in qs if not q["methods"][method]["distinguishable"]]
+            runner_up = [s for s in sig if s.get("runner_up")]
+            decided = [m for m in ms if m["significant"]]  # decisions with at least one significant verdict
+            decided_wrong = sum(any(s["wrong"] for s in m["significant"]) for m in decided)
+            nd = [m["gap_runner_up"] for m in ms if not m["distinguishable"]]
             row["methods"][method] = {
                 "regret_mean": float(regrets.mean()) if len(regrets) else None,
                 "regret_se": float(regrets.std(ddof=1) / math.sqrt(len(regrets))) if len(regrets) > 1 else None,
                 "regret_median": float(np.median(regrets)) if len(regrets) else None,
                 "regret_p90": float(np.percentile(regrets, 90)) if len(regrets) else None,
                 "right_choice": float(np.mean(regrets == 0)) if len(regrets) else None,
+                "ties": sum(m.get("tied", 1) > 1 for m in ms),
+                "regret_random_tie_mean": float(np.mean([m.get("regret_random_tie", m["regret"]) for m in ms]))
+                if ms else None,
                 "significant": len(sig), "wrong": int(wrong),
                 "wrong_rate": wrong / len(sig) if sig else None, "wrong_ci95": wilson(wrong, len(sig)),
+                # a wrong verdict the pool itself resolves (exact McNemar on the pool, p < 0.05)
+                "wrong_resolved": sum(s["wrong"] and s.get("pool_p", 0.0) < 0.05 for s in sig),
+                "runner_up_significant": len(runner_up), "runner_up_wrong": sum(s["wrong"] for s in runner_up),
+                # verdicts of one decision share its folds: the rate over decisions does not count them as many
+                "decisions_significant": len(decided), "decisions_wrong": int(decided_wrong),
+                "decisions_wrong_ci95": wilson(decided_wrong, len(decided)),
                 "not_distinguishable": len(nd), "not_distinguishable_rate": len(nd) / len(qs) if qs else None,
                 "nd_gap_median": float(np.median(np.abs(nd))) if nd else None,
                 "nd_gap_p90": float(np.percentile(np.abs(nd), 90)) if nd else None}
         # The two methods decide on the same unit and question: compare them paired. The decisions of one unit share
-        # their data, so the standard error is over units (the mean difference of each unit), not over decisions.
+        # their data, so the standard error and the sign test are over units (each unit's mean difference).
         diffs = [q["methods"]["holdout"]["regret"] - q["methods"]["cv"]["regret"] for q in qs]
         per_unit: dict[tuple, list[float]] = {}
         for q, d in zip(qs, diffs):
             per_unit.setdefault((q["task"], q["n"], q["draw"]), []).append(d)
         unit_means = np.array([np.mean(v) for v in per_unit.values()], float)
+        better, worse = int(np.sum(unit_means > 0)), int(np.sum(unit_means < 0))
         row["paired"] = {"holdout_minus_cv_mean": float(np.mean(diffs)) if diffs else None,
                          "se_over_units": float(unit_means.std(ddof=1) / math.sqrt(len(unit_means)))
                          if len(unit_means) > 1 else None, "units": len(unit_means),
                          "cv_better": sum(d > 0 for d in diffs), "tie": sum(d == 0 for d in diffs),
-                         "holdout_better": sum(d < 0 for d in diffs)}
-        untied = row["paired"]["cv_better"] + row["paired"]["holdout_better"]
-        row["paired"]["sign_test_p"] = float(binomtest(row["paired"]["cv_better"], untied).pvalue) if untied else None
+                         "holdout_better": sum(d < 0 for d in diffs),
+                         "units_cv_better": better, "units_holdout_better": worse,
+                         "sign_test_p": float(binomtest(better, better + worse).pvalue) if better + worse else None}
         cov = {}
+        # the variants every method has an interval for (nested ran on some draws only): compared on the same ones
+        matched = [v for v in vs if all(m in v["coverage"] for m in ci_methods)]
         for method in ci_methods:
-            hits = [v["coverage"][method] for v in vs if method in v["coverage"]]
+            scored = [v for v in vs if method in v["coverage"]]
+            hits = [v["coverage"][method] for v in scored]
             full = [h["full"] for h in hits]
             folds = [h["folds"] for h in hits if h["folds"] is not None]
             widths = [h["interval"][1] - h["interval"][0] for h in hits]
+            ceiling = [noisy_truth_coverage(*v["coverage"][method]["interval"], v["truth_se"]) for v in scored]
+            wide = [widened(v["coverage"][method]["interval"], v["truth_se"]) for v in scored]
+            adjusted = [lo <= v["truth"] <= hi for v, (lo, hi) in zip(scored, wide)]
+            on_matched = [v["coverage"][method]["full"] for v in matched]
             cov[method] = {"n": len(hits), "full": float(np.mean(full)) if full else None,
                            "full_ci95": wilson(sum(full), len(full)),
                            "folds": float(np.mean(folds)) if folds else None,
                            "folds_ci95": wilson(sum(folds), len(folds)),
-                           "width_median": float(np.median(widths)) if widths else None}
+                           "width_median": float(np.median(widths)) if widths else None,
+                           "ceiling": float(np.mean(ceiling)) if ceiling else None,
+                           "full_widened": float(np.mean(adjusted)) if adjusted else None,
+                           "matched_n": len(matched),
+                           "matched_full": float(np.mean(on_matched)) if on_matched else None,
+                           "matched_width_median": float(np.median(
+                               [np.diff(v["coverage"][method]["interval"])[0] for v in matched])) if matched else None}
         row["coverage"] = cov
-        pairs = [(v["overfit_flag"], v["heldout_loss_rising"]) for v in vs
-                 if v["overfit_flag"] is not None and v["heldout_loss_rising"] is not None]
-        row["overfitting"] = {"n": len(pairs), "agree": float(np.mean([a == b for a, b in pairs])) if pairs else None,
-                              "flag_and_rising": sum(a and b for a, b in pairs),
-                              "flag_not_rising": sum(a and not b for a, b in pairs),
-                              "rising_not_flagged": sum(b and not a for a, b in pairs),
-                              "neither": sum((not a) and (not b) for a, b in pairs)}
+        row["overfitting"] = {}
+        for flag in ("overfit_flag", "loss_rise_flag"):
+            pairs = [(v[flag], v["heldout_loss_rising"]) for v in vs
+                     if v.get(flag) is not None and v["heldout_loss_rising"] is not None]
+            row["overfitting"][flag] = {
+                "n": len(pairs), "agree": float(np.mean([a == b for a, b in pairs])) if pairs else None,
+                "flag_and_rising": sum(a and b for a, b in pairs), "flag_not_rising": sum(a and not b for a, b in pairs),
+                "rising_not_flagged": sum(b and not a for a, b in pairs),
+                "neither": sum((not a) and (not b) for a, b in pairs)}
         row["truth_se_median"] = float(np.median([v["truth_se"] for v in vs])) if vs else None
         out[key] = row
+    # "Averaged over tasks" (the goal): each (task, n) weighs the same, whatever its number of decisions.
+    cells = [row for key, row in out.items() if key != "all|all"]
+    if "all|all" in out and cells:
+        means = {m: float(np.mean([row["methods"][m]["regret_mean"] for row in cells])) for m in ("cv", "holdout")}
+        out["all|all"]["task_averaged"] = {**means, "cells": len(cells),
+                                           "ratio": means["cv"] / means["holdout"] if means["holdout"] else None}
     return out
 
 
@@ -624,37 +717,101 @@ def _ci(c):
     return "" if c is None or any(math.isnan(x) for x in c) else f" [{c[0]:.2f}, {c[1]:.2f}]"
 
 
-def write_markdown(summary: dict, meta: dict, ci_methods: list[str], path: Path, questions: dict) -> None:
-    lines = [f"# Decisions against held-out truth ({'smoke' if meta['smoke'] else meta['status']})", "",
-             f"Grid hash `{meta['grid_hash']}` (benchmarks/decisions.py `GRID`, committed before any held-out number "
-             f"was read). Units finished: {meta['units']} ({meta['units_by_task']}); compute {meta['compute_s']:.0f} s "
-             f"in units (sum of unit wall times). Continue: `{meta['continue']}`.", "",
-             "Regret: held-out accuracy of the truly best variant minus that of the recommended one (model trained on "
-             "all n rows, scored on the pool). `cv` = the study's verdicts; `holdout` = one 80/20 split; "
-             "`uncorrected` = the same 5 folds with a plain paired t-test (its choice is the CV choice).", "",
-             "| task | n | units | decisions | method | regret mean ± se | median | p90 | right choice | significant "
-             "| wrong | wrong rate [95%] | not distinguishable | gap then (median, p90) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def _rows(summary: dict):
     for key, row in sorted(summary.items(), key=lambda kv: (kv[0] == "all|all", kv[0])):
-        task, n = key.split("|")
+        yield (*key.split("|"), row)
+
+
+def summary_tables(summary: dict, ci_methods: list[str]) -> list[str]:
+    """The Markdown tables of one summary (one tier): regret and verdicts, the paired comparison, coverage,
+    overfitting."""
+    lines = ["Regret: held-out accuracy of the truly best variant minus that of the recommended one (model trained on "
+             "all n rows, scored on the pool). `cv` = the study's verdicts; `holdout` = one 80/20 split; "
+             "`uncorrected` = the same 5 folds with a plain paired t-test (its choice is the CV choice). Ties: "
+             "decisions whose choice tied with another variant on the method's own score (the grid-order rule "
+             "picked one), and the mean regret had the pick been random among them. Wrong: verdicts that point the "
+             "wrong way on the pool, and (in brackets) those the pool itself resolves (exact McNemar p < 0.05); "
+             "the rate is quoted from 30 verdicts on, and again over decisions (a decision's verdicts share its "
+             "folds).", "",
+             "| task | n | units | decisions | method | regret mean ± se | median | p90 | right choice | ties (random "
+             "pick) | significant | wrong (resolved) | wrong rate [95%] | decisions with a verdict: wrong [95%] | "
+             "best vs runner-up: significant (wrong) | not distinguishable | gap then (median, p90) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for task, n, row in _rows(summary):
         for method, m in row["methods"].items():
             rate = (f"{_f(m['wrong_rate'], 3)}{_ci(m['wrong_ci95'])}" if m["significant"] >= 30
                     else f"(< 30 verdicts){_ci(m['wrong_ci95']) if m['significant'] else ''}")
+            per_decision = (f"{m['decisions_wrong']} of {m['decisions_significant']}"
+                            f"{_ci(m['decisions_wrong_ci95']) if m['decisions_significant'] else ''}")
             lines.append(f"| {task} | {n} | {row['units']} | {row['decisions']} | {method} | "
                          f"{_f(m['regret_mean'])} ± {_f(m['regret_se'])} | {_f(m['regret_median'])} | "
-                         f"{_f(m['regret_p90'])} | {_f(m['right_choice'], 2)} | {m['significant']} | {m['wrong']} | "
-                         f"{rate} | {m['not_distinguishable']} | {_f(m['nd_gap_median'])}, {_f(m['nd_gap_p90'])} |")
+                         f"{_f(m['regret_p90'])} | {_f(m['right_choice'], 2)} | {m['ties']} "
+                         f"({_f(m['regret_random_tie_mean'])}) | {m['significant']} | {m['wrong']} "
+                         f"({m['wrong_resolved']}) | {rate} | {per_decision} | {m['runner_up_significant']} "
+                         f"({m['runner_up_wrong']}) | {m['not_distinguishable']} | {_f(m['nd_gap_median'])}, "
+                         f"{_f(m['nd_gap_p90'])} |")
+    averaged = summary.get("all|all", {}).get("task_averaged")
+    if averaged:
+        lines += ["", f"Averaged over the {averaged['cells']} (task, n) cells, each weighing the same: regret "
+                      f"{_f(averaged['cv'])} (study) vs {_f(averaged['holdout'])} (holdout), ratio "
+                      f"{_f(averaged['ratio'], 2)}."]
     lines += ["", "Paired: the study and the holdout split decide on the same unit and question. Holdout regret minus "
               "study regret (positive: the study lost less), mean ± standard error over units (a unit's decisions "
-              "share its data), and how many decisions each lost less on:", "",
-              "| task | n | units | holdout − study regret | study better | tie | holdout better | sign test p |",
-              "|---|---|---|---|---|---|---|---|"]
-    for key, row in sorted(summary.items(), key=lambda kv: (kv[0] == "all|all", kv[0])):
-        task, n = key.split("|")
+              "share its data); decisions each lost less on; units whose mean difference favours each, and the "
+              "sign test over those units.", "",
+              "| task | n | units | holdout − study regret | decisions: study better, tie, holdout better | units: "
+              "study better, holdout better | sign test p (units) |", "|---|---|---|---|---|---|---|"]
+    for task, n, row in _rows(summary):
         pr = row["paired"]
         lines.append(f"| {task} | {n} | {pr['units']} | {_f(pr['holdout_minus_cv_mean'])} ± {_f(pr['se_over_units'])} "
-                     f"| {pr['cv_better']} | {pr['tie']} | {pr['holdout_better']} | {_f(pr['sign_test_p'], 2)} |")
-    lines += ["", "Per question (all tasks and sizes; `custom` is the freeze sweep):", "",
+                     f"| {pr['cv_better']}, {pr['tie']}, {pr['holdout_better']} | {pr['units_cv_better']}, "
+                     f"{pr['units_holdout_better']} | {_f(pr['sign_test_p'], 2)} |")
+    lines += ["", "Coverage of each variant's stated 95% interval: `full` = the held-out accuracy of the model trained "
+              "on all n rows [95%], `widened` = the same with each side widened for the truth's own noise "
+              "(sqrt(side² + (1.96 se)²)), `ceiling` = what an interval exact for the true accuracy would measure "
+              "against this noisy truth, `folds` = the mean held-out accuracy of the k fold models, median width. "
+              "A variant trained in two study groups counts once.", "",
+              "| task | n | truth se | " + " | ".join(f"{m}: n, full, widened, ceiling, folds, width" for m in ci_methods)
+              + " |", "|---|---|---|" + "---|" * len(ci_methods)]
+    for task, n, row in _rows(summary):
+        cells = []
+        for m in ci_methods:
+            c = row["coverage"][m]
+            cells.append(f"{c['n']}, {_f(c['full'], 2)}{_ci(c['full_ci95']) if c['n'] else ''}, "
+                         f"{_f(c['full_widened'], 2)}, {_f(c['ceiling'], 2)}, {_f(c['folds'], 2)}, "
+                         f"{_f(c['width_median'], 2)}")
+        lines.append(f"| {task} | {n} | {_f(row['truth_se_median'])} | " + " | ".join(cells) + " |")
+    everything = summary.get("all|all", {}).get("coverage", {})
+    if everything and next(iter(everything.values()))["matched_n"]:
+        matched = ", ".join(f"`{m}` {_f(c['matched_full'], 2)} (width {_f(c['matched_width_median'], 2)})"
+                            for m, c in everything.items())
+        lines += ["", f"On the {next(iter(everything.values()))['matched_n']} variants that have every interval "
+                      f"(`nested` ran on some draws only), coverage of the all-rows model: {matched}."]
+    lines += ["", "Overfitting: a variant is flagged when the study flags a majority of its folds, by either of its "
+              "rules (`either`: eval loss rising, or a train-eval gap) or by the loss rule alone (`loss rise`); "
+              "truth: the held-out loss of the model trained on all n rows ends more than 5% above its minimum.", "",
+              "| task | n | rule | variants | agree | flag & rising | flag, not rising | rising, not flagged | neither |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for task, n, row in _rows(summary):
+        for flag, label in (("overfit_flag", "either"), ("loss_rise_flag", "loss rise")):
+            o = row["overfitting"][flag]
+            lines.append(f"| {task} | {n} | {label} | {o['n']} | {_f(o['agree'], 2)} | {o['flag_and_rising']} | "
+                         f"{o['flag_not_rising']} | {o['rising_not_flagged']} | {o['neither']} |")
+    return lines
+
+
+def write_markdown(summaries: dict, meta: dict, ci_methods: list[str], path: Path, questions: dict) -> None:
+    """`summaries`: tier -> summary (the cheap questions, and the expensive tier's full fine-tuning apart)."""
+    lines = [f"# Decisions against held-out truth ({'smoke' if meta['smoke'] else meta['status']})", "",
+             f"Grid hash `{meta['grid_hash']}` (benchmarks/decisions.py `GRID`, committed before any held-out number "
+             f"was read). Units finished: {meta['units']} ({meta['units_by_task']}); compute {meta['compute_s']:.0f} s "
+             f"in units (sum of unit wall times). Continue: `{meta['continue']}`."]
+    titles = {"cheap": "Cheap tier: learning rate and probe vs baseline (linear probes), freeze depth",
+              "expensive": "Expensive tier: pretrained vs scratch, full fine-tuning"}
+    for tier, summary in summaries.items():
+        if summary:
+            lines += ["", f"## {titles.get(tier, tier)}", "", *summary_tables(summary, ci_methods)]
+    lines += ["", "## Per question", "", "All tasks and sizes; `custom` is the freeze sweep.", "",
               "| question | decisions | regret cv (mean ± se) | regret holdout (mean ± se) | significant (wrong): "
               "cv, holdout, uncorrected |", "|---|---|---|---|---|"]
     for q, row in questions.items():
@@ -662,28 +819,6 @@ def write_markdown(summary: dict, meta: dict, ci_methods: list[str], path: Path,
                              for m in ("cv", "holdout", "uncorrected"))
         lines.append(f"| {q} | {row['decisions']} | {_f(row.get('cv_mean'))} ± {_f(row.get('cv_se'))} | "
                      f"{_f(row.get('holdout_mean'))} ± {_f(row.get('holdout_se'))} | {verdicts} |")
-    lines += ["", "Coverage of each variant's stated 95% interval: `full` = the held-out accuracy of the model trained "
-              "on all n rows, `folds` = the mean held-out accuracy of the k fold models (truth standard error median "
-              "shown; a noisy truth lowers measured coverage slightly).", "",
-              "| task | n | truth se | " + " | ".join(f"{m}: n, full, folds, width" for m in ci_methods) + " |",
-              "|---|---|---|" + "---|" * len(ci_methods)]
-    for key, row in sorted(summary.items(), key=lambda kv: (kv[0] == "all|all", kv[0])):
-        task, n = key.split("|")
-        cells = []
-        for m in ci_methods:
-            c = row["coverage"][m]
-            cells.append(f"{c['n']}, {_f(c['full'], 2)}{_ci(c['full_ci95']) if c['n'] else ''}, "
-                         f"{_f(c['folds'], 2)}, {_f(c['width_median'], 2)}")
-        lines.append(f"| {task} | {n} | {_f(row['truth_se_median'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Overfitting: a variant is flagged when the study flags a majority of its folds; truth: the held-out "
-              "loss of the model trained on all n rows ends more than 5% above its minimum.", "",
-              "| task | n | variants | agree | flag & rising | flag, not rising | rising, not flagged | neither |",
-              "|---|---|---|---|---|---|---|---|"]
-    for key, row in sorted(summary.items(), key=lambda kv: (kv[0] == "all|all", kv[0])):
-        task, n = key.split("|")
-        o = row["overfitting"]
-        lines.append(f"| {task} | {n} | {o['n']} | {_f(o['agree'], 2)} | {o['flag_and_rising']} | "
-                     f"{o['flag_not_rising']} | {o['rising_not_flagged']} | {o['neither']} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -734,17 +869,21 @@ def aggregate(grid: dict, work_dir: Path, ci_methods: list[str], output: Path, s
         records += question_records(marker.parent, unit, grid, ci_methods)
         units[unit["task"]] = units.get(unit["task"], 0) + 1
         compute += unit["seconds"]
-    summary = summarize_records(records, ci_methods)
+    # The expensive tier (full fine-tuning, some tasks only) is summarized apart from the cheap questions.
+    summaries = {tier: summarize_records([r for r in records if r.get("tier", "cheap") == tier], ci_methods)
+                 for tier in ("cheap", "expensive")}
+    summary = summaries["cheap"]
     questions = by_question(records)
     meta = {"grid_hash": GRID_HASH, "grid": grid, "smoke": smoke, "units": sum(units.values()),
             "units_by_task": ", ".join(f"{t} {k}" for t, k in units.items()), "compute_s": compute,
             "continue": cont, "ci_methods": ci_methods, "status": "partial" if not smoke else "smoke",
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "by_question": questions,
-                                                       "records": records},
+    output.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary,
+                                                       "summary_expensive": summaries["expensive"],
+                                                       "by_question": questions, "records": records},
                                                       indent=1, default=float))
-    write_markdown(summary, meta, ci_methods, output.with_suffix(".md"), questions)
+    write_markdown(summaries, meta, ci_methods, output.with_suffix(".md"), questions)
     if plot is not None:
         plot_regret(summary, plot)
     return summary
@@ -794,7 +933,8 @@ def main(argv=None) -> int:
         sizes = [int(s) for s in ns.sizes.split(",") if s.strip()]
         draws, tiers = ns.draws, {t.strip() for t in ns.tiers.split(",")}
         output = Path(ns.output) if ns.output else RESULTS / "decisions"
-        plot = DOCS / "decisions_regret.png"
+        # The docs' plot only with the committed results; results written elsewhere get their plot beside them.
+        plot = DOCS / "decisions_regret.png" if not ns.output else output.with_name(output.name + "_regret.png")
     cont = (f"nice -n 19 .venv/bin/python benchmarks/decisions.py --work-dir {ns.work_dir} --draws {ns.draws} "
             f"--tasks {','.join(tasks)} --sizes {','.join(map(str, sizes))} --tiers {','.join(sorted(tiers))}")
     print(f"grid {GRID_HASH}; work dir {work_dir}", flush=True)

@@ -102,7 +102,42 @@ def test_the_paired_comparison_is_over_units_and_counts_each_decision_once():
     assert paired["holdout_minus_cv_mean"] == pytest.approx(np.mean(diffs))
     assert paired["se_over_units"] == pytest.approx(np.std(unit_means, ddof=1) / np.sqrt(3))
     assert (paired["units"], paired["cv_better"], paired["tie"], paired["holdout_better"]) == (3, 4, 1, 1)
-    assert paired["sign_test_p"] == pytest.approx(2 * (1 + 5) / 2**5)  # two-sided, 4 of 5 untied
+    # the sign test counts units (decisions of a unit share its data): 2 units favour the study, 1 is even
+    assert (paired["units_cv_better"], paired["units_holdout_better"]) == (2, 0)
+    assert paired["sign_test_p"] == pytest.approx(0.5)  # two-sided, 2 of 2
+
+
+def test_the_noisy_truth_ceiling_matches_a_simulation_and_widening_restores_coverage():
+    """An interval exact for the true accuracy, scored against a truth measured on a finite pool, covers it less
+    often than 95%: `noisy_truth_coverage` says how much, and a simulation with known truth agrees."""
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    true, sigma, tau, z = 0.7, 0.03, 0.015, 1.959964
+    centres = true + sigma * rng.standard_normal(200_000)  # the interval's centre: exact, sd sigma
+    truths = true + tau * rng.standard_normal(200_000)  # the measured truth: sd tau around the true accuracy
+    measured = np.mean(np.abs(centres - truths) <= z * sigma)
+    assert bench.noisy_truth_coverage(true - z * sigma, true + z * sigma, tau) == pytest.approx(measured, abs=0.003)
+    assert measured < 0.94  # the effect is real at these sizes
+    wide = [bench.widened([c - z * sigma, c + z * sigma], tau) for c in centres[:20_000]]
+    assert np.mean([lo <= t <= hi for (lo, hi), t in zip(wide, truths[:20_000])]) == pytest.approx(0.95, abs=0.006)
+    assert bench.noisy_truth_coverage(0.6, 0.8, 0.0) == pytest.approx(0.95, abs=1e-4)
+
+
+def test_a_variant_trained_in_two_study_groups_counts_once_and_ties_are_reported():
+    bench = _bench()
+    variant = {"kind": "variant", "task": "t", "n": 10, "draw": 0, "truth": 0.5, "truth_se": 0.01,
+               "coverage": {}, "overfit_flag": None, "heldout_loss_rising": None, "fold_models_mean": None}
+    records = [{**variant, "study": "probe_lr", "variant": "lr_0.001", "same_as": "x"},
+               {**variant, "study": "freeze", "variant": "linear_probe", "same_as": "x"},
+               {**variant, "study": "freeze", "variant": "freeze_4", "same_as": "y"},
+               {**variant, "draw": 1, "study": "freeze", "variant": "linear_probe", "same_as": "x"}]
+    assert [(r["study"], r["draw"]) for r in bench.unique_variants(records)] == [
+        ("probe_lr", 0), ("freeze", 0), ("freeze", 1)]
+    methods = {m: {"regret": 0.05, "tied": 3, "regret_random_tie": 0.02, "significant": [],
+                   "distinguishable": False, "gap_runner_up": 0.0} for m in ("cv", "holdout", "uncorrected")}
+    question = {"kind": "question", "task": "t", "n": 10, "draw": 0, "question": "lr", "methods": methods}
+    summary = bench.summarize_records([question], [])["t|10"]["methods"]["holdout"]
+    assert (summary["ties"], summary["regret_mean"], summary["regret_random_tie_mean"]) == (1, 0.05, 0.02)
 
 
 @pytest.mark.slow
@@ -125,5 +160,9 @@ def test_smoke_mode_writes_the_tables(tmp_path):
     assert kinds == {"question", "variant"}
     question = next(r for r in saved["records"] if r["kind"] == "question")
     assert all(0.0 <= question["truth"][v] <= 1.0 for v in question["variants"])
+    assert question["tier"] == "cheap" and all(1 <= m["tied"] <= len(question["variants"])
+                                                for m in question["methods"].values())
+    assert all(r["same_as"] for r in saved["records"] if r["kind"] == "variant")
+    assert saved["summary_expensive"] == {}  # the smoke run asks no expensive question
     markdown = out.with_suffix(".md").read_text()
     assert "regret" in markdown and "Coverage" in markdown and "Overfitting" in markdown
