@@ -122,8 +122,9 @@ def rows_fingerprint(dataset: Dataset) -> str:
 
     `datasets.fingerprint.Hasher.hash(dataset)` hashes a memory-mapped dataset by the paths of its Arrow files, so
     the same rows read from another cache folder (`$HF_TLCV_CACHE`, `$HF_DATASETS_CACHE`, another machine) hash
-    differently, and a run could not be resumed there. This hashes what is in the rows instead (images as their
-    stored bytes, not decoded), once per dataset object: one pass over the data.
+    differently, and a run could not be resumed there. This hashes what is in the rows instead, once per dataset
+    object: one pass over the data (about 0.6 GB/s on one core). Images are hashed as they are stored: their bytes,
+    not decoded; an image stored only as a file path (`datasets`' imagefolder) as its path.
 
     >>> from datasets import Dataset
     >>> rows = Dataset.from_dict({"text": ["a", "b", "c"], "label": [0, 1, 0]})
