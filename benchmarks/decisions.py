@@ -415,15 +415,20 @@ def _fold0_correct(cv) -> np.ndarray:
     return (p["prediction"].to_numpy() == p["label"].to_numpy()).astype(int)
 
 
+def method_scores(method: str, names: list[str], cvs: dict) -> dict[str, float]:
+    """What `method` ranks the variants by: the holdout fold's accuracy ("holdout"), else the mean over the folds
+    (the study and the uncorrected folds)."""
+    if method == "holdout":
+        return {n: cvs[n].folds[0].eval_metrics["accuracy"] for n in names}
+    return {n: float(np.mean([f.eval_metrics["accuracy"] for f in cvs[n].folds])) for n in names}
+
+
 def decide(method: str, names: list[str], cvs: dict, alpha: float) -> dict:
     """`{"best", "significant": [(winner, loser)], "distinguishable": bool, "runner_up"}` of `method` ("holdout" or
     "uncorrected") among `names` (the best against every other, Holm-adjusted, as the study does)."""
     from scipy.stats import ttest_rel
 
-    if method == "holdout":
-        score = {n: cvs[n].folds[0].eval_metrics["accuracy"] for n in names}
-    else:
-        score = {n: float(np.mean([f.eval_metrics["accuracy"] for f in cvs[n].folds])) for n in names}
+    score = method_scores(method, names, cvs)
     order = sorted(names, key=lambda n: -score[n])  # stable: ties keep grid order
     best, rest = order[0], order[1:]
     pvalues = []
@@ -486,14 +491,11 @@ def question_records(unit_dir: Path, unit: dict, grid: dict, ci_methods: list[st
                          "uncorrected": decide("uncorrected", names, cv_by_name, alpha)}
             top = max(acc[v] for v in names)
             correct = {v: np.asarray(truth[runs[v]]["correct"]) for v in names}
-            # What each method ranks by: the fold mean (the study; the uncorrected folds) or the holdout fold's score.
-            fold_mean = {v: float(np.mean([f.eval_metrics["accuracy"] for f in cv_by_name[v].folds])) for v in names}
-            holdout = {v: cv_by_name[v].folds[0].eval_metrics["accuracy"] for v in names}
             rec = {"kind": "question", "tier": tier, "task": unit["task"], "n": unit["n"], "draw": unit["draw"],
                    "study": name, "question": q, "variants": names, "truth": {v: acc[v] for v in names},
                    "truth_se": {v: truth[runs[v]]["se"] for v in names}, "methods": {}}
             for method, d in decisions.items():
-                score = holdout if method == "holdout" else fold_mean
+                score = method_scores(method, names, cv_by_name)
                 # Variants tied with the choice on the method's own score: the grid-order rule picked one of them;
                 # a random pick would lose their mean regret.
                 tied = [v for v in names if math.isclose(score[v], score[d["best"]], abs_tol=1e-12)]
